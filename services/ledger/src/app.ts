@@ -1,0 +1,99 @@
+import type pg from "pg";
+import type { Logger } from "pino";
+import type { Config } from "../../common/src/config.js";
+import { systemClock, uuidV7, type Clock, type IdGenerator } from "../../common/src/ids.js";
+import { createPool } from "../../common/src/pg.js";
+import { createServer } from "../../common/src/server.js";
+import { createKeyVerifier } from "./auth/api-keys.js";
+import { createLedger, type Ledger } from "./domain/ledger.js";
+import { migrate } from "./migrate.js";
+import { startRetention } from "./retention.js";
+import { createInterceptors, createRoutes } from "./rpc/routes.js";
+import { createWalletFeed } from "./watch.js";
+
+/** Bounds of the WatchWallet feed. */
+const watch_poll_interval_ms = 200;
+const watch_watchers_max = 1000;
+const watch_batch_max = 100;
+/** Entries in the API key cache. */
+const auth_cache_entries_max = 10_000;
+
+export interface LedgerAppOptions {
+  config: Config;
+  logger: Logger;
+  /** Defaults to the system clock; tests pass a manual one. */
+  clock?: Clock;
+  newId?: IdGenerator;
+  /** Run migrations before serving (on by default; safe with several replicas). */
+  migrate?: boolean;
+}
+
+export interface LedgerApp {
+  address: { host: string; port: number };
+  url: string;
+  pool: pg.Pool;
+  ledger: Ledger;
+  /** Drains in-flight calls, then closes the server and the pool. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Builds and starts the ledger process: pool, migrations, ledger core, RPC server and the
+ * retention sweeper. main.ts calls it with the environment's config; tests call it with a
+ * fresh database, port 0 and a manual clock.
+ */
+export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerApp> {
+  const { config, logger } = options;
+  const clock = options.clock ?? systemClock;
+  const pool = createPool(config, logger, { applicationName: "holdfast-ledger" });
+  if (options.migrate ?? true) {
+    await migrate(pool, logger);
+  }
+  const ledger = createLedger({ pool, clock, newId: options.newId ?? uuidV7 });
+  const feed = createWalletFeed({
+    pool,
+    pollIntervalMs: watch_poll_interval_ms,
+    watchersMax: watch_watchers_max,
+    batchMax: watch_batch_max,
+  });
+  const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: auth_cache_entries_max });
+  let serving = true;
+  const server = createServer({
+    routes: createRoutes({ ledger, pool, feed, defaultHoldTtlSeconds: config.defaultHoldTtlSeconds, isServing: () => serving }),
+    interceptors: createInterceptors(verifier, logger),
+    host: config.host,
+    port: config.port,
+    corsOrigins: [...config.corsOrigins],
+    readMaxBytes: config.readMaxBytes,
+    maxTimeoutMs: config.maxTimeoutMs,
+    defaultTimeoutMs: config.defaultTimeoutMs,
+    maxInFlight: config.maxInFlight,
+    drainTimeoutMs: config.drainTimeoutMs,
+    logger,
+    readiness: () => readiness(pool),
+  });
+  const address = await server.listen();
+  const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
+  return {
+    address,
+    url: `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
+    pool,
+    ledger,
+    async stop() {
+      serving = false;
+      retention.stop();
+      await server.drain();
+      await pool.end();
+    },
+  };
+}
+
+/** Ready when the database answers. */
+async function readiness(pool: pg.Pool): Promise<{ ready: boolean; detail: Record<string, unknown> }> {
+  try {
+    await pool.query("select 1");
+    return { ready: true, detail: { database: "ok" } };
+  } catch {
+    return { ready: false, detail: { database: "unreachable" } };
+  }
+}

@@ -1,0 +1,114 @@
+import type {
+  Balance,
+  Hold,
+  HoldStatus,
+  Metadata,
+  Refusal,
+  RefusalReason,
+  Transfer,
+  TransferKind,
+  Wallet,
+  WalletStatus,
+} from "./types.js";
+
+/**
+ * Parsers for the JSON the SQL functions return (see migrations/0002_ledger.sql: the
+ * ledger_*_json functions). Amounts arrive as decimal strings so that int64 survives JSON.
+ */
+
+type Json = Record<string, unknown>;
+
+function str(row: Json, key: string): string {
+  const value = row[key];
+  if (typeof value !== "string") {
+    throw new Error(`ledger row: ${key} is not a string`);
+  }
+  return value;
+}
+
+function optStr(row: Json, key: string): string | null {
+  const value = row[key];
+  return typeof value === "string" ? value : null;
+}
+
+function int(row: Json, key: string): bigint {
+  return BigInt(str(row, key));
+}
+
+function time(row: Json, key: string): Date {
+  return new Date(str(row, key));
+}
+
+function metadata(row: Json): Metadata {
+  return (row["metadata"] ?? {}) as Metadata;
+}
+
+export function parseBalance(row: Json): Balance {
+  return {
+    asset: str(row, "asset"),
+    posted: int(row, "posted"),
+    held: int(row, "held"),
+    available: int(row, "available"),
+    creditLimit: int(row, "credit_limit"),
+  };
+}
+
+export function parseTransfer(row: Json): Transfer {
+  return {
+    transferId: str(row, "transfer_id"),
+    kind: str(row, "kind") as TransferKind,
+    debitWalletId: str(row, "debit_wallet_id"),
+    creditWalletId: str(row, "credit_wallet_id"),
+    asset: str(row, "asset"),
+    amount: int(row, "amount"),
+    holdId: optStr(row, "hold_id"),
+    refundOf: optStr(row, "refund_of"),
+    createdAt: time(row, "created_at"),
+    metadata: metadata(row),
+  };
+}
+
+/**
+ * A hold as callers see it at `now`: one still pending in the table but past its expiry is
+ * reported as expired, since it no longer blocks funds and can no longer be captured.
+ */
+export function parseHold(row: Json, now: Date): Hold {
+  const expiresAt = time(row, "expires_at");
+  const stored = str(row, "status") as HoldStatus;
+  const lapsed = stored === "pending" && expiresAt.getTime() <= now.getTime();
+  const closedAt = optStr(row, "closed_at");
+  return {
+    holdId: str(row, "hold_id"),
+    walletId: str(row, "wallet_id"),
+    asset: str(row, "asset"),
+    amount: int(row, "amount"),
+    capturedAmount: int(row, "captured_amount"),
+    status: lapsed ? "expired" : stored,
+    reserveTransferId: str(row, "reserve_transfer_id"),
+    expiresAt,
+    createdAt: time(row, "created_at"),
+    closedAt: lapsed ? expiresAt : closedAt === null ? null : new Date(closedAt),
+    metadata: metadata(row),
+  };
+}
+
+export function parseWallet(row: Json): Wallet {
+  return {
+    walletId: str(row, "wallet_id"),
+    status: str(row, "status") as WalletStatus,
+    metadata: metadata(row),
+    eventSeq: int(row, "event_seq"),
+    balances: (row["balances"] as Json[]).map(parseBalance),
+    createdAt: time(row, "created_at"),
+    updatedAt: time(row, "updated_at"),
+  };
+}
+
+export function parseRefusal(row: Json): Refusal {
+  return {
+    ok: false,
+    reason: str(row, "reason") as RefusalReason,
+    message: str(row, "message"),
+    metadata: (row["metadata"] ?? {}) as Record<string, string>,
+  };
+}

@@ -1,0 +1,104 @@
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type pg from "pg";
+import { ledgerError, invalidArgument } from "../../../common/src/errors.js";
+import { AdminService, Role, type ApiKeySchema } from "../../../../gen/holdfast/v1/admin_pb.js";
+import * as keys from "../auth/api-keys.js";
+import type { Ledger } from "../domain/ledger.js";
+import { callerOf } from "./auth.js";
+import { fromWalletStatus, toWallet, unwrap } from "./convert.js";
+import * as v from "./validate.js";
+
+const roles: Record<keys.Role, Role> = { reader: Role.READER, writer: Role.WRITER, admin: Role.ADMIN };
+
+function fromRole(role: Role): keys.Role {
+  const found = Object.entries(roles).find(([, value]) => value === role);
+  if (!found) {
+    throw invalidArgument("role", "must be ROLE_READER, ROLE_WRITER or ROLE_ADMIN");
+  }
+  return found[0] as keys.Role;
+}
+
+function toApiKey(k: keys.ApiKeyRecord): MessageInitShape<typeof ApiKeySchema> {
+  return {
+    keyId: k.keyId,
+    name: k.name,
+    role: roles[k.role],
+    walletId: k.walletId ?? "",
+    createdAt: timestampFromDate(k.createdAt),
+    revokedAt: k.revokedAt ? timestampFromDate(k.revokedAt) : undefined,
+  };
+}
+
+/** Maps the key store's argument errors onto INVALID_ARGUMENT naming the field. */
+async function keyCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof keys.InvalidArgumentError) {
+      throw invalidArgument(err.field, err.message.slice(err.field.length + 2));
+    }
+    if (err instanceof keys.InvalidPageTokenError) {
+      throw invalidArgument("page_token", err.message);
+    }
+    throw err;
+  }
+}
+
+/** AdminService handlers: wallet administration and API keys of the caller's tenant. */
+export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }): ServiceImpl<typeof AdminService> {
+  return {
+    async updateWallet(req, ctx) {
+      const input = {
+        walletId: v.walletId(req.walletId),
+        status: req.status === undefined ? null : fromWalletStatus(req.status),
+        creditLimits: req.creditLimits.map((l, i) => ({
+          asset: v.asset(l.asset, `credit_limits[${i}].asset`),
+          creditLimit: creditLimit(l.creditLimit, `credit_limits[${i}].credit_limit`),
+        })),
+        metadata: v.metadata(req.metadata),
+      };
+      const r = unwrap(await ledger.updateWallet(callerOf(ctx), input));
+      return { wallet: toWallet(r.wallet) };
+    },
+
+    async createApiKey(req, ctx) {
+      const { tenantId } = callerOf(ctx);
+      const role = fromRole(req.role);
+      const walletId = req.walletId === "" ? undefined : v.walletId(req.walletId);
+      if (role === "admin" && walletId !== undefined) {
+        throw invalidArgument("wallet_id", "an admin key cannot be limited to one wallet");
+      }
+      const created = await keyCall(() => keys.createApiKey(pool, { tenantId, name: req.name, role, walletId }));
+      return { apiKey: toApiKey(created.key), secret: created.secret };
+    },
+
+    async listApiKeys(req, ctx) {
+      const { tenantId } = callerOf(ctx);
+      const page = await keyCall(() =>
+        keys.listApiKeys(pool, tenantId, { pageSize: v.pageSize(req.pageSize), pageToken: req.pageToken }),
+      );
+      return { apiKeys: page.keys.map(toApiKey), nextPageToken: page.nextPageToken };
+    },
+
+    async revokeApiKey(req, ctx) {
+      const { tenantId } = callerOf(ctx);
+      if (req.keyId === "") {
+        throw invalidArgument("key_id", "is required");
+      }
+      const revoked = await keyCall(() => keys.revokeApiKey(pool, tenantId, req.keyId));
+      if (!revoked) {
+        throw ledgerError(Code.NotFound, "API_KEY_NOT_FOUND", "API key not found");
+      }
+      return { apiKey: toApiKey(revoked) };
+    },
+  };
+}
+
+function creditLimit(value: bigint, field: string): bigint {
+  if (value < 0n) {
+    throw invalidArgument(field, "must not be negative");
+  }
+  return value;
+}

@@ -1,0 +1,199 @@
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { ledgerError, invalidArgument } from "../../../common/src/errors.js";
+import { LedgerService } from "../../../../gen/holdfast/v1/ledger_pb.js";
+import { InvalidPageTokenError, type Ledger, type Page } from "../domain/ledger.js";
+import type { WalletFeed } from "../watch.js";
+import { callerOf, checkScope } from "./auth.js";
+import { fromHoldStatus, toBalance, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
+import * as v from "./validate.js";
+
+export interface LedgerServiceOptions {
+  ledger: Ledger;
+  feed: WalletFeed;
+  defaultHoldTtlSeconds: number;
+}
+
+/**
+ * LedgerService handlers: decode and validate, call the ledger core, map the outcome. They hold
+ * no logic of their own beyond the wallet-scope check of scoped API keys.
+ */
+export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerServiceOptions): ServiceImpl<typeof LedgerService> {
+  return {
+    async deposit(req, ctx) {
+      const caller = callerOf(ctx);
+      const input = {
+        walletId: v.walletId(req.walletId),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      checkScope(caller, input.walletId, "wallet_id");
+      const r = unwrap(await ledger.deposit(caller, input));
+      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async spend(req, ctx) {
+      const caller = callerOf(ctx);
+      const input = {
+        walletId: v.walletId(req.walletId),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      checkScope(caller, input.walletId, "wallet_id");
+      const r = unwrap(await ledger.spend(caller, input));
+      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async reserve(req, ctx) {
+      const caller = callerOf(ctx);
+      const input = {
+        walletId: v.walletId(req.walletId),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        holdId: v.optionalHoldId(req.holdId),
+        ttlSeconds: v.ttlSeconds(req.ttlSeconds, defaultHoldTtlSeconds),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      checkScope(caller, input.walletId, "wallet_id");
+      const r = unwrap(await ledger.reserve(caller, input));
+      return { hold: toHold(r.hold), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async capture(req, ctx) {
+      const input = {
+        holdId: v.holdId(req.holdId),
+        amount: v.optionalAmount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      const r = unwrap(await ledger.capture(callerOf(ctx), input));
+      return { transfer: toTransfer(r.transfer), hold: toHold(r.hold), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async release(req, ctx) {
+      const input = { holdId: v.holdId(req.holdId), idempotencyKey: v.idempotencyKey(req.idempotencyKey) };
+      const r = unwrap(await ledger.release(callerOf(ctx), input));
+      return { hold: toHold(r.hold), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async extendHold(req, ctx) {
+      const input = {
+        holdId: v.holdId(req.holdId),
+        ttlSeconds: v.ttlSeconds(req.ttlSeconds, null),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+      };
+      const r = unwrap(await ledger.extendHold(callerOf(ctx), input));
+      return { hold: toHold(r.hold), replayed: r.replayed };
+    },
+
+    async refund(req, ctx) {
+      const input = {
+        transferId: v.transferId(req.transferId),
+        amount: v.optionalAmount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      const r = unwrap(await ledger.refund(callerOf(ctx), input));
+      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async transfer(req, ctx) {
+      const caller = callerOf(ctx);
+      const input = {
+        fromWalletId: v.walletId(req.fromWalletId, "from_wallet_id"),
+        toWalletId: v.walletId(req.toWalletId, "to_wallet_id"),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      if (input.fromWalletId === input.toWalletId) {
+        throw invalidArgument("to_wallet_id", "must differ from from_wallet_id");
+      }
+      checkScope(caller, input.fromWalletId, "from_wallet_id");
+      const r = unwrap(await ledger.transfer(caller, input));
+      return {
+        transfer: toTransfer(r.transfer),
+        fromBalance: toBalance(r.fromBalance),
+        toBalance: toBalance(r.toBalance),
+        replayed: r.replayed,
+      };
+    },
+
+    async createWallet(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = v.walletId(req.walletId);
+      checkScope(caller, walletId, "wallet_id");
+      const r = unwrap(await ledger.createWallet(caller, walletId, v.metadata(req.metadata)));
+      return { wallet: toWallet(r.wallet) };
+    },
+
+    async getWallet(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = v.walletId(req.walletId);
+      checkScope(caller, walletId, "wallet_id");
+      const wallet = await ledger.getWallet(caller, walletId);
+      if (!wallet) {
+        throw ledgerError(Code.NotFound, "WALLET_NOT_FOUND", "wallet not found");
+      }
+      return { wallet: toWallet(wallet) };
+    },
+
+    async listTransfers(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = v.walletId(req.walletId);
+      checkScope(caller, walletId, "wallet_id");
+      const asset = req.asset === "" ? "" : v.asset(req.asset);
+      const page = await paged(() => ledger.listTransfers(caller, walletId, asset, v.pageSize(req.pageSize), req.pageToken));
+      return { transfers: page.items.map(toTransfer), nextPageToken: page.nextPageToken };
+    },
+
+    async getHold(req, ctx) {
+      const hold = await ledger.getHold(callerOf(ctx), v.holdId(req.holdId));
+      if (!hold) {
+        throw ledgerError(Code.NotFound, "HOLD_NOT_FOUND", "hold not found");
+      }
+      return { hold: toHold(hold) };
+    },
+
+    async listHolds(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = v.walletId(req.walletId);
+      checkScope(caller, walletId, "wallet_id");
+      const status = fromHoldStatus(req.status);
+      const page = await paged(() => ledger.listHolds(caller, walletId, status, v.pageSize(req.pageSize), req.pageToken));
+      return { holds: page.items.map(toHold), nextPageToken: page.nextPageToken };
+    },
+
+    async *watchWallet(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = v.walletId(req.walletId);
+      checkScope(caller, walletId, "wallet_id");
+      const wallet = await ledger.getWallet(caller, walletId);
+      if (!wallet) {
+        throw ledgerError(Code.NotFound, "WALLET_NOT_FOUND", "wallet not found");
+      }
+      for (const balance of wallet.balances) {
+        yield { walletId, balance: toBalance(balance), sequence: wallet.eventSeq, eventType: "snapshot" };
+      }
+      for await (const change of feed.follow(caller.tenantId, walletId, wallet.eventSeq, ctx.signal)) {
+        yield { walletId, balance: toBalance(change.balance), sequence: change.seq, eventType: change.type };
+      }
+    },
+  };
+}
+
+async function paged<T>(list: () => Promise<Page<T>>): Promise<Page<T>> {
+  try {
+    return await list();
+  } catch (err) {
+    if (err instanceof InvalidPageTokenError) {
+      throw invalidArgument("page_token", err.message);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,57 @@
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import type pg from "pg";
+import type { Logger } from "pino";
+import { toConnectError } from "../../../common/src/errors.js";
+import { registerHealth } from "../../../common/src/health.js";
+import { AdminService } from "../../../../gen/holdfast/v1/admin_pb.js";
+import { LedgerService } from "../../../../gen/holdfast/v1/ledger_pb.js";
+import type { Ledger } from "../domain/ledger.js";
+import type { WalletFeed } from "../watch.js";
+import { adminService } from "./admin-service.js";
+import { createAuthInterceptor, type KeyVerifier } from "./auth.js";
+import { ledgerService } from "./ledger-service.js";
+
+export interface RouteDeps {
+  ledger: Ledger;
+  pool: pg.Pool;
+  feed: WalletFeed;
+  defaultHoldTtlSeconds: number;
+  isServing: () => boolean;
+}
+
+/** Every RPC the ledger process serves, registered in one place. */
+export function createRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
+  return (router) => {
+    router.service(LedgerService, ledgerService(deps));
+    router.service(AdminService, adminService(deps));
+    registerHealth(router, { isServing: deps.isServing, services: [LedgerService.typeName, AdminService.typeName] });
+  };
+}
+
+/**
+ * The interceptors every route runs behind, outermost first: error mapping (so that no SQL
+ * text or stack reaches a caller, including errors raised while a stream is running), then
+ * authentication.
+ */
+export function createInterceptors(verifier: KeyVerifier, logger: Logger): Interceptor[] {
+  const errors: Interceptor = (next) => async (req) => {
+    try {
+      const res = await next(req);
+      if (!res.stream) {
+        return res;
+      }
+      return { ...res, message: mapStreamErrors(res.message, logger) };
+    } catch (err) {
+      throw toConnectError(err, logger);
+    }
+  };
+  return [errors, createAuthInterceptor(verifier)];
+}
+
+async function* mapStreamErrors<T>(messages: AsyncIterable<T>, logger: Logger): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    throw toConnectError(err, logger);
+  }
+}
