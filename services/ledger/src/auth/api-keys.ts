@@ -1,0 +1,410 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import type { QueryConfig, QueryResult, QueryResultRow } from "pg";
+
+/** What a key may call: reader ⊂ writer ⊂ admin (see `Role` in holdfast/v1/admin.proto). */
+export type Role = "admin" | "writer" | "reader";
+
+/** Every role, in the order the database check constraint lists them. */
+export const ROLES: readonly Role[] = ["admin", "writer", "reader"];
+
+/** An API key as stored, without its secret. */
+export interface ApiKeyRecord {
+  readonly keyId: string;
+  readonly tenantId: string;
+  readonly name: string;
+  readonly role: Role;
+  /** When set, the key may only touch this wallet. */
+  readonly walletId: string | null;
+  readonly createdAt: Date;
+  readonly revokedAt: Date | null;
+}
+
+/** Who is calling: the result of verifying a bearer key. */
+export interface Principal {
+  readonly tenantId: string;
+  readonly keyId: string;
+  readonly role: Role;
+  readonly walletId: string | null;
+}
+
+/** One page of {@link listApiKeys}; `nextPageToken` is empty on the last page. */
+export interface ApiKeyPage {
+  readonly keys: ApiKeyRecord[];
+  readonly nextPageToken: string;
+}
+
+/**
+ * Anything that runs a query: a `pg.Pool`, or a `pg.PoolClient` inside a transaction (the
+ * CLI creates a tenant and its first admin key atomically that way).
+ */
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(config: QueryConfig): Promise<QueryResult<R>>;
+}
+
+/** The visible prefix of every key, so leaked keys are easy to recognise and scan for. */
+export const API_KEY_PREFIX = "hf_";
+
+/** 8 random bytes give the 16 lowercase hex characters of a key id (64 bits). */
+const KEY_ID_BYTES = 8;
+/** 32 random bytes give the 43 base64url characters of a secret (256 bits). */
+const SECRET_BYTES = 32;
+/** A SHA-256 digest. */
+const SECRET_HASH_BYTES = 32;
+/** `hf_<16 hex>_<43 base64url>`; base64url may itself contain `_`, so match by length. */
+const API_KEY_PATTERN = /^hf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const API_KEY_LENGTH = API_KEY_PREFIX.length + 16 + 1 + 43;
+
+const NAME_LENGTH_MAX = 128;
+const WALLET_ID_PATTERN = /^[A-Za-z0-9_:-]{1,128}$/;
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Page sizes follow ListApiKeysRequest: 0 (or absent) means the default, at most the max. */
+export const PAGE_SIZE_DEFAULT = 50;
+export const PAGE_SIZE_MAX = 500;
+/** A real token is about 60 characters; anything far longer is not ours. */
+const PAGE_TOKEN_LENGTH_MAX = 256;
+/** The cursor inside a page token: created_at in UTC with microseconds, then the key id. */
+const PAGE_CURSOR_PATTERN = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{16})$/;
+
+/** Thrown when a page token was not produced by {@link listApiKeys}. */
+export class InvalidPageTokenError extends Error {
+  override readonly name = "InvalidPageTokenError";
+  constructor() {
+    super("page_token is malformed");
+  }
+}
+
+/** Thrown when an argument is malformed; `field` names it, as in the wire error detail. */
+export class InvalidArgumentError extends Error {
+  override readonly name = "InvalidArgumentError";
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+  }
+}
+
+/** Thrown by {@link createApiKey} when the tenant does not exist. */
+export class TenantNotFoundError extends Error {
+  override readonly name = "TenantNotFoundError";
+  constructor(readonly tenantId: string) {
+    super(`tenant ${tenantId} does not exist`);
+  }
+}
+
+/** Thrown by {@link createTenant} when another tenant already has the name. */
+export class TenantNameTakenError extends Error {
+  override readonly name = "TenantNameTakenError";
+  constructor(readonly tenantName: string) {
+    super(`a tenant named ${JSON.stringify(tenantName)} already exists`);
+  }
+}
+
+/** Creates a tenant. Names are unique, 1–128 characters. */
+export async function createTenant(db: Queryable, name: string): Promise<{ tenantId: string }> {
+  checkName("name", name);
+  const tenantId = randomUUID();
+  try {
+    await db.query({ text: "insert into tenants (id, name) values ($1, $2)", values: [tenantId, name] });
+  } catch (error) {
+    if (pgErrorCode(error) === "23505") throw new TenantNameTakenError(name);
+    throw error;
+  }
+  return { tenantId };
+}
+
+/** What {@link createApiKey} needs; `walletId` scopes a writer or reader key to one wallet. */
+export interface CreateApiKeyInput {
+  readonly tenantId: string;
+  readonly name: string;
+  readonly role: Role;
+  readonly walletId?: string | undefined;
+}
+
+/**
+ * Issues a key. `secret` is the full bearer string (`hf_<key_id>_<secret>`): return it to the
+ * caller once, because only its hash is stored and it cannot be shown again.
+ */
+export async function createApiKey(
+  db: Queryable,
+  input: CreateApiKeyInput,
+): Promise<{ key: ApiKeyRecord; secret: string }> {
+  const walletId = checkCreateInput(input);
+  const keyId = randomBytes(KEY_ID_BYTES).toString("hex");
+  const secret = randomBytes(SECRET_BYTES).toString("base64url");
+  try {
+    const { rows } = await db.query<ApiKeyRow>({
+      text: `insert into api_keys (tenant_id, key_id, name, role, wallet_id, secret_hash)
+             values ($1, $2, $3, $4, $5, $6)
+             returning ${API_KEY_COLUMNS}`,
+      values: [input.tenantId, keyId, input.name, input.role, walletId, hashSecret(secret)],
+    });
+    return { key: toRecord(firstRow(rows)), secret: `${API_KEY_PREFIX}${keyId}_${secret}` };
+  } catch (error) {
+    if (pgErrorCode(error) === "23503") throw new TenantNotFoundError(input.tenantId);
+    throw error;
+  }
+}
+
+/**
+ * Pages through a tenant's keys, oldest first. The page token is an opaque cursor on
+ * (created_at, key_id), so pages stay stable while keys are added; a token that this
+ * function did not produce throws {@link InvalidPageTokenError}.
+ */
+export async function listApiKeys(
+  db: Queryable,
+  tenantId: string,
+  options: { readonly pageSize?: number | undefined; readonly pageToken?: string | undefined } = {},
+): Promise<ApiKeyPage> {
+  checkTenantId(tenantId);
+  const pageSize = normalizePageSize(options.pageSize);
+  const cursor = decodePageToken(options.pageToken ?? "");
+  const { rows } = await db.query<ApiKeyRow & { cursor_created_at: string }>({
+    text: `select ${API_KEY_COLUMNS},
+                  to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_created_at
+           from api_keys
+           where tenant_id = $1 and (created_at, key_id) > ($2::timestamptz, $3)
+           order by created_at, key_id
+           limit $4`,
+    values: [tenantId, cursor.createdAt, cursor.keyId, pageSize + 1],
+  });
+  const page = rows.slice(0, pageSize);
+  const last = page[page.length - 1];
+  const nextPageToken =
+    rows.length > pageSize && last !== undefined ? encodePageToken(last.cursor_created_at, last.key_id) : "";
+  return { keys: page.map(toRecord), nextPageToken };
+}
+
+/**
+ * Revokes a key for good and returns it; revoking twice keeps the first revocation time.
+ * Returns null when the tenant has no such key, whether or not another tenant does, so the
+ * answer reveals nothing about other tenants.
+ */
+export async function revokeApiKey(db: Queryable, tenantId: string, keyId: string): Promise<ApiKeyRecord | null> {
+  checkTenantId(tenantId);
+  const { rows } = await db.query<ApiKeyRow>({
+    text: `update api_keys set revoked_at = coalesce(revoked_at, now())
+           where tenant_id = $1 and key_id = $2
+           returning ${API_KEY_COLUMNS}`,
+    values: [tenantId, keyId],
+  });
+  const row = rows[0];
+  return row === undefined ? null : toRecord(row);
+}
+
+/** Options of {@link createKeyVerifier}. */
+export interface KeyVerifierOptions {
+  /**
+   * How long a lookup (found, unknown or revoked) is reused. This is also how long a revoked
+   * key keeps working on a server that verified it just before the revocation.
+   */
+  readonly cacheMs: number;
+  /** The most keys kept; past it, the oldest lookup is dropped. */
+  readonly maxEntries: number;
+  /** The clock, in milliseconds; tests pass their own. */
+  readonly nowMs?: () => number;
+}
+
+/** Verifies bearer keys; see {@link createKeyVerifier}. */
+export interface KeyVerifier {
+  /** Resolves to the caller, or null for a malformed, unknown, revoked or wrong key. */
+  verify(bearer: string): Promise<Principal | null>;
+}
+
+/** A key as the verifier keeps it: who it is and the hash to compare secrets against. */
+interface StoredKey {
+  readonly principal: Principal;
+  readonly secretHash: Buffer;
+}
+
+interface CacheEntry {
+  readonly expiresAtMs: number;
+  readonly lookup: Promise<StoredKey | null>;
+}
+
+/**
+ * Creates the verifier behind `authorization: Bearer <key>`. `verify` takes the key itself
+ * (without "Bearer "). A malformed key is refused without touching the database. Lookups by
+ * key id are cached for `cacheMs`, found or not, in a map bounded by `maxEntries`, so the hot
+ * path costs a hash and a map read rather than a round trip, and a flood of made-up keys
+ * costs the database at most one query per key id per `cacheMs`. Concurrent requests for a
+ * key id that is not cached share one query.
+ *
+ * Consequence: a revoked key is refused within `cacheMs` (the revocation delay), not at once.
+ */
+export function createKeyVerifier(db: Queryable, options: KeyVerifierOptions): KeyVerifier {
+  checkVerifierOptions(options);
+  const nowMs = options.nowMs ?? Date.now;
+  const cache = new Map<string, CacheEntry>();
+
+  function lookup(keyId: string): Promise<StoredKey | null> {
+    const now = nowMs();
+    const cached = cache.get(keyId);
+    if (cached !== undefined && now < cached.expiresAtMs) return cached.lookup;
+    const entry: CacheEntry = { expiresAtMs: now + options.cacheMs, lookup: loadKey(db, keyId) };
+    // Re-inserting moves the key to the end of the map's insertion order, so the first key
+    // is always the oldest lookup.
+    cache.delete(keyId);
+    cache.set(keyId, entry);
+    evictOldest(cache, options.maxEntries);
+    // A failed query (database down) is not an answer about the key: forget it so the next
+    // request asks again instead of being refused for cacheMs.
+    entry.lookup.catch(() => {
+      if (cache.get(keyId) === entry) cache.delete(keyId);
+    });
+    return entry.lookup;
+  }
+
+  return {
+    async verify(bearer: string): Promise<Principal | null> {
+      const parsed = parseApiKey(bearer);
+      if (parsed === null) return null;
+      const stored = await lookup(parsed.keyId);
+      if (stored === null) return null;
+      return timingSafeEqual(hashSecret(parsed.secret), stored.secretHash) ? stored.principal : null;
+    },
+  };
+}
+
+/** Fetches a live key by id on the hot path, hence a named prepared statement. */
+async function loadKey(db: Queryable, keyId: string): Promise<StoredKey | null> {
+  const { rows } = await db.query<{ tenant_id: string; role: Role; wallet_id: string | null; secret_hash: Buffer }>({
+    name: "holdfast_api_key_verify",
+    text: "select tenant_id, role, wallet_id, secret_hash from api_keys where key_id = $1 and revoked_at is null",
+    values: [keyId],
+  });
+  const row = rows[0];
+  // A stored hash of the wrong length could never match, and timingSafeEqual would throw on it.
+  if (row === undefined || row.secret_hash.length !== SECRET_HASH_BYTES) return null;
+  const principal: Principal = Object.freeze({
+    tenantId: row.tenant_id,
+    keyId,
+    role: row.role,
+    walletId: row.wallet_id,
+  });
+  return { principal, secretHash: row.secret_hash };
+}
+
+function evictOldest(cache: Map<string, CacheEntry>, maxEntries: number): void {
+  for (const keyId of cache.keys()) {
+    if (cache.size <= maxEntries) return;
+    cache.delete(keyId);
+  }
+}
+
+/** Splits `hf_<key_id>_<secret>`, or returns null when the string is not shaped like a key. */
+function parseApiKey(bearer: string): { keyId: string; secret: string } | null {
+  if (bearer.length !== API_KEY_LENGTH) return null;
+  const match = API_KEY_PATTERN.exec(bearer);
+  if (match === null || match[1] === undefined || match[2] === undefined) return null;
+  return { keyId: match[1], secret: match[2] };
+}
+
+/**
+ * SHA-256 of the secret text. A slow password hash (scrypt, argon2) would add nothing: the
+ * secret is 256 random bits, so no dictionary or brute-force attack on a stolen hash can
+ * succeed, and a fast hash keeps verification cheap on every request.
+ */
+function hashSecret(secret: string): Buffer {
+  return createHash("sha256").update(secret, "utf8").digest();
+}
+
+const API_KEY_COLUMNS = "key_id, tenant_id, name, role, wallet_id, created_at, revoked_at";
+
+interface ApiKeyRow {
+  key_id: string;
+  tenant_id: string;
+  name: string;
+  role: Role;
+  wallet_id: string | null;
+  created_at: Date;
+  revoked_at: Date | null;
+}
+
+function toRecord(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    keyId: row.key_id,
+    tenantId: row.tenant_id,
+    name: row.name,
+    role: row.role,
+    walletId: row.wallet_id,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+function firstRow<T>(rows: readonly T[]): T {
+  const row = rows[0];
+  if (row === undefined) throw new Error("assertion failed: insert … returning produced no row");
+  return row;
+}
+
+function encodePageToken(createdAt: string, keyId: string): string {
+  return Buffer.from(`${createdAt}|${keyId}`, "utf8").toString("base64url");
+}
+
+/** The cursor before every key when the token is empty, else the one the token carries. */
+function decodePageToken(token: string): { createdAt: string; keyId: string } {
+  if (token === "") return { createdAt: "-infinity", keyId: "" };
+  if (token.length > PAGE_TOKEN_LENGTH_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) {
+    throw new InvalidPageTokenError();
+  }
+  const match = PAGE_CURSOR_PATTERN.exec(Buffer.from(token, "base64url").toString("utf8"));
+  if (match === null || match[1] === undefined || match[2] === undefined) throw new InvalidPageTokenError();
+  // The pattern admits impossible dates such as February 30, which Postgres would reject with
+  // an error that is the caller's fault: a real date survives a round trip through Date.
+  const ms = Date.parse(match[1]);
+  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 19) !== match[1].slice(0, 19)) {
+    throw new InvalidPageTokenError();
+  }
+  return { createdAt: match[1], keyId: match[2] };
+}
+
+function normalizePageSize(pageSize: number | undefined): number {
+  if (pageSize === undefined || pageSize === 0) return PAGE_SIZE_DEFAULT;
+  if (!Number.isInteger(pageSize) || pageSize < 0) {
+    throw new InvalidArgumentError("page_size", `must be an integer from 0 to ${PAGE_SIZE_MAX}`);
+  }
+  return Math.min(pageSize, PAGE_SIZE_MAX);
+}
+
+function checkCreateInput(input: CreateApiKeyInput): string | null {
+  checkTenantId(input.tenantId);
+  checkName("name", input.name);
+  if (!ROLES.includes(input.role)) throw new InvalidArgumentError("role", `must be one of ${ROLES.join(", ")}`);
+  const walletId = input.walletId === undefined || input.walletId === "" ? null : input.walletId;
+  if (walletId === null) return null;
+  if (!WALLET_ID_PATTERN.test(walletId)) {
+    throw new InvalidArgumentError("wallet_id", "must be 1-128 characters of A-Z a-z 0-9 _ : -");
+  }
+  if (input.role === "admin") throw new InvalidArgumentError("wallet_id", "an admin key cannot be scoped to a wallet");
+  return walletId;
+}
+
+function checkTenantId(tenantId: string): void {
+  if (!UUID_PATTERN.test(tenantId)) throw new InvalidArgumentError("tenant_id", "must be a UUID");
+}
+
+/** Counts code points, as Postgres's length() does, not UTF-16 units. */
+function checkName(field: string, name: string): void {
+  const length = [...name].length;
+  if (length < 1 || length > NAME_LENGTH_MAX) {
+    throw new InvalidArgumentError(field, `must be 1-${NAME_LENGTH_MAX} characters`);
+  }
+}
+
+function checkVerifierOptions(options: KeyVerifierOptions): void {
+  if (!Number.isInteger(options.cacheMs) || options.cacheMs < 0) {
+    throw new RangeError("cacheMs must be an integer >= 0");
+  }
+  if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
+    throw new RangeError("maxEntries must be an integer >= 1");
+  }
+}
+
+/** The SQLSTATE of a Postgres error, or undefined for any other error. */
+function pgErrorCode(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null || !("code" in error)) return undefined;
+  return typeof error.code === "string" ? error.code : undefined;
+}
