@@ -1,0 +1,519 @@
+/**
+ * One RPC server on one TCP port for every client Holdfast has: gRPC clients over HTTP/2
+ * cleartext (h2c), Connect over HTTP/2, and browsers over HTTP/1.1 (Connect JSON, gRPC-Web).
+ *
+ * Node has no server that speaks both h2c and HTTP/1.1 on one port, so a plain TCP server
+ * accepts each connection, reads just enough bytes to see whether they start with the HTTP/2
+ * connection preface, puts them back, and hands the socket to an HTTP/2 or an HTTP/1.1 server
+ * that never listens on its own. Both run the same Connect handler, so every protocol sees the
+ * same routes, limits and interceptors.
+ *
+ * @module
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { Code, ConnectError, cors } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+
+import { ledgerError } from "./errors.js";
+
+/** What `/readyz` reports: whether the process can serve, and why (shown to operators). */
+export interface Readiness {
+  readonly ready: boolean;
+  readonly detail: Record<string, unknown>;
+}
+
+/** Options for {@link createServer}. */
+export interface ServerOptions {
+  /** Registers the services, e.g. `(router) => { registerHealth(router, ...); }`. */
+  readonly routes: (router: ConnectRouter) => void;
+  readonly host: string;
+  /** The TCP port; 0 picks a free one, which `listen()` reports. */
+  readonly port: number;
+  /** Browser origins allowed by CORS; `*` allows any; empty allows none. */
+  readonly corsOrigins: readonly string[];
+  /** Largest request message accepted, in bytes. */
+  readonly readMaxBytes: number;
+  /** Longest deadline a client may ask for; longer ones are refused with INVALID_ARGUMENT. */
+  readonly maxTimeoutMs: number;
+  /** Deadline for unary calls that send none. Streams get none: they are meant to last. */
+  readonly defaultTimeoutMs: number;
+  /** Most concurrent calls; more get RESOURCE_EXHAUSTED with reason OVERLOADED. */
+  readonly maxInFlight: number;
+  /** Interceptors run inside the server's own admission and deadline interceptors. */
+  readonly interceptors?: readonly Interceptor[];
+  readonly logger: Logger;
+  /** Asked on every `/readyz`, bounded by {@link READINESS_TIMEOUT_MS}. */
+  readonly readiness: () => Promise<Readiness>;
+  /** How long `drain()` lets in-flight calls finish before it closes connections. */
+  readonly drainTimeoutMs: number;
+}
+
+/** The address a server is bound to. */
+export interface BoundAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A server made by {@link createServer}. */
+export interface Server {
+  /** Binds and starts accepting; resolves with the bound address (the real port for port 0). */
+  listen(): Promise<BoundAddress>;
+  /**
+   * Stops gracefully: not ready, no new connections or calls, in-flight unary calls finish
+   * (up to `drainTimeoutMs`), streams are ended with UNAVAILABLE (reason DRAINING), then every
+   * remaining connection is closed. Resolves when nothing is left open; calling it again
+   * returns the same promise.
+   */
+  drain(): Promise<void>;
+  /** The bound address, or undefined before `listen()` has resolved. */
+  address(): BoundAddress | undefined;
+  /** Whether `drain()` has started; health checks report NOT_SERVING from then on. */
+  isDraining(): boolean;
+}
+
+/** The bytes every HTTP/2 client sends first (RFC 9113 section 3.4). */
+export const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** A connection that has not shown its protocol within this time is closed. */
+export const PREFACE_WAIT_MS = 10_000;
+/** The longest `/readyz` waits for the readiness callback before answering 503. */
+export const READINESS_TIMEOUT_MS = 2000;
+const CONNECTIONS_MAX = 10_000;
+const LISTEN_BACKLOG = 511;
+const HEADER_BYTES_MAX = 16 * 1024;
+// Responses are bounded by page sizes in the API; this only stops a runaway response.
+const WRITE_MAX_BYTES = 16 * 1024 * 1024;
+// Compressing small messages costs more CPU than it saves on the wire.
+const COMPRESS_MIN_BYTES = 1024;
+const HTTP1_HEADERS_TIMEOUT_MS = 10_000;
+const HTTP1_REQUEST_RECEIVE_TIMEOUT_MS = 30_000;
+const HTTP1_KEEP_ALIVE_TIMEOUT_MS = 5000;
+const HTTP1_TIMEOUT_CHECK_INTERVAL_MS = 1000;
+const HTTP2_STREAMS_PER_SESSION_MAX = 1000;
+const HTTP2_SESSION_MEMORY_MB = 10;
+const HTTP2_SESSION_IDLE_TIMEOUT_MS = 5 * 60_000;
+const CORS_MAX_AGE_SECONDS = 7200;
+// Part of the drain budget kept back for ended streams to send their final status.
+const STREAM_END_GRACE_MS = 1000;
+const DRAIN_POLL_MS = 50;
+
+// The API key travels in `authorization`, which Connect's list leaves to the application.
+const CORS_ALLOWED_HEADERS = [...cors.allowedHeaders, "Authorization"].join(", ");
+const CORS_ALLOWED_METHODS = cors.allowedMethods.join(", ");
+const CORS_EXPOSED_HEADERS = cors.exposedHeaders.join(", ");
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** Mutable state shared by the connection router, the interceptors and `drain()`. */
+interface ServerState {
+  draining: boolean;
+  unaryInFlight: number;
+  streamsInFlight: number;
+  readonly sockets: Set<net.Socket>;
+  readonly sniffing: Set<net.Socket>;
+  readonly sessions: Set<http2.ServerHttp2Session>;
+  readonly shutdown: AbortController;
+}
+
+/**
+ * Creates the server; nothing is bound until `listen()`. The caller owns the process signals
+ * and calls `drain()` on SIGTERM.
+ */
+export function createServer(options: ServerOptions): Server {
+  const state: ServerState = {
+    draining: false,
+    unaryInFlight: 0,
+    streamsInFlight: 0,
+    sockets: new Set(),
+    sniffing: new Set(),
+    sessions: new Set(),
+    shutdown: new AbortController(),
+  };
+  const handler = createHttpHandler(options, state);
+  const h1 = createHttp1Server(handler);
+  const h2 = createHttp2Server(handler, state);
+  const tcp = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true });
+  tcp.maxConnections = CONNECTIONS_MAX;
+  tcp.on("connection", (socket) => acceptConnection(socket, state, h1, h2, options.logger));
+  tcp.on("error", (err) => options.logger.error({ err }, "server socket failed"));
+  let drained: Promise<void> | undefined;
+  const address = (): BoundAddress | undefined => boundAddress(tcp);
+  return {
+    listen: () => listen(tcp, options),
+    drain: () => (drained ??= drain(options, state, { tcp, h1, h2 })),
+    address,
+    isDraining: () => state.draining,
+  };
+}
+
+function boundAddress(tcp: net.Server): BoundAddress | undefined {
+  const info = tcp.address();
+  return info !== null && typeof info === "object" ? { host: info.address, port: info.port } : undefined;
+}
+
+function listen(tcp: net.Server, options: ServerOptions): Promise<BoundAddress> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    tcp.once("error", onError);
+    tcp.listen({ host: options.host, port: options.port, backlog: LISTEN_BACKLOG, exclusive: true }, () => {
+      tcp.off("error", onError);
+      const bound = boundAddress(tcp);
+      options.logger.info({ address: bound }, "listening for gRPC, gRPC-Web and Connect");
+      resolve(bound ?? { host: options.host, port: options.port });
+    });
+  });
+}
+
+/** An HTTP/1.1 server that is only ever handed sockets, never bound. */
+function createHttp1Server(handler: (req: NodeRequest, res: NodeResponse) => void): http.Server {
+  const server = http.createServer(
+    {
+      headersTimeout: HTTP1_HEADERS_TIMEOUT_MS,
+      requestTimeout: HTTP1_REQUEST_RECEIVE_TIMEOUT_MS,
+      keepAliveTimeout: HTTP1_KEEP_ALIVE_TIMEOUT_MS,
+      connectionsCheckingInterval: HTTP1_TIMEOUT_CHECK_INTERVAL_MS,
+      maxHeaderSize: HEADER_BYTES_MAX,
+      requireHostHeader: true,
+      noDelay: true,
+    },
+    handler,
+  );
+  // Node's HTTP server starts tracking connections (for headersTimeout, requestTimeout and
+  // closeIdleConnections) only on 'listening', which an unbound server never emits by itself.
+  server.emit("listening");
+  return server;
+}
+
+/** An HTTP/2 server that is only ever handed sockets; it records its sessions for drain. */
+function createHttp2Server(
+  handler: (req: NodeRequest, res: NodeResponse) => void,
+  state: ServerState,
+): http2.Http2Server {
+  const server = http2.createServer(
+    {
+      maxSessionMemory: HTTP2_SESSION_MEMORY_MB,
+      settings: {
+        maxConcurrentStreams: HTTP2_STREAMS_PER_SESSION_MAX,
+        maxHeaderListSize: HEADER_BYTES_MAX,
+      },
+    },
+    handler,
+  );
+  server.on("session", (session) => {
+    state.sessions.add(session);
+    session.once("close", () => state.sessions.delete(session));
+    // An idle session gets GOAWAY; streams still open on it may finish.
+    session.setTimeout(HTTP2_SESSION_IDLE_TIMEOUT_MS, () => session.close());
+    if (state.draining) {
+      session.close();
+    }
+  });
+  return server;
+}
+
+/** Tracks a new connection and routes it once its first bytes show the protocol. */
+function acceptConnection(
+  socket: net.Socket,
+  state: ServerState,
+  h1: http.Server,
+  h2: http2.Http2Server,
+  logger: Logger,
+): void {
+  state.sockets.add(socket);
+  state.sniffing.add(socket);
+  socket.once("close", () => {
+    state.sockets.delete(socket);
+    state.sniffing.delete(socket);
+  });
+  // Resets and half-written requests are routine on the internet; they are not our failures.
+  socket.on("error", (err) => logger.debug({ err }, "client connection failed"));
+  const timer = setTimeout(() => socket.destroy(), PREFACE_WAIT_MS);
+  socket.once("close", () => clearTimeout(timer));
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    head = Buffer.concat([head, chunk]);
+    const protocol = detectProtocol(head);
+    if (protocol === undefined) {
+      return;
+    }
+    // Pause before unlistening so that no chunk is emitted while nobody listens.
+    socket.pause();
+    socket.off("data", onData);
+    clearTimeout(timer);
+    state.sniffing.delete(socket);
+    socket.unshift(head);
+    handOver(socket, protocol, h1, h2);
+  };
+  socket.on("data", onData);
+}
+
+function handOver(socket: net.Socket, protocol: "h2" | "http1", h1: http.Server, h2: http2.Http2Server): void {
+  if (protocol === "h2") {
+    // The HTTP/2 session reads what is already buffered (the unshifted preface) itself, on
+    // the next tick; resuming the socket here would emit those bytes to no one.
+    h2.emit("connection", socket);
+    return;
+  }
+  // The HTTP/1.1 server consumes the socket natively from now on but finds the unshifted bytes
+  // only as 'data' events, which flow once the socket is resumed.
+  h1.emit("connection", socket);
+  socket.resume();
+}
+
+/**
+ * Decides from a connection's first bytes whether it speaks HTTP/2 (the preface) or HTTP/1.1
+ * (anything else); undefined means the bytes so far are a prefix of the preface and more are
+ * needed. Exported for tests.
+ */
+export function detectProtocol(head: Buffer): "h2" | "http1" | undefined {
+  const compared = Math.min(head.length, HTTP2_PREFACE.length);
+  if (!head.subarray(0, compared).equals(HTTP2_PREFACE.subarray(0, compared))) {
+    return "http1";
+  }
+  return head.length >= HTTP2_PREFACE.length ? "h2" : undefined;
+}
+
+/** The request listener both HTTP servers share: CORS, then probes, then Connect. */
+function createHttpHandler(options: ServerOptions, state: ServerState): (req: NodeRequest, res: NodeResponse) => void {
+  const connectHandler = connectNodeAdapter({
+    routes: options.routes,
+    connect: true,
+    grpc: true,
+    grpcWeb: true,
+    readMaxBytes: options.readMaxBytes,
+    writeMaxBytes: WRITE_MAX_BYTES,
+    maxTimeoutMs: options.maxTimeoutMs,
+    shutdownSignal: state.shutdown.signal,
+    acceptCompression: [compressionGzip, compressionBrotli],
+    compressMinBytes: COMPRESS_MIN_BYTES,
+    // Plain curl and fetch calls do not send Connect-Protocol-Version; they are welcome.
+    requireConnectProtocolHeader: false,
+    // Newer clients may send fields this server does not know yet (DESIGN.md: add fields freely).
+    jsonOptions: { ignoreUnknownFields: true },
+    interceptors: [
+      admissionInterceptor(options.maxInFlight, state),
+      deadlineInterceptor(options.defaultTimeoutMs),
+      ...(options.interceptors ?? []),
+    ],
+  });
+  return (req, res) => {
+    if (applyCors(req, res, options.corsOrigins)) {
+      return;
+    }
+    if (state.draining && req.httpVersionMajor === 1) {
+      // Tell HTTP/1.1 clients not to reuse this connection (HTTP/2 clients got GOAWAY).
+      res.setHeader("connection", "close");
+    }
+    const path = (req.url ?? "").split("?", 1)[0];
+    if (path === "/healthz" || path === "/readyz") {
+      answerProbe(path, req, res, options, state).catch((err: unknown) => {
+        options.logger.error({ err }, "probe failed");
+      });
+      return;
+    }
+    connectHandler(req, res);
+  };
+}
+
+/**
+ * Adds CORS headers for allowed origins only and answers preflight requests. Returns true when
+ * the request was a preflight and has been answered.
+ */
+function applyCors(req: NodeRequest, res: NodeResponse, origins: readonly string[]): boolean {
+  const origin = req.headers.origin;
+  const preflight = req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined;
+  const allowed = typeof origin === "string" && (origins.includes("*") || origins.includes(origin));
+  // Caches must not serve one origin's answer to another.
+  res.setHeader("vary", "Origin");
+  if (allowed) {
+    res.setHeader("access-control-allow-origin", origin);
+    if (preflight) {
+      res.setHeader("access-control-allow-methods", CORS_ALLOWED_METHODS);
+      res.setHeader("access-control-allow-headers", CORS_ALLOWED_HEADERS);
+      res.setHeader("access-control-max-age", String(CORS_MAX_AGE_SECONDS));
+    } else {
+      res.setHeader("access-control-expose-headers", CORS_EXPOSED_HEADERS);
+    }
+  }
+  if (preflight) {
+    res.writeHead(204);
+    res.end();
+  }
+  return preflight;
+}
+
+/** Answers `/healthz` (the process runs) and `/readyz` (it can serve now). */
+async function answerProbe(
+  path: string,
+  req: NodeRequest,
+  res: NodeResponse,
+  options: ServerOptions,
+  state: ServerState,
+): Promise<void> {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.setHeader("allow", "GET, HEAD");
+    sendJson(req, res, 405, { status: "method_not_allowed" });
+    return;
+  }
+  if (path === "/healthz") {
+    sendJson(req, res, 200, { status: "ok" });
+    return;
+  }
+  if (state.draining) {
+    sendJson(req, res, 503, { status: "draining" });
+    return;
+  }
+  const readiness = await withTimeout(options.readiness(), READINESS_TIMEOUT_MS).catch((err: unknown) => {
+    options.logger.warn({ err }, "readiness check failed");
+    return { ready: false, detail: { error: "readiness check failed" } };
+  });
+  const status = readiness.ready && !state.draining ? 200 : 503;
+  sendJson(req, res, status, { status: status === 200 ? "ready" : "not_ready", detail: readiness.detail });
+}
+
+function sendJson(req: NodeRequest, res: NodeResponse, status: number, body: unknown): void {
+  // Readiness details may hold bigint counters, which JSON.stringify refuses.
+  const text = JSON.stringify(body, (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value));
+  res.setHeader("content-type", "application/json");
+  res.setHeader("cache-control", "no-store");
+  res.writeHead(status);
+  if (req.method === "HEAD") {
+    res.end();
+  } else {
+    res.end(text);
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Refuses calls while draining (UNAVAILABLE, DRAINING) and beyond the in-flight bound
+ * (RESOURCE_EXHAUSTED, OVERLOADED), and counts the calls it admits. A unary call counts until
+ * it settles; a stream until its handler signal aborts, which Connect does when the call ends
+ * for any reason.
+ */
+function admissionInterceptor(maxInFlight: number, state: ServerState): Interceptor {
+  return (next) => async (req) => {
+    if (state.draining) {
+      throw ledgerError(Code.Unavailable, "DRAINING", "server is shutting down; retry");
+    }
+    if (state.unaryInFlight + state.streamsInFlight >= maxInFlight) {
+      throw ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many concurrent requests; retry with backoff", {
+        metadata: { max_in_flight: String(maxInFlight) },
+      });
+    }
+    if (req.stream) {
+      state.streamsInFlight += 1;
+      onAbort(req.signal, () => {
+        state.streamsInFlight -= 1;
+      });
+      return next(req);
+    }
+    state.unaryInFlight += 1;
+    try {
+      return await next(req);
+    } finally {
+      state.unaryInFlight -= 1;
+    }
+  };
+}
+
+function onAbort(signal: AbortSignal, listener: () => void): void {
+  if (signal.aborted) {
+    listener();
+  } else {
+    signal.addEventListener("abort", listener, { once: true });
+  }
+}
+
+/**
+ * Gives unary calls without a client deadline the default one, and answers every unary call at
+ * its deadline even if the handler has not noticed its aborted signal yet.
+ */
+function deadlineInterceptor(defaultTimeoutMs: number): Interceptor {
+  return (next) => async (req) => {
+    if (req.stream) {
+      return next(req);
+    }
+    const hasClientDeadline = req.header.has("grpc-timeout") || req.header.has("connect-timeout-ms");
+    const deadline = hasClientDeadline ? undefined : new AbortController();
+    const timer = deadline === undefined ? undefined : setTimeout(() => {
+      deadline.abort(new ConnectError(`deadline of ${defaultTimeoutMs} ms exceeded`, Code.DeadlineExceeded));
+    }, defaultTimeoutMs);
+    const signal = deadline === undefined ? req.signal : AbortSignal.any([req.signal, deadline.signal]);
+    try {
+      return await raceAbort(next({ ...req, signal }), signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+/** Settles with the promise, or rejects with the signal's reason if it aborts first. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => reject(ConnectError.from(signal.reason, Code.Canceled));
+    onAbort(signal, abort);
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
+}
+
+/** The listening servers `drain()` closes. */
+interface Servers {
+  readonly tcp: net.Server;
+  readonly h1: http.Server;
+  readonly h2: http2.Http2Server;
+}
+
+async function drain(options: ServerOptions, state: ServerState, servers: Servers): Promise<void> {
+  const startMs = Date.now();
+  const unaryDeadlineMs = startMs + Math.max(0, options.drainTimeoutMs - STREAM_END_GRACE_MS);
+  const finalDeadlineMs = startMs + options.drainTimeoutMs;
+  state.draining = true;
+  options.logger.info({ drainTimeoutMs: options.drainTimeoutMs }, "draining");
+  const closed = new Promise<void>((resolve) => servers.tcp.close(() => resolve()));
+  for (const socket of state.sniffing) {
+    socket.destroy();
+  }
+  for (const session of state.sessions) {
+    session.close();
+  }
+  servers.h1.closeIdleConnections();
+  await waitUntil(() => state.unaryInFlight === 0, unaryDeadlineMs);
+  state.shutdown.abort(ledgerError(Code.Unavailable, "DRAINING", "server is shutting down; reconnect"));
+  await waitUntil(() => {
+    servers.h1.closeIdleConnections();
+    return state.sockets.size === 0;
+  }, finalDeadlineMs);
+  const forced = state.sockets.size;
+  for (const session of state.sessions) {
+    session.destroy();
+  }
+  for (const socket of state.sockets) {
+    socket.destroy();
+  }
+  await closed;
+  servers.h1.close();
+  servers.h2.close();
+  options.logger.info({ forcedConnections: forced, tookMs: Date.now() - startMs }, "drained");
+}
+
+/** Polls until the condition holds or the deadline passes. */
+async function waitUntil(condition: () => boolean, deadlineMs: number): Promise<void> {
+  while (!condition() && Date.now() < deadlineMs) {
+    await sleep(Math.min(DRAIN_POLL_MS, Math.max(1, deadlineMs - Date.now())));
+  }
+}
