@@ -7,6 +7,7 @@ import { createServer } from "../../common/src/server.js";
 import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
 import { migrate } from "./migrate.js";
+import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import { startRetention } from "./retention.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
@@ -17,6 +18,13 @@ const watch_watchers_max = 1000;
 const watch_batch_max = 100;
 /** Entries in the API key cache. */
 const auth_cache_entries_max = 10_000;
+/** Outbox relay bounds; see createOutboxRelay. */
+const relay_batch_max = 256;
+const relay_idle_ms = 20;
+const relay_standby_poll_ms = 1000;
+const relay_retry_delay_ms_max = 5000;
+const relay_publish_timeout_ms = 5000;
+const relay_status_log_ms = 30_000;
 
 export interface LedgerAppOptions {
   config: Config;
@@ -26,6 +34,8 @@ export interface LedgerAppOptions {
   newId?: IdGenerator;
   /** Run migrations before serving (on by default; safe with several replicas). */
   migrate?: boolean;
+  /** Run the outbox relay (on by default). */
+  relay?: boolean;
 }
 
 export interface LedgerApp {
@@ -33,6 +43,7 @@ export interface LedgerApp {
   url: string;
   pool: pg.Pool;
   ledger: Ledger;
+  relay: OutboxRelay | null;
   /** Drains in-flight calls, then closes the server and the pool. */
   stop(): Promise<void>;
 }
@@ -56,6 +67,26 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     watchersMax: watch_watchers_max,
     batchMax: watch_batch_max,
   });
+  const relay =
+    options.relay === false
+      ? null
+      : createOutboxRelay({
+          pool,
+          logger: logger.child({ component: "relay" }),
+          natsUrl: config.natsUrl,
+          stream: {
+            name: config.streamName,
+            maxAgeMs: config.streamMaxAgeHours * 3_600_000,
+            duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
+            replicas: config.streamReplicas,
+          },
+          batchMax: relay_batch_max,
+          idleMs: relay_idle_ms,
+          standbyPollMs: relay_standby_poll_ms,
+          retryDelayMsMax: relay_retry_delay_ms_max,
+          publishTimeoutMs: relay_publish_timeout_ms,
+          statusLogMs: relay_status_log_ms,
+        });
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: auth_cache_entries_max });
   let serving = true;
   const server = createServer({
@@ -70,29 +101,35 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     maxInFlight: config.maxInFlight,
     drainTimeoutMs: config.drainTimeoutMs,
     logger,
-    readiness: () => readiness(pool),
+    readiness: () => readiness(pool, relay),
   });
   const address = await server.listen();
+  relay?.start();
   const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
   return {
     address,
     url: `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
     pool,
     ledger,
+    relay,
     async stop() {
       serving = false;
       retention.stop();
       await server.drain();
+      await relay?.stop();
       await pool.end();
     },
   };
 }
 
-/** Ready when the database answers. */
-async function readiness(pool: pg.Pool): Promise<{ ready: boolean; detail: Record<string, unknown> }> {
+/**
+ * Ready when the database answers. NATS is reported (relay role, backlog, publish lag) but
+ * never makes the ledger unready: commands do not need it.
+ */
+async function readiness(pool: pg.Pool, relay: OutboxRelay | null): Promise<{ ready: boolean; detail: Record<string, unknown> }> {
   try {
-    await pool.query("select 1");
-    return { ready: true, detail: { database: "ok" } };
+    const outbox = relay ? await relay.refreshStatus() : "disabled";
+    return { ready: true, detail: { database: "ok", outbox } };
   } catch {
     return { ready: false, detail: { database: "unreachable" } };
   }

@@ -1,0 +1,199 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type pg from "pg";
+import type { Logger } from "pino";
+import { connectNats, ensureStream, type StreamSettings } from "../../../common/src/nats.js";
+import { encodeEvent, event_subject_root, type OutboxRow } from "./event-codec.js";
+
+/** The advisory lock whose holder is the one active relay among the ledger replicas. */
+export const relay_lock_key = "5219509671615886197";
+
+export interface RelayOptions {
+  pool: pg.Pool;
+  logger: Logger;
+  natsUrl: string;
+  stream: Omit<StreamSettings, "subjects">;
+  /** Events published per batch; all of a batch are in flight at once. */
+  batchMax: number;
+  /** Pause when there is nothing to publish. */
+  idleMs: number;
+  /** How long a standby replica waits before trying to take over. */
+  standbyPollMs: number;
+  /** Longest pause between attempts after a failure (NATS or Postgres down). */
+  retryDelayMsMax: number;
+  /** How long one publish may wait for the server's ack. */
+  publishTimeoutMs: number;
+  /** How often the backlog and publish lag are logged. */
+  statusLogMs: number;
+  /** Test hook, called after a batch is published and before it is marked. */
+  afterPublish?: (eventIds: string[]) => void;
+}
+
+export interface RelayStatus {
+  role: "active" | "standby" | "stopped";
+  nats: "connected" | "disconnected";
+  /** Unpublished events, as of the last refresh. */
+  backlog: number;
+  /** Age of the oldest unpublished event, as of the last refresh. */
+  lagMs: number;
+  publishedTotal: number;
+}
+
+/**
+ * The transactional outbox relay. It publishes unpublished rows of the events table to
+ * JetStream in position order with Nats-Msg-Id = event id, then marks them published.
+ *
+ * - Rows are selected by "not yet published", never by "position above the last one seen": a
+ *   transaction that committed late with a lower position would otherwise be skipped.
+ * - A crash between publish and mark re-publishes the batch; the stream's duplicate window
+ *   drops the copies, and consumers dedupe on the event id as well.
+ * - One relay is active across replicas: the holder of a session advisory lock on a dedicated
+ *   connection. If that replica dies its connection closes, the lock is freed and a standby
+ *   takes over within standbyPollMs.
+ * - NATS being down only stops this loop; ledger commands never wait for it. The backlog
+ *   waits in Postgres and drains when NATS returns.
+ */
+export function createOutboxRelay(options: RelayOptions) {
+  const { pool, logger } = options;
+  const status: RelayStatus = { role: "standby", nats: "disconnected", backlog: 0, lagMs: 0, publishedTotal: 0 };
+  const stopping = new AbortController();
+  let lockClient: pg.PoolClient | null = null;
+  let nc: NatsConnection | null = null;
+  let js: JetStreamClient | null = null;
+
+  async function acquireLock(): Promise<boolean> {
+    const client = await pool.connect();
+    client.on("error", (err) => {
+      logger.warn({ err }, "relay lock connection lost; stepping down");
+      if (lockClient === client) {
+        lockClient = null;
+        status.role = "standby";
+        client.release(err);
+      }
+    });
+    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [relay_lock_key]);
+    if (result.rows[0]?.locked) {
+      lockClient = client;
+      status.role = "active";
+      logger.info("outbox relay active");
+      return true;
+    }
+    client.release();
+    return false;
+  }
+
+  async function ensureNats(): Promise<JetStreamClient> {
+    if (js && nc && !nc.isClosed()) {
+      return js;
+    }
+    nc = await connectNats(options.natsUrl, "holdfast-ledger-relay", logger);
+    await ensureStream(nc, { ...options.stream, subjects: [`${event_subject_root}.>`] });
+    js = jetstream(nc, { timeout: options.publishTimeoutMs });
+    return js;
+  }
+
+  /** Publishes one batch; returns how many events it published. */
+  async function publishBatch(client: JetStreamClient): Promise<number> {
+    const { rows } = await pool.query<OutboxRow>({
+      name: "relay_unpublished",
+      text: `select event_id, tenant_id, wallet_id, seq, type, asset, occurred_at, data
+               from events where published_at is null order by position limit $1`,
+      values: [options.batchMax],
+    });
+    if (rows.length === 0) {
+      return 0;
+    }
+    // All of a batch are in flight at once; one connection keeps them in order on the server.
+    await Promise.all(
+      rows.map((row) => {
+        const message = encodeEvent(row);
+        return client.publish(message.subject, message.body, { msgID: row.event_id, headers: message.headers });
+      }),
+    );
+    const ids = rows.map((row) => row.event_id);
+    options.afterPublish?.(ids);
+    await pool.query({
+      name: "relay_mark_published",
+      text: "update events set published_at = now() where event_id = any($1::uuid[])",
+      values: [ids],
+    });
+    status.publishedTotal += rows.length;
+    return rows.length;
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!stopping.signal.aborted) {
+      try {
+        if (!lockClient && !(await acquireLock())) {
+          await pause(options.standbyPollMs);
+          continue;
+        }
+        const client = await ensureNats();
+        status.nats = "connected";
+        const published = await publishBatch(client);
+        failures = 0;
+        if (published < options.batchMax) {
+          await pause(options.idleMs);
+        }
+      } catch (err) {
+        failures++;
+        status.nats = "disconnected";
+        const delay = Math.min(options.retryDelayMsMax, 100 * 2 ** Math.min(failures, 10));
+        logger.warn({ err, failures, retryInMs: delay }, "outbox relay: publish failed; the backlog waits in Postgres");
+        await pause(delay);
+      }
+    }
+  }
+
+  async function pause(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
+  }
+
+  async function refreshStatus(): Promise<RelayStatus> {
+    const { rows } = await pool.query<{ backlog: bigint; lag_ms: bigint }>({
+      name: "relay_backlog",
+      text: `select count(*) as backlog,
+                    coalesce(extract(epoch from now() - min(occurred_at)) * 1000, 0)::bigint as lag_ms
+               from events where published_at is null`,
+    });
+    status.backlog = Number(rows[0]?.backlog ?? 0n);
+    status.lagMs = Number(rows[0]?.lag_ms ?? 0n);
+    return { ...status };
+  }
+
+  function logStatusPeriodically(): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      refreshStatus().then(
+        (s) => logger.info(s, "outbox relay status"),
+        (err: unknown) => logger.warn({ err }, "outbox relay status unavailable"),
+      );
+    }, options.statusLogMs);
+    timer.unref();
+    return timer;
+  }
+
+  let loop: Promise<void> | null = null;
+  let statusTimer: NodeJS.Timeout | null = null;
+  return {
+    start() {
+      loop ??= run();
+      statusTimer ??= logStatusPeriodically();
+    },
+    status: () => ({ ...status }),
+    refreshStatus,
+    async stop() {
+      stopping.abort();
+      if (statusTimer) clearInterval(statusTimer);
+      await loop;
+      status.role = "stopped";
+      // Destroy rather than return the connection: it still holds the session advisory lock.
+      lockClient?.release(true);
+      lockClient = null;
+      await nc?.close().catch(() => undefined);
+    },
+  };
+}
+
+export type OutboxRelay = ReturnType<typeof createOutboxRelay>;
