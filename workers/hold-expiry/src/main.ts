@@ -1,0 +1,42 @@
+import { loadConfig } from "../../../services/common/src/config.js";
+import { systemClock } from "../../../services/common/src/ids.js";
+import { createLogger } from "../../../services/common/src/logger.js";
+import { createPool } from "../../../services/common/src/pg.js";
+import { createHoldExpirer } from "./expirer.js";
+
+/** The hold-expiry worker process: expire due holds until SIGTERM or SIGINT. */
+const wallets_per_pass_max = 100;
+const idle_ms = 250;
+const retry_delay_ms_max = 5000;
+
+const config = loadConfig();
+const logger = createLogger("hold-expiry", config.logLevel);
+const pool = createPool(config, logger, { applicationName: "holdfast-hold-expiry" });
+const expirer = createHoldExpirer({
+  pool,
+  clock: systemClock,
+  logger,
+  walletsPerPassMax: wallets_per_pass_max,
+  idleMs: idle_ms,
+  retryDelayMsMax: retry_delay_ms_max,
+});
+expirer.start();
+logger.info("hold-expiry worker running");
+
+const summary = setInterval(() => logger.info(expirer.totals(), "hold expiry totals"), 60_000);
+summary.unref();
+
+let stopping = false;
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    logger.info({ signal }, "stopping");
+    void expirer
+      .stop()
+      .then(() => pool.end())
+      .then(() => process.exit(0));
+  });
+}
