@@ -4,6 +4,7 @@ import type { Pool, PoolClient } from "pg";
 import { createApiKey, createTenant, revokeApiKey, ROLES } from "../auth/api-keys.js";
 import type { ApiKeyRecord, Role } from "../auth/api-keys.js";
 import { migrate } from "../migrate.js";
+import { addEventsCommands } from "./events-tail.js";
 
 /** The database the CLI uses when neither --database-url nor DATABASE_URL says otherwise. */
 export const DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/holdfast";
@@ -67,6 +68,7 @@ export function buildProgram(output: CliOutput): Command {
   addMigrateCommand(program, output);
   addTenantCommands(program, output);
   addKeyCommands(program, output);
+  addEventsCommands(program, output);
   return program;
 }
 
