@@ -23,6 +23,9 @@ const retryable_codes = new Set(["40001", "40P01", "23505"]);
 /** numeric_value_out_of_range: a balance sum would not fit int64. */
 const overflow_code = "22003";
 
+/** Invalid date/time values: a page token naming an impossible time. */
+const bad_datetime_codes = new Set(["22007", "22008"]);
+
 export interface LedgerOptions {
   pool: pg.Pool;
   clock: Clock;
@@ -242,12 +245,20 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         credit_limits: input.creditLimits.map((l) => ({ asset: l.asset, credit_limit: String(l.creditLimit) })),
         metadata: input.metadata,
       };
-      const result = await pool.query<{ r: Json }>({
-        name: "ledger_update_wallet",
-        text: "select ledger_update_wallet($1, $2, $3) as r",
-        values: [caller.tenantId, clock(), args],
-      });
-      return outcome(result.rows[0]!.r, (r) => ({ wallet: parseWallet(r["wallet"] as Json) }));
+      try {
+        const result = await pool.query<{ r: Json }>({
+          name: "ledger_update_wallet",
+          text: "select ledger_update_wallet($1, $2, $3) as r",
+          values: [caller.tenantId, clock(), args],
+        });
+        return outcome(result.rows[0]!.r, (r) => ({ wallet: parseWallet(r["wallet"] as Json) }));
+      } catch (err) {
+        if ((err as { code?: string }).code === overflow_code) {
+          const message = "the resulting available balance would overflow int64";
+          return { ok: false, reason: "AMOUNT_OVERFLOW", message, metadata: { field: "credit_limits" } };
+        }
+        throw err;
+      }
     },
 
     async getWallet(caller: Caller, walletId: string): Promise<Wallet | null> {
@@ -325,7 +336,8 @@ async function listHolds(
   pageToken: string,
 ): Promise<Page<Hold>> {
   const [afterTime, afterId] = pageToken === "" ? [null, null] : decodeToken(pageToken, [isTimestamp, isText]);
-  const result = await pool.query<{ r: Json; created_at_text: string }>({
+  const result = await pool
+    .query<{ r: Json; created_at_text: string }>({
     name: "ledger_list_holds",
     text: `
       select ledger_hold_json(h) as r, h.created_at::text as created_at_text from holds h
@@ -339,7 +351,14 @@ async function listHolds(
              end
        order by created_at desc, hold_id desc limit $7`,
     values: [caller.tenantId, walletId, status ?? "", afterTime, afterId, now, pageSize + 1],
-  });
+    })
+    .catch((err: unknown) => {
+      // The shape check above cannot tell February 30 from a real date; the database can.
+      if (bad_datetime_codes.has((err as { code?: string }).code ?? "")) {
+        throw new InvalidPageTokenError("page_token is not one this server issued");
+      }
+      throw err;
+    });
   const rows = result.rows.slice(0, pageSize);
   const items = rows.map((row) => parseHold(row.r, now));
   const last = rows.at(-1);

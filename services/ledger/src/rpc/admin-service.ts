@@ -70,7 +70,8 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
       if (role === "admin" && walletId !== undefined) {
         throw invalidArgument("wallet_id", "an admin key cannot be limited to one wallet");
       }
-      const created = await keyCall(() => keys.createApiKey(pool, { tenantId, name: req.name, role, walletId }));
+      const name = v.label(req.name, "name", 128);
+      const created = await keyCall(() => keys.createApiKey(pool, { tenantId, name, role, walletId }));
       return { apiKey: toApiKey(created.key), secret: created.secret };
     },
 
@@ -96,9 +97,15 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
   };
 }
 
+/** Far beyond any real limit, and low enough that no balance sum with it overflows int64. */
+const credit_limit_max = 2n ** 62n;
+
 function creditLimit(value: bigint, field: string): bigint {
   if (value < 0n) {
     throw invalidArgument(field, "must not be negative");
+  }
+  if (value > credit_limit_max) {
+    throw invalidArgument(field, `must be at most ${credit_limit_max}`);
   }
   return value;
 }

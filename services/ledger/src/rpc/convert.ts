@@ -122,7 +122,7 @@ const refusal_codes: Record<domain.RefusalReason, Code> = {
 /** The Connect error for a refusal, with its reason in the ErrorDetail. */
 export function refusalError(refusal: domain.Refusal): ConnectError {
   if (refusal.reason === "AMOUNT_OVERFLOW") {
-    return invalidArgument("amount", refusal.message);
+    return invalidArgument(refusal.metadata["field"] ?? "amount", refusal.message);
   }
   return ledgerError(refusal_codes[refusal.reason], refusal.reason, refusal.message, { metadata: refusal.metadata });
 }

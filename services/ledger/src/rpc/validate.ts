@@ -103,6 +103,17 @@ export function pageSize(value: number): number {
   return value;
 }
 
+/** Free text such as a key's name: 1 to `max` characters, no control characters. */
+export function label(value: string, field: string, max: number): string {
+  if (value.length < 1 || value.length > max) {
+    throw invalidArgument(field, `must be 1-${max} characters`);
+  }
+  if (/[\u0000-\u001f\u007f]/.test(value)) {
+    throw invalidArgument(field, "must not contain control characters");
+  }
+  return value;
+}
+
 export function metadata(value: Record<string, string>, field = "metadata"): Record<string, string> {
   const entries = Object.entries(value);
   if (entries.length > metadata_entries_max) {
@@ -115,6 +126,9 @@ export function metadata(value: Record<string, string>, field = "metadata"): Rec
     }
     if (entry.length > metadata_value_length_max) {
       throw invalidArgument(`${field}.${key}`, `must be at most ${metadata_value_length_max} characters`);
+    }
+    if (entry.includes("\u0000")) {
+      throw invalidArgument(`${field}.${key}`, "must not contain NUL characters");
     }
     bytes += Buffer.byteLength(key) + Buffer.byteLength(entry);
   }
