@@ -14,14 +14,19 @@ export const quietLogger = pino({ level: "silent" });
  * A ledger core on a fresh database with a manual clock and one tenant, for tests that drive
  * the domain directly (no RPC).
  */
-export async function createTestLedger(options: { poolMax?: number } = {}) {
+export async function createTestLedger(options: { poolMax?: number; groupCommit?: boolean } = {}) {
   const db = await createTestDatabase();
   const pool = createPool(
     { databaseUrl: db.url, pgPoolMax: options.poolMax ?? 20, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 30_000 },
     quietLogger,
   );
   const clock = createManualClock(new Date("2026-01-01T00:00:00Z"));
-  const ledger = createLedger({ pool, clock, newId: uuidV7 });
+  const ledger = createLedger({
+    pool,
+    clock,
+    newId: uuidV7,
+    groupCommit: options.groupCommit ? { batchMax: 64, queueMax: 10_000 } : null,
+  });
   const tenant = await createTenantRow(pool);
   return {
     db,

@@ -29,6 +29,9 @@
  * | `HOLDFAST_STREAM_MAX_AGE_HOURS` | `168` (7 days) | How long the stream keeps events. |
  * | `HOLDFAST_STREAM_DUPLICATE_WINDOW_SECONDS` | `600` | How long the stream drops a re-published event id. |
  * | `HOLDFAST_STREAM_REPLICAS` | `1` | Stream replicas (3 on a NATS cluster). |
+ * | `HOLDFAST_GROUP_COMMIT` | `on` | `on` commits the queued commands of one wallet together in one transaction (group commit); `off` runs each alone. |
+ * | `HOLDFAST_GROUP_COMMIT_BATCH_MAX` | `64` | Most commands of one wallet in one transaction. |
+ * | `HOLDFAST_GROUP_COMMIT_QUEUE_MAX` | `4096` | Most commands waiting for one wallet; more get RESOURCE_EXHAUSTED. |
  * | `LOG_LEVEL` | `info` | One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`. |
  *
  * @module
@@ -63,6 +66,9 @@ export interface Config {
   readonly streamMaxAgeHours: number;
   readonly streamDuplicateWindowSeconds: number;
   readonly streamReplicas: number;
+  readonly groupCommit: boolean;
+  readonly groupCommitBatchMax: number;
+  readonly groupCommitQueueMax: number;
   readonly logLevel: LogLevel;
 }
 
@@ -98,6 +104,8 @@ const DEFAULT_HOLD_TTL_SECONDS: IntegerSpec = { fallback: 300, min: 1, max: 7 * 
 const STREAM_MAX_AGE_HOURS: IntegerSpec = { fallback: 7 * 24, min: 1, max: 24 * 3660 };
 const STREAM_DUPLICATE_WINDOW_SECONDS: IntegerSpec = { fallback: 600, min: 10, max: 24 * 3600 };
 const STREAM_REPLICAS: IntegerSpec = { fallback: 1, min: 1, max: 5 };
+const GROUP_COMMIT_BATCH_MAX: IntegerSpec = { fallback: 64, min: 1, max: 1000 };
+const GROUP_COMMIT_QUEUE_MAX: IntegerSpec = { fallback: 4096, min: 1, max: 1_000_000 };
 const STREAM_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/holdfast";
@@ -147,6 +155,9 @@ export function loadConfig(env: Env = process.env): Config {
       STREAM_DUPLICATE_WINDOW_SECONDS,
     ),
     streamReplicas: readInteger(env, "HOLDFAST_STREAM_REPLICAS", STREAM_REPLICAS),
+    groupCommit: readSwitch(env, "HOLDFAST_GROUP_COMMIT", true),
+    groupCommitBatchMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_BATCH_MAX", GROUP_COMMIT_BATCH_MAX),
+    groupCommitQueueMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_QUEUE_MAX", GROUP_COMMIT_QUEUE_MAX),
     logLevel: readLogLevel(env, "LOG_LEVEL"),
   };
 }
@@ -221,6 +232,17 @@ function normaliseOrigin(name: string, item: string): string {
     throw new Error(`${name} entries must be "*" or an origin like https://app.example.com, got "${item}"`);
   }
   return url.origin;
+}
+
+function readSwitch(env: Env, name: string, fallback: boolean): boolean {
+  const raw = readRaw(env, name);
+  if (raw === undefined) {
+    return fallback;
+  }
+  if (raw !== "on" && raw !== "off") {
+    throw new Error(`${name} must be on or off`);
+  }
+  return raw === "on";
 }
 
 function readLogLevel(env: Env, name: string): LogLevel {

@@ -60,7 +60,12 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   if (options.migrate ?? true) {
     await migrate(pool, logger);
   }
-  const ledger = createLedger({ pool, clock, newId: options.newId ?? uuidV7 });
+  const ledger = createLedger({
+    pool,
+    clock,
+    newId: options.newId ?? uuidV7,
+    groupCommit: config.groupCommit ? { batchMax: config.groupCommitBatchMax, queueMax: config.groupCommitQueueMax } : null,
+  });
   const feed = createWalletFeed({
     pool,
     pollIntervalMs: watch_poll_interval_ms,

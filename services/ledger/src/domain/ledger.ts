@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type pg from "pg";
 import type { Clock, IdGenerator } from "../../../common/src/ids.js";
+import { createGroupCommit, createHoldRoutes, type QueuedCommand } from "./group-commit.js";
 import { parseBalance, parseHold, parseRefusal, parseTransfer, parseWallet } from "./rows.js";
 import type {
   Balance,
@@ -26,10 +27,15 @@ const overflow_code = "22003";
 /** Invalid date/time values: a page token naming an impossible time. */
 const bad_datetime_codes = new Set(["22007", "22008"]);
 
+/** Entries in the hold id → wallet map that routes captures to their wallet's batches. */
+const hold_routes_max = 100_000;
+
 export interface LedgerOptions {
   pool: pg.Pool;
   clock: Clock;
   newId: IdGenerator;
+  /** Group commit per wallet (see group-commit.ts); null runs every command alone. */
+  groupCommit?: { batchMax: number; queueMax: number } | null;
 }
 
 export interface DepositInput {
@@ -104,20 +110,15 @@ type Json = Record<string, unknown>;
  * trip, no row lock held across an await. The clock and the id generator are arguments so
  * that tests can drive time.
  */
-export function createLedger({ pool, clock, newId }: LedgerOptions) {
-  async function command(caller: Caller, name: string, key: string, request: unknown, args: Json): Promise<Json> {
-    // The fingerprint covers the request as the caller sent it (not generated ids) and the
-    // key's wallet scope, so a scoped key can never replay another wallet's answer.
-    const fingerprint = createHash("sha256")
-      .update(canonicalJson([name, caller.scopeWalletId, request]))
-      .digest();
-    const fullArgs = { ...args, scope_wallet_id: caller.scopeWalletId, transfer_id: newId() };
+export function createLedger({ pool, clock, newId, groupCommit = null }: LedgerOptions) {
+  /** Runs one command in its own transaction, retrying transient conflicts. */
+  async function runSingle(c: QueuedCommand): Promise<Json> {
     for (let attempt = 1; ; attempt++) {
       try {
         const result = await pool.query<{ r: Json }>({
           name: "ledger_command",
           text: "select ledger_command($1, $2, $3, $4, $5, $6) as r",
-          values: [caller.tenantId, name, key, fingerprint, clock(), fullArgs],
+          values: [c.tenantId, c.command, c.key, c.fingerprint, c.now, c.args],
         });
         return result.rows[0]!.r;
       } catch (err) {
@@ -130,6 +131,37 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         }
       }
     }
+  }
+
+  const batches = groupCommit ? createGroupCommit({ pool, ...groupCommit, runSingle }) : null;
+  const holdRoutes = createHoldRoutes(hold_routes_max);
+
+  /**
+   * Runs a command: through its wallet's group commit when the wallet is known and group
+   * commit is on, alone otherwise.
+   */
+  async function command(
+    caller: Caller,
+    name: string,
+    key: string,
+    request: unknown,
+    args: Json,
+    walletId: string | undefined,
+  ): Promise<Json> {
+    // The fingerprint covers the request as the caller sent it (not generated ids) and the
+    // key's wallet scope, so a scoped key can never replay another wallet's answer.
+    const fingerprint = createHash("sha256")
+      .update(canonicalJson([name, caller.scopeWalletId, request]))
+      .digest();
+    const queued: QueuedCommand = {
+      tenantId: caller.tenantId,
+      command: name,
+      key,
+      fingerprint,
+      now: clock(),
+      args: { ...args, scope_wallet_id: caller.scopeWalletId, transfer_id: newId() },
+    };
+    return batches && walletId !== undefined ? batches.submit(`${caller.tenantId}/${walletId}`, queued) : runSingle(queued);
   }
 
   function outcome<T>(row: Json, parse: (row: Json) => T): Outcome<T> {
@@ -145,15 +177,18 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
   });
 
   return {
+    /** Group commit counters (batches, commands, largest batch, fallbacks); null when off. */
+    groupCommitStats: () => batches?.stats() ?? null,
+
     async deposit(caller: Caller, input: DepositInput): Promise<Outcome<{ transfer: Transfer; balance: Balance }>> {
       const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
-      const row = await command(caller, "Deposit", input.idempotencyKey, args, args);
+      const row = await command(caller, "Deposit", input.idempotencyKey, args, args, input.walletId);
       return outcome(row, withTransferAndBalance);
     },
 
     async spend(caller: Caller, input: SpendInput): Promise<Outcome<{ transfer: Transfer; balance: Balance }>> {
       const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
-      const row = await command(caller, "Spend", input.idempotencyKey, args, args);
+      const row = await command(caller, "Spend", input.idempotencyKey, args, args, input.walletId);
       return outcome(row, withTransferAndBalance);
     },
 
@@ -167,9 +202,13 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         metadata: input.metadata,
       };
       const args = { ...request, hold_id: input.holdId === "" ? `hold_${newId()}` : input.holdId };
-      const row = await command(caller, "Reserve", input.idempotencyKey, request, args);
+      const row = await command(caller, "Reserve", input.idempotencyKey, request, args, input.walletId);
       const now = clock();
-      return outcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now), balance: parseBalance(r["balance"] as Json) }));
+      const result = outcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now), balance: parseBalance(r["balance"] as Json) }));
+      if (result.ok) {
+        holdRoutes.remember(caller.tenantId, result.hold.holdId, result.hold.walletId);
+      }
+      return result;
     },
 
     async capture(
@@ -181,21 +220,21 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         amount: input.amount === null ? null : String(input.amount),
         metadata: input.metadata,
       };
-      const row = await command(caller, "Capture", input.idempotencyKey, args, args);
+      const row = await command(caller, "Capture", input.idempotencyKey, args, args, holdRoutes.walletOf(caller.tenantId, input.holdId));
       const now = clock();
       return outcome(row, (r) => ({ ...withTransferAndBalance(r), hold: parseHold(r["hold"] as Json, now) }));
     },
 
     async release(caller: Caller, input: HoldCommandInput): Promise<Outcome<{ hold: Hold; balance: Balance }>> {
       const args = { hold_id: input.holdId };
-      const row = await command(caller, "Release", input.idempotencyKey, args, args);
+      const row = await command(caller, "Release", input.idempotencyKey, args, args, holdRoutes.walletOf(caller.tenantId, input.holdId));
       const now = clock();
       return outcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now), balance: parseBalance(r["balance"] as Json) }));
     },
 
     async extendHold(caller: Caller, input: ExtendHoldInput): Promise<Outcome<{ hold: Hold }>> {
       const args = { hold_id: input.holdId, ttl_seconds: input.ttlSeconds };
-      const row = await command(caller, "ExtendHold", input.idempotencyKey, args, args);
+      const row = await command(caller, "ExtendHold", input.idempotencyKey, args, args, holdRoutes.walletOf(caller.tenantId, input.holdId));
       const now = clock();
       return outcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now) }));
     },
@@ -206,7 +245,7 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         amount: input.amount === null ? null : String(input.amount),
         metadata: input.metadata,
       };
-      const row = await command(caller, "Refund", input.idempotencyKey, args, args);
+      const row = await command(caller, "Refund", input.idempotencyKey, args, args, undefined);
       return outcome(row, withTransferAndBalance);
     },
 
@@ -221,7 +260,7 @@ export function createLedger({ pool, clock, newId }: LedgerOptions) {
         amount: String(input.amount),
         metadata: input.metadata,
       };
-      const row = await command(caller, "Transfer", input.idempotencyKey, args, args);
+      const row = await command(caller, "Transfer", input.idempotencyKey, args, args, undefined);
       return outcome(row, (r) => ({
         transfer: parseTransfer(r["transfer"] as Json),
         fromBalance: parseBalance(r["from_balance"] as Json),
