@@ -1,0 +1,1 @@
+-- Placeholder so migration numbers stay contiguous; the owner of this file replaces it.
