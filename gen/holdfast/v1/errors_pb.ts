@@ -26,8 +26,9 @@ export const file_holdfast_v1_errors: GenFile = /*@__PURE__*/
  * | REFUND_EXCEEDS_REMAINING, NOT_REFUNDABLE  | FAILED_PRECONDITION |
  * | WALLET_NOT_FOUND, HOLD_NOT_FOUND          | NOT_FOUND           |
  * | TRANSFER_NOT_FOUND, API_KEY_NOT_FOUND     | NOT_FOUND           |
+ * | SERVICE_NOT_FOUND (grpc.health.v1 Check)  | NOT_FOUND           |
  * | IDEMPOTENCY_KEY_REUSED, HOLD_ALREADY_EXISTS, WALLET_ALREADY_EXISTS | ALREADY_EXISTS |
- * | INVALID_FIELD                             | INVALID_ARGUMENT    |
+ * | INVALID_FIELD (also an amount whose sum would overflow int64) | INVALID_ARGUMENT |
  * | UNAUTHENTICATED                           | UNAUTHENTICATED     |
  * | PERMISSION_DENIED                         | PERMISSION_DENIED   |
  * | OVERLOADED                                | RESOURCE_EXHAUSTED  |
