@@ -8,7 +8,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 /** How long a started nats-server may take to accept connections. */
 const start_timeout_ms = 10_000;
 
-async function freePort(): Promise<number> {
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);

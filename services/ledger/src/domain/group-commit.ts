@@ -32,12 +32,21 @@ interface Pending {
 
 interface WalletQueue {
   waiting: Pending[];
-  flushing: boolean;
+  /** Batches of this wallet in flight: at most batches_in_flight_max. */
+  flushing: number;
 }
 
 /**
+ * Batches of one wallet in flight at once. With two, the next batch is already waiting on the
+ * wallet's row lock while the previous one commits, so the commit flush and the service's work
+ * on the results overlap with the next batch instead of leaving the wallet idle. More than two
+ * would only queue on the same lock.
+ */
+const batches_in_flight_max = 2;
+
+/**
  * Group commit: a single writer per wallet. The first command for an idle wallet goes out at
- * once as a batch of one; commands that arrive while a batch of that wallet is in flight wait
+ * once as a batch of one; commands that arrive while batches of that wallet are in flight wait
  * and go out together as the next batch, in one transaction, so a hot wallet pays one commit
  * flush per batch instead of one per command. Batches shrink back to one when traffic stops.
  *
@@ -53,27 +62,29 @@ export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: Group
   function submit(walletKey: string, command: QueuedCommand): Promise<Json> {
     let queue = queues.get(walletKey);
     if (!queue) {
-      queue = { waiting: [], flushing: false };
+      queue = { waiting: [], flushing: 0 };
       queues.set(walletKey, queue);
     }
     if (queue.waiting.length >= queueMax) {
       return Promise.reject(ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many commands queued for this wallet"));
     }
     const result = new Promise<Json>((resolve, reject) => queue.waiting.push({ command, resolve, reject }));
-    if (!queue.flushing) {
+    if (queue.flushing < batches_in_flight_max) {
       void flush(walletKey, queue);
     }
     return result;
   }
 
   async function flush(walletKey: string, queue: WalletQueue): Promise<void> {
-    queue.flushing = true;
+    queue.flushing++;
     while (queue.waiting.length > 0) {
       const batch = queue.waiting.splice(0, batchMax);
       await runBatch(batch);
     }
-    queue.flushing = false;
-    queues.delete(walletKey);
+    queue.flushing--;
+    if (queue.flushing === 0 && queue.waiting.length === 0) {
+      queues.delete(walletKey);
+    }
   }
 
   async function runBatch(batch: Pending[]): Promise<void> {
