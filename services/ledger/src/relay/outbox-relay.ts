@@ -64,7 +64,14 @@ export function createOutboxRelay(options: RelayOptions) {
 
   async function acquireLock(): Promise<boolean> {
     const client = await pool.connect();
-    client.on("error", (err) => {
+    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [relay_lock_key]);
+    if (!result.rows[0]?.locked) {
+      client.release();
+      return false;
+    }
+    // Only the lock holder watches its connection: a standby returns its client to the pool at
+    // once, so listeners never pile up on pooled clients.
+    client.once("error", (err) => {
       logger.warn({ err }, "relay lock connection lost; stepping down");
       if (lockClient === client) {
         lockClient = null;
@@ -72,15 +79,10 @@ export function createOutboxRelay(options: RelayOptions) {
         client.release(err);
       }
     });
-    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [relay_lock_key]);
-    if (result.rows[0]?.locked) {
-      lockClient = client;
-      status.role = "active";
-      logger.info("outbox relay active");
-      return true;
-    }
-    client.release();
-    return false;
+    lockClient = client;
+    status.role = "active";
+    logger.info("outbox relay active");
+    return true;
   }
 
   async function ensureNats(): Promise<JetStreamClient> {
