@@ -334,4 +334,16 @@ describe("the journal", () => {
     await t.pool.query("update accounts set credits_posted = credits_posted - 1 where wallet_id = $1", [w]);
     expect(violations.some((v) => v.includes(w))).toBe(true);
   });
+
+  it("catches an event published twice for one journal row", async () => {
+    const w = await funded(10n);
+    await t.pool.query(
+      `insert into events (event_id, tenant_id, wallet_id, seq, type, asset, occurred_at, data)
+       select gen_random_uuid(), tenant_id, wallet_id, 1000, type, asset, occurred_at, data from events where wallet_id = $1`,
+      [w],
+    );
+    const violations = await checkInvariants(t.pool);
+    await t.pool.query("delete from events where wallet_id = $1 and seq = 1000", [w]);
+    expect(violations.filter((v) => v.startsWith("5:"))).toHaveLength(2);
+  });
 });
