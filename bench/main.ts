@@ -60,7 +60,7 @@ async function recreate(name: string): Promise<string> {
 }
 
 /** The ledger database: migrated, one tenant, a writer key, 10,000 funded wallets and a hot one. */
-async function prepareLedger(): Promise<{ url: string; pool: pg.Pool; key: string }> {
+async function prepareLedger(): Promise<{ url: string; pool: pg.Pool; key: string; tenantId: string }> {
   const url = await recreate("holdfast_bench");
   const pool = createPool({ databaseUrl: url, pgPoolMax: 4, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 600_000 }, logger);
   await migrate(pool);
@@ -74,7 +74,7 @@ async function prepareLedger(): Promise<{ url: string; pool: pg.Pool; key: strin
        from generate_series(0, $2) i`,
     [tenantId, wallets_total, wallet_funds.toString(), hot_funds.toString()],
   );
-  return { url, pool, key: secret };
+  return { url, pool, key: secret, tenantId };
 }
 
 async function prepareNaive(): Promise<{ url: string; pool: pg.Pool }> {
@@ -188,6 +188,11 @@ async function main(): Promise<void> {
       if (workload === "hot" && holdfastSolo) {
         systems.splice(1, 0, ["holdfast, group commit off", ["--target", holdfastSolo, "--key", ledgerDb.key], () => checkInvariants(ledgerDb.pool)]);
         systems.push(["raw hot row", ["--raw", naiveDb.url], async () => []]);
+      }
+      if (workload === "hot") {
+        const core = ["--core", ledgerDb.url, "--tenant", ledgerDb.tenantId];
+        systems.push(["holdfast core, no RPC", [...core, "--group-commit", "on"], () => checkInvariants(ledgerDb.pool)]);
+        systems.push(["holdfast core, no RPC, group commit off", [...core, "--group-commit", "off"], () => checkInvariants(ledgerDb.pool)]);
       }
       for (const [system, options, check] of systems) {
         const result = await runLoad([...common, ...options]);

@@ -31,6 +31,12 @@ export function targets(rows: Row[]): string[] {
     const naive = ratio(hot, find(rows, "hot", "naive service"));
     out.push(verdict(raw >= 2, `hot wallet: Holdfast ${raw.toFixed(2)}x the raw hot-row baseline (target ≥ 2x)`));
     out.push(verdict(naive >= 5, `hot wallet: Holdfast ${naive.toFixed(2)}x the naive service (target ≥ 5x)`));
+    const core = find(rows, "hot", "holdfast core, no RPC");
+    if (core) {
+      const coreRaw = ratio(core, find(rows, "hot", "raw hot row"));
+      const coreSolo = ratio(core, find(rows, "hot", "holdfast core, no RPC, group commit off"));
+      out.push(`- (for reference) hot wallet without RPC: Holdfast core ${coreRaw.toFixed(2)}x the raw hot row; group commit ${coreSolo.toFixed(2)}x one transaction per command`);
+    }
   }
   const uniform = find(rows, "uniform", "holdfast");
   if (uniform) {
@@ -41,7 +47,8 @@ export function targets(rows: Row[]): string[] {
   const retries = find(rows, "retries", "holdfast");
   if (retries && uniform) {
     const cost = 1 - retries.perSecond / uniform.perSecond;
-    out.push(verdict(cost < 0.1, `retries: throughput ${(cost * 100).toFixed(1)}% below uniform (target < 10%)`));
+    const text = cost > 0 ? `${(cost * 100).toFixed(1)}% below` : `${(-cost * 100).toFixed(1)}% above`;
+    out.push(verdict(cost < 0.1, `retries: throughput ${text} uniform (target: less than 10% below)`));
   }
   return out;
 }
