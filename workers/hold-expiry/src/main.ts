@@ -1,7 +1,7 @@
-import { loadConfig } from "../../../services/common/src/config.js";
 import { systemClock } from "../../../services/common/src/ids.js";
 import { createLogger } from "../../../services/common/src/logger.js";
 import { createPool } from "../../../services/common/src/pg.js";
+import { loadConfigOrExit, stopOnSignals } from "../../../services/common/src/process.js";
 import { createHoldExpirer } from "./expirer.js";
 
 /** The hold-expiry worker process: expire due holds until SIGTERM or SIGINT. */
@@ -9,7 +9,7 @@ const wallets_per_pass_max = 100;
 const idle_ms = 250;
 const retry_delay_ms_max = 5000;
 
-const config = loadConfig();
+const config = loadConfigOrExit();
 const logger = createLogger("hold-expiry", config.logLevel);
 const pool = createPool(config, logger, { applicationName: "holdfast-hold-expiry" });
 const expirer = createHoldExpirer({
@@ -26,17 +26,7 @@ logger.info("hold-expiry worker running");
 const summary = setInterval(() => logger.info(expirer.totals(), "hold expiry totals"), 60_000);
 summary.unref();
 
-let stopping = false;
-for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  process.on(signal, () => {
-    if (stopping) {
-      return;
-    }
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    void expirer
-      .stop()
-      .then(() => pool.end())
-      .then(() => process.exit(0));
-  });
-}
+stopOnSignals(logger, async () => {
+  await expirer.stop();
+  await pool.end();
+});

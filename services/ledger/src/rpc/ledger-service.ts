@@ -2,6 +2,7 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { ledgerError, invalidArgument } from "../../../common/src/errors.js";
 import { LedgerService } from "../../../../gen/holdfast/v1/ledger_pb.js";
 import { InvalidPageTokenError, type Ledger, type Page } from "../domain/ledger.js";
+import type { Caller } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
 import { callerOf, checkScope } from "./auth.js";
 import { fromHoldStatus, toBalance, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
@@ -21,44 +22,23 @@ export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerSer
   return {
     async deposit(req, ctx) {
       const caller = callerOf(ctx);
-      const input = {
-        walletId: v.walletId(req.walletId),
-        asset: v.asset(req.asset),
-        amount: v.amount(req.amount),
-        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
-        metadata: v.metadata(req.metadata),
-      };
-      checkScope(caller, input.walletId, "wallet_id");
-      const r = unwrap(await ledger.deposit(caller, input));
+      const r = unwrap(await ledger.deposit(caller, walletAmountInput(caller, req)));
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
     async spend(req, ctx) {
       const caller = callerOf(ctx);
-      const input = {
-        walletId: v.walletId(req.walletId),
-        asset: v.asset(req.asset),
-        amount: v.amount(req.amount),
-        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
-        metadata: v.metadata(req.metadata),
-      };
-      checkScope(caller, input.walletId, "wallet_id");
-      const r = unwrap(await ledger.spend(caller, input));
+      const r = unwrap(await ledger.spend(caller, walletAmountInput(caller, req)));
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
     async reserve(req, ctx) {
       const caller = callerOf(ctx);
       const input = {
-        walletId: v.walletId(req.walletId),
-        asset: v.asset(req.asset),
-        amount: v.amount(req.amount),
+        ...walletAmountInput(caller, req),
         holdId: v.optionalHoldId(req.holdId),
         ttlSeconds: v.ttlSeconds(req.ttlSeconds, defaultHoldTtlSeconds),
-        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
-        metadata: v.metadata(req.metadata),
       };
-      checkScope(caller, input.walletId, "wallet_id");
       const r = unwrap(await ledger.reserve(caller, input));
       return { hold: toHold(r.hold), balance: toBalance(r.balance), replayed: r.replayed };
     },
@@ -185,6 +165,22 @@ export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerSer
       }
     },
   };
+}
+
+/** The fields Deposit, Spend and Reserve share, validated and checked against the key's scope. */
+function walletAmountInput(
+  caller: Caller,
+  req: { walletId: string; asset: string; amount: bigint; idempotencyKey: string; metadata: Record<string, string> },
+) {
+  const input = {
+    walletId: v.walletId(req.walletId),
+    asset: v.asset(req.asset),
+    amount: v.amount(req.amount),
+    idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+    metadata: v.metadata(req.metadata),
+  };
+  checkScope(caller, input.walletId, "wallet_id");
+  return input;
 }
 
 async function paged<T>(list: () => Promise<Page<T>>): Promise<Page<T>> {
