@@ -33,9 +33,19 @@
  * | `HOLDFAST_GROUP_COMMIT_BATCH_MAX` | `64` | Most commands of one wallet in one transaction. |
  * | `HOLDFAST_GROUP_COMMIT_QUEUE_MAX` | `4096` | Most commands waiting for one wallet; more get RESOURCE_EXHAUSTED. |
  * | `LOG_LEVEL` | `info` | One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`. |
+ * | `HOLDFAST_BILLING_CONFIG` | unset | Path of the billing-stream worker's sink configuration (JSON, see docs/billing-engines.md); the worker refuses to start without it. |
+ * | `HOLDFAST_WEBHOOK_ALLOWED_NETWORKS` | empty | Comma-separated networks (`127.0.0.0/8`, `::1/128`, `10.1.2.3`) where webhook endpoints may be private, loopback or link-local and may use plain http; everywhere else endpoints must be https on public addresses (see docs/webhooks.md). |
+ * | `HOLDFAST_WEBHOOK_RETRY_SCHEDULE` | `5s,5m,30m,2h,5h,10h,10h` | Delays before each webhook retry (units `ms`, `s`, `m`, `h`; 1-20 entries, each at most 24h), each with ±20% jitter; attempts = entries + 1. The default spans about 27.6 hours. |
+ * | `HOLDFAST_WEBHOOK_TIMEOUT_MS` | `15000` | Longest a webhook request may take, connection to last response byte. |
+ * | `HOLDFAST_WEBHOOK_CONCURRENCY` | `64` | Most webhook requests in flight in one worker process. |
+ * | `HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY` | `4` | Most requests in flight to one endpoint, across all worker replicas. |
+ * | `HOLDFAST_WEBHOOK_DISABLE_AFTER_SECONDS` | `432000` (5 days) | An endpoint whose attempts all fail for this long is disabled and a `holdfast.webhook.endpoint_disabled` event is sent. |
+ * | `HOLDFAST_WEBHOOK_SECRET_OVERLAP_SECONDS` | `86400` | How long an old webhook secret keeps signing after RotateEndpointSecret (unless the call says otherwise). |
+ * | `HOLDFAST_WEBHOOK_RETENTION_HOURS` | `720` (30 days) | How long finished webhook deliveries (succeeded or failed) are kept. |
  *
  * @module
  */
+import { isIP } from "node:net";
 
 /** The pino log levels a process accepts in `LOG_LEVEL`. */
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -70,6 +80,18 @@ export interface Config {
   readonly groupCommitBatchMax: number;
   readonly groupCommitQueueMax: number;
   readonly logLevel: LogLevel;
+  /** Path of the billing-stream configuration file; null when unset. */
+  readonly billingConfigPath: string | null;
+  /** Networks where webhook endpoints may be non-public and plain http, normalised CIDRs (`127.0.0.0/8`). */
+  readonly webhookAllowedNetworks: readonly string[];
+  /** Delay before each webhook retry, in ms; attempts = length + 1. */
+  readonly webhookRetryScheduleMs: readonly number[];
+  readonly webhookTimeoutMs: number;
+  readonly webhookConcurrency: number;
+  readonly webhookEndpointConcurrency: number;
+  readonly webhookDisableAfterSeconds: number;
+  readonly webhookSecretOverlapSeconds: number;
+  readonly webhookRetentionHours: number;
 }
 
 /** The environment shape `loadConfig` reads; `process.env` fits it. */
@@ -159,6 +181,15 @@ export function loadConfig(env: Env = process.env): Config {
     groupCommitBatchMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_BATCH_MAX", GROUP_COMMIT_BATCH_MAX),
     groupCommitQueueMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_QUEUE_MAX", GROUP_COMMIT_QUEUE_MAX),
     logLevel: readLogLevel(env, "LOG_LEVEL"),
+    billingConfigPath: readPath(env, "HOLDFAST_BILLING_CONFIG"),
+    webhookAllowedNetworks: readNetworks(env, "HOLDFAST_WEBHOOK_ALLOWED_NETWORKS"),
+    webhookRetryScheduleMs: readSchedule(env, "HOLDFAST_WEBHOOK_RETRY_SCHEDULE"),
+    webhookTimeoutMs: readInteger(env, "HOLDFAST_WEBHOOK_TIMEOUT_MS", WEBHOOK_TIMEOUT_MS),
+    webhookConcurrency: readInteger(env, "HOLDFAST_WEBHOOK_CONCURRENCY", WEBHOOK_CONCURRENCY),
+    webhookEndpointConcurrency: readInteger(env, "HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY", WEBHOOK_ENDPOINT_CONCURRENCY),
+    webhookDisableAfterSeconds: readInteger(env, "HOLDFAST_WEBHOOK_DISABLE_AFTER_SECONDS", WEBHOOK_DISABLE_AFTER_SECONDS),
+    webhookSecretOverlapSeconds: readInteger(env, "HOLDFAST_WEBHOOK_SECRET_OVERLAP_SECONDS", WEBHOOK_SECRET_OVERLAP_SECONDS),
+    webhookRetentionHours: readInteger(env, "HOLDFAST_WEBHOOK_RETENTION_HOURS", WEBHOOK_RETENTION_HOURS),
   };
 }
 
@@ -252,4 +283,71 @@ function readLogLevel(env: Env, name: string): LogLevel {
     throw new Error(`${name} must be one of ${LOG_LEVELS.join(", ")}, got "${raw}"`);
   }
   return level;
+}
+
+const PATH_LENGTH_MAX = 4096;
+
+function readPath(env: Env, name: string): string | null {
+  const raw = readRaw(env, name);
+  if (raw === undefined) {
+    return null;
+  }
+  if (raw.length > PATH_LENGTH_MAX || raw.includes("\0")) {
+    throw new Error(`${name} must be a file path of at most ${PATH_LENGTH_MAX} characters`);
+  }
+  return raw;
+}
+
+// Webhooks (workers/webhooks and WebhookService). The schedule's default follows the Standard
+// Webhooks reference implementations: quick retries for blips, then hours apart for outages,
+// about a day in all.
+const WEBHOOK_RETRY_SCHEDULE_DEFAULT = "5s,5m,30m,2h,5h,10h,10h";
+const WEBHOOK_RETRY_ENTRIES_MAX = 20;
+const WEBHOOK_RETRY_DELAY_MS_MAX = 24 * HOUR_MS;
+const WEBHOOK_TIMEOUT_MS: IntegerSpec = { fallback: 15_000, min: 100, max: 120_000 };
+const WEBHOOK_CONCURRENCY: IntegerSpec = { fallback: 64, min: 1, max: 10_000 };
+const WEBHOOK_ENDPOINT_CONCURRENCY: IntegerSpec = { fallback: 4, min: 1, max: 1000 };
+const WEBHOOK_DISABLE_AFTER_SECONDS: IntegerSpec = { fallback: 5 * 24 * 3600, min: 1, max: 366 * 24 * 3600 };
+const WEBHOOK_SECRET_OVERLAP_SECONDS: IntegerSpec = { fallback: 24 * 3600, min: 0, max: 7 * 24 * 3600 };
+const WEBHOOK_RETENTION_HOURS: IntegerSpec = { fallback: 30 * 24, min: 1, max: 24 * 3660 };
+const WEBHOOK_NETWORKS_COUNT_MAX = 100;
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
+
+/** A comma-separated list of CIDRs or bare addresses (a bare address is its own /32 or /128). */
+function readNetworks(env: Env, name: string): string[] {
+  const raw = readRaw(env, name);
+  if (raw === undefined) {
+    return [];
+  }
+  const items = raw.split(",").map((item) => item.trim()).filter((item) => item !== "");
+  if (items.length > WEBHOOK_NETWORKS_COUNT_MAX) {
+    throw new Error(`${name} lists ${items.length} networks; at most ${WEBHOOK_NETWORKS_COUNT_MAX} are allowed`);
+  }
+  return items.map((item) => {
+    const [address = "", prefix, extra] = item.split("/");
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    const length = prefix === undefined ? bits : /^\d{1,3}$/.test(prefix) ? Number(prefix) : Number.NaN;
+    if (family === 0 || extra !== undefined || !(length >= 0 && length <= bits)) {
+      throw new Error(`${name} entries must be an IP address or a CIDR like 127.0.0.0/8 or ::1/128, got "${item}"`);
+    }
+    return `${address}/${length}`;
+  });
+}
+
+/** A comma-separated list of durations such as `5s,5m,2h`, returned in milliseconds. */
+function readSchedule(env: Env, name: string): number[] {
+  const raw = readRaw(env, name) ?? WEBHOOK_RETRY_SCHEDULE_DEFAULT;
+  const items = raw.split(",").map((item) => item.trim());
+  if (items.length > WEBHOOK_RETRY_ENTRIES_MAX) {
+    throw new Error(`${name} lists ${items.length} delays; at most ${WEBHOOK_RETRY_ENTRIES_MAX} are allowed`);
+  }
+  return items.map((item) => {
+    const match = /^(\d{1,9})(ms|s|m|h)$/.exec(item);
+    const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2]!]! : Number.NaN;
+    if (!(ms >= 1 && ms <= WEBHOOK_RETRY_DELAY_MS_MAX)) {
+      throw new Error(`${name} must be a comma-separated list of delays from 1ms to 24h such as 5s,5m,2h, got "${item}"`);
+    }
+    return ms;
+  });
 }

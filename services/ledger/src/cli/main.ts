@@ -5,6 +5,7 @@ import { createApiKey, createTenant, revokeApiKey, ROLES } from "../auth/api-key
 import type { ApiKeyRecord, Role } from "../auth/api-keys.js";
 import { migrate } from "../migrate.js";
 import { addEventsCommands } from "./events-tail.js";
+import { addBillingCommands } from "./billing.js";
 
 /** The database the CLI uses when neither --database-url nor DATABASE_URL says otherwise. */
 export const DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/holdfast";
@@ -69,6 +70,7 @@ export function buildProgram(output: CliOutput): Command {
   addTenantCommands(program, output);
   addKeyCommands(program, output);
   addEventsCommands(program, output);
+  addBillingCommands(program, output);
   return program;
 }
 
