@@ -57,9 +57,33 @@ export async function createTestDatabase(options: { empty?: boolean } = {}): Pro
       if (dropped) return;
       dropped = true;
       await pool.end();
-      await withAdmin(adminUrl, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`));
+      await withAdmin(adminUrl, (admin) => dropWhenIdle(admin, name));
     },
   };
+}
+
+/** Attempts to drop a database politely before forcing it. */
+const DROP_ATTEMPTS_MAX = 40;
+const DROP_RETRY_MS = 50;
+
+/**
+ * Drops a test database once its sessions have closed. pg's pool.end() can resolve while a
+ * client's socket is still closing; forcing the drop at that moment terminates the session and
+ * the client reports an error nobody listens for any more. So wait for it (55006: in use), and
+ * force only as a last resort.
+ */
+async function dropWhenIdle(admin: pg.Client, name: string): Promise<void> {
+  const quoted = pg.escapeIdentifier(name);
+  for (let attempt = 1; attempt <= DROP_ATTEMPTS_MAX; attempt++) {
+    try {
+      await admin.query(`drop database if exists ${quoted}`);
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "55006") throw err;
+      await new Promise((resolve) => setTimeout(resolve, DROP_RETRY_MS));
+    }
+  }
+  await admin.query(`drop database if exists ${quoted} with (force)`);
 }
 
 async function withAdmin<T>(adminUrl: string, work: (admin: pg.Client) => Promise<T>): Promise<T> {
