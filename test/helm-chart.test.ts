@@ -1,0 +1,465 @@
+// Goal: catch mistakes in the Helm chart (deploy/helm/holdfast) and the Dockerfile without a
+// helm or docker binary, neither of which can be installed here: a values.yaml the schema
+// rejects, a schema that lets bad values through, a template that reads a values key that does
+// not exist (Helm renders a typo as empty and says nothing), an environment variable the
+// processes would refuse, an inline secret, a Deployment without its probes or its non-root,
+// read-only security context.
+//
+// Method: parse Chart.yaml and values.yaml with the yaml library in YAML 1.1 mode, as Helm's
+// parser reads them (`on` and `yes` are booleans there); validate values against
+// values.schema.json with ajv (draft-07), the way `helm install` does after merging a user's
+// values file over the defaults; and read the templates as text: every `.Values.a.b` path must
+// resolve in values.yaml, blocks must balance, every included helper must exist, and the env
+// entries of each Deployment, evaluated against the default values, must pass the processes'
+// own loadConfig. No cluster, database or network is involved; the file runs in well under a
+// second.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { Ajv, type ErrorObject } from "ajv";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+
+import { LOG_LEVELS, loadConfig, type Config } from "../services/common/src/config.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const CHART_DIR = path.join(ROOT, "deploy", "helm", "holdfast");
+const TEMPLATES_DIR = path.join(CHART_DIR, "templates");
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonObject = { [key: string]: Json };
+
+const readChartFile = (name: string): string => readFileSync(path.join(CHART_DIR, name), "utf8");
+/** Helm reads YAML 1.1 (go-yaml through sigs.k8s.io/yaml), where `on`, `off` and `yes` are booleans. */
+const parseHelmYaml = (text: string): Json => parse(text, { version: "1.1" }) as Json;
+const isObject = (value: Json | undefined): value is JsonObject =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+const chart = parseHelmYaml(readChartFile("Chart.yaml")) as JsonObject;
+const values = parseHelmYaml(readChartFile("values.yaml")) as JsonObject;
+const schema = JSON.parse(readChartFile("values.schema.json")) as JsonObject;
+const templates = new Map(
+  readdirSync(TEMPLATES_DIR).map((name) => [name, readFileSync(path.join(TEMPLATES_DIR, name), "utf8")]),
+);
+const template = (name: string): string => {
+  const text = templates.get(name);
+  if (text === undefined) throw new Error(`templates/${name} is missing`);
+  return text;
+};
+
+const EXPECTED_TEMPLATES = [
+  "_helpers.tpl",
+  "NOTES.txt",
+  "ledger-deployment.yaml",
+  "ledger-service.yaml",
+  "ledger-hpa.yaml",
+  "ledger-pdb.yaml",
+  "hold-expiry-deployment.yaml",
+  "webhooks-deployment.yaml",
+  "billing-stream-deployment.yaml",
+  "billing-stream-configmap.yaml",
+  "serviceaccount.yaml",
+];
+
+/** Each Deployment template, its values key, and the process it runs. */
+const DEPLOYMENTS = [
+  { file: "ledger-deployment.yaml", key: "ledger", entry: "dist/services/ledger/src/main.js" },
+  { file: "hold-expiry-deployment.yaml", key: "holdExpiry", entry: "dist/workers/hold-expiry/src/main.js" },
+  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "dist/workers/webhooks/src/main.js" },
+  { file: "billing-stream-deployment.yaml", key: "billingStream", entry: "dist/workers/billing-stream/src/main.js" },
+] as const;
+
+function compileSchema() {
+  // strict catches keywords ajv does not know (a misspelt "minimun" would otherwise be ignored).
+  const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+  return ajv.compile(schema);
+}
+const validateValues = compileSchema();
+
+function schemaErrors(candidate: Json): ErrorObject[] {
+  return validateValues(candidate) ? [] : [...(validateValues.errors ?? [])];
+}
+
+/** Helm's merge of a user's values file over the chart's: maps merge key by key, the rest replaces. */
+function coalesce(defaults: Json, overrides: Json): Json {
+  if (!isObject(defaults) || !isObject(overrides)) return structuredClone(overrides);
+  const merged: JsonObject = structuredClone(defaults);
+  for (const [key, value] of Object.entries(overrides)) {
+    const base = merged[key];
+    merged[key] = base === undefined ? structuredClone(value) : coalesce(base, value);
+  }
+  return merged;
+}
+
+/** The value at a dotted path in values.yaml, or undefined when some segment does not exist. */
+function resolveValuesPath(dotted: string): Json | undefined {
+  let node: Json | undefined = values;
+  for (const segment of dotted.split(".")) {
+    if (!isObject(node) || !Object.hasOwn(node, segment)) return undefined;
+    node = node[segment];
+  }
+  return node;
+}
+
+const VALUES_PATH = /\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g;
+
+/** Every `.Values.x.y` path in a template text, without the leading `.Values.`. */
+function valuesPaths(text: string): string[] {
+  return [...text.matchAll(VALUES_PATH)].map((match) => (match[1] ?? "").slice(1));
+}
+
+/** Paths a text reads that values.yaml does not have. */
+function unknownValuesPaths(text: string): string[] {
+  return valuesPaths(text).filter((dotted) => resolveValuesPath(dotted) === undefined);
+}
+
+/** The template actions `{{ ... }}` of a text, trimmed of `-` markers; comments dropped. */
+function actions(text: string): string[] {
+  return [...text.matchAll(/\{\{-?\s*([\s\S]*?)\s*-?\}\}/g)]
+    .map((match) => match[1] ?? "")
+    .filter((action) => !action.startsWith("/*"));
+}
+
+/** The bodies of the helpers `{{ define "name" }} ... {{ end }}` in a text, by name. */
+function defines(text: string): Map<string, string> {
+  const found = new Map<string, string>();
+  const pattern = /\{\{-?\s*(define\s+"([^"]+)"|if\b|with\b|range\b|block\b|end\b)[^}]*\}\}/g;
+  let depth = 0;
+  let current: { name: string; start: number } | null = null;
+  for (const match of text.matchAll(pattern)) {
+    const keyword = match[1] ?? "";
+    if (keyword === "end") {
+      depth -= 1;
+      if (depth === 0 && current !== null) {
+        found.set(current.name, text.slice(current.start, match.index));
+        current = null;
+      }
+    } else {
+      if (depth === 0 && keyword.startsWith("define")) {
+        current = { name: match[2] ?? "", start: (match.index ?? 0) + match[0].length };
+      }
+      depth += 1;
+    }
+  }
+  return found;
+}
+
+const helpers = defines(template("_helpers.tpl"));
+const helper = (name: string): string => {
+  const body = helpers.get(name);
+  if (body === undefined) throw new Error(`_helpers.tpl defines no "${name}"`);
+  return body;
+};
+
+/** The env entries `- name: X` / `value: {{ expr }}` of a text, in order. */
+function envEntries(text: string): { name: string; expr: string }[] {
+  return [...text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value: \{\{-?\s*(.*?)\s*-?\}\}\s*$/gm)].map((match) => ({
+    name: match[1] ?? "",
+    expr: match[2] ?? "",
+  }));
+}
+
+/**
+ * Evaluates the few pipelines env values use, against the default values: a `.Values` path or
+ * `ternary "a" "b" .Values.path`, then `int64` and `quote`. Anything else returns undefined.
+ */
+function evaluateEnvExpr(expr: string): string | undefined {
+  const [head = "", ...stages] = expr.split("|").map((part) => part.trim());
+  let value: Json | undefined;
+  const ternary = /^ternary "([^"]*)" "([^"]*)" \.Values\.([\w.]+)$/.exec(head);
+  if (ternary !== null) {
+    value = resolveValuesPath(ternary[3] ?? "") === true ? (ternary[1] ?? "") : (ternary[2] ?? "");
+  } else if (head.startsWith(".Values.")) {
+    value = resolveValuesPath(head.slice(".Values.".length));
+  } else {
+    return undefined;
+  }
+  for (const stage of stages) {
+    if (stage === "int64" && typeof value === "number") value = Math.trunc(value);
+    else if (stage === "quote") value = String(value);
+    else throw new Error(`unsupported pipeline stage "${stage}" in {{ ${expr} }}`);
+  }
+  return typeof value === "string" ? value : undefined;
+}
+
+/** The environment a Deployment's container gets from the default values (secret refs left out). */
+function renderedEnv(file: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const { name, expr } of [...envEntries(helper("holdfast.commonEnv")), ...envEntries(template(file))]) {
+    const value = evaluateEnvExpr(expr);
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+const objectAt = (dotted: string): JsonObject => {
+  const node = resolveValuesPath(dotted);
+  if (!isObject(node)) throw new Error(`values.yaml has no object at ${dotted}`);
+  return node;
+};
+const numberAt = (dotted: string): number => {
+  const node = resolveValuesPath(dotted);
+  if (typeof node !== "number") throw new Error(`values.yaml has no number at ${dotted}`);
+  return node;
+};
+
+describe("Chart.yaml and values", () => {
+  it("names the chart holdfast 0.1.0 (apiVersion v2) with the package's version as appVersion", () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+    expect(chart).toMatchObject({ apiVersion: "v2", name: "holdfast", version: "0.1.0", appVersion: "0.1.0" });
+    expect(chart["appVersion"]).toBe(pkg.version);
+  });
+
+  it("values.yaml passes values.schema.json, a draft-07 schema", () => {
+    expect(schema["$schema"]).toBe("http://json-schema.org/draft-07/schema#");
+    expect(schemaErrors(values)).toEqual([]);
+  });
+
+  it("the schema's log levels are exactly the ones the processes accept", () => {
+    const logLevel = (schema["properties"] as JsonObject)["config"] as JsonObject;
+    expect((logLevel["properties"] as JsonObject)["logLevel"]).toMatchObject({ enum: [...LOG_LEVELS] });
+  });
+
+  // Each case is a user's values file, merged over values.yaml as Helm does, and where the
+  // schema must object.
+  const badFiles: [string, string, string, string][] = [
+    ["replicas as a word", "ledger:\n  replicaCount: two\n", "/ledger/replicaCount", "type"],
+    ["an unknown log level", "config:\n  logLevel: verbose\n", "/config/logLevel", "enum"],
+    ["no ledger replicas", "ledger:\n  replicaCount: 0\n", "/ledger/replicaCount", "minimum"],
+    ["a port of 0", "ledger:\n  port: 0\n", "/ledger/port", "minimum"],
+    ["a port above 65535", "ledger:\n  service:\n    port: 70000\n", "/ledger/service/port", "maximum"],
+    ["a misspelt key", "ledger:\n  replicaCout: 3\n", "/ledger", "additionalProperties"],
+    ["a worker flag as a string", 'webhooks:\n  enabled: "true"\n', "/webhooks/enabled", "type"],
+    ["a negative preStop sleep", "ledger:\n  preStopSleepSeconds: -1\n", "/ledger/preStopSleepSeconds", "minimum"],
+    ["a number as an env value", "config:\n  extraEnv:\n    - name: HOLDFAST_AUTH_CACHE_MS\n      value: 2000\n", "/config/extraEnv/0/value", "type"],
+    ["NATS credentials inline", "nats:\n  url: nats://app:hunter2@nats:4222\n", "/nats/url", "pattern"],
+    ["a pool of 0 connections", "holdExpiry:\n  pgPoolMax: 0\n", "/holdExpiry/pgPoolMax", "minimum"],
+    ["a relative billing config path", "billingStream:\n  configMountPath: etc/billing\n", "/billingStream/configMountPath", "pattern"],
+  ];
+  it.each(badFiles)("the schema rejects a values file with %s", (_label, file, instancePath, keyword) => {
+    const errors = schemaErrors(coalesce(values, parseHelmYaml(file)));
+    expect(errors.map((error) => [error.instancePath, error.keyword])).toContainEqual([instancePath, keyword]);
+  });
+
+  it("the schema accepts the billing-stream worker configured with the example sink file", () => {
+    const example = JSON.parse(
+      readFileSync(path.join(ROOT, "workers", "billing-stream", "billing-stream.example.json"), "utf8"),
+    ) as Json;
+    const file = { billingStream: { enabled: true, existingSecret: "holdfast-billing", healthPort: 9464, config: example } };
+    expect(schemaErrors(coalesce(values, file))).toEqual([]);
+  });
+
+  it("values.yaml holds no secret: no URL with credentials, no key-like string", () => {
+    const strings: string[] = [];
+    const collect = (node: Json): void => {
+      if (typeof node === "string") strings.push(node);
+      else if (Array.isArray(node)) node.forEach(collect);
+      else if (isObject(node)) Object.values(node).forEach(collect);
+    };
+    collect(values);
+    for (const text of strings) {
+      expect(text).not.toMatch(/[a-z][a-z0-9+.-]*:\/\/[^\s/:@]+:[^\s/@]+@/i);
+      expect(text).not.toMatch(/\b(sk|rk)_(live|test)_\w+/);
+    }
+    expect(resolveValuesPath("database.existingSecret")).toBe("");
+    expect(Object.keys(objectAt("database")).sort()).toEqual(["existingSecret", "urlKey"]);
+  });
+});
+
+describe("templates", () => {
+  it("every expected template exists, and nothing else is in templates/", () => {
+    expect([...templates.keys()].sort()).toEqual([...EXPECTED_TEMPLATES].sort());
+  });
+
+  it("reference only values keys that exist in values.yaml", () => {
+    const all = [...templates.values()].flatMap(valuesPaths);
+    // The scan must see the templates' references at all, and must report a typo.
+    expect(all.length).toBeGreaterThan(80);
+    expect(unknownValuesPaths("{{ .Values.ledger.replicaCout }} {{ $.Values.ledger.port }}")).toEqual(["ledger.replicaCout"]);
+    for (const [name, text] of templates) {
+      expect(unknownValuesPaths(text), `templates/${name}`).toEqual([]);
+    }
+  });
+
+  it("balance their blocks and include only helpers that _helpers.tpl defines", () => {
+    for (const [name, text] of templates) {
+      let depth = 0;
+      for (const action of actions(text)) {
+        if (/^(if|with|range|define|block)\b/.test(action)) depth += 1;
+        if (/^end\b/.test(action)) depth -= 1;
+        expect(depth, `templates/${name}: an {{ end }} without a block`).toBeGreaterThanOrEqual(0);
+      }
+      expect(depth, `templates/${name}: a block without its {{ end }}`).toBe(0);
+      for (const match of text.matchAll(/\binclude "([^"]+)"/g)) {
+        expect(helpers.has(match[1] ?? ""), `templates/${name} includes "${match[1]}"`).toBe(true);
+      }
+    }
+  });
+
+  it("render env values as strings: quoted, and numbers through int64 (Helm prints a float 1e+06)", () => {
+    const entries = [...templates.values()].flatMap(envEntries);
+    expect(entries.length).toBeGreaterThan(15);
+    for (const { name, expr } of entries) {
+      expect(expr, name).toMatch(/\|\s*quote$/);
+      for (const dotted of valuesPaths(expr)) {
+        if (typeof resolveValuesPath(dotted) === "number") expect(expr, name).toMatch(/\|\s*int64\s*\|/);
+      }
+    }
+  });
+
+  it("set only environment variables that the processes read", () => {
+    const configSource = readFileSync(path.join(ROOT, "services", "common", "src", "config.ts"), "utf8");
+    const names = [...templates.values()].flatMap((text) =>
+      [...text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value(?:From)?:/g)].map((match) => match[1] ?? ""),
+    );
+    expect(names).toContain("DATABASE_URL");
+    for (const name of new Set(names)) expect(configSource, name).toContain(`"${name}"`);
+  });
+
+  it("give each Deployment an environment that the processes' loadConfig accepts", () => {
+    const configs = new Map<string, Config>();
+    for (const { file } of DEPLOYMENTS) {
+      const env = renderedEnv(file);
+      expect(() => configs.set(file, loadConfig(env)), file).not.toThrow();
+    }
+    const ledger = configs.get("ledger-deployment.yaml");
+    expect(ledger).toMatchObject({
+      port: numberAt("ledger.port"),
+      drainTimeoutMs: numberAt("ledger.drainTimeoutMs"),
+      pgPoolMax: numberAt("ledger.pgPoolMax"),
+      groupCommit: resolveValuesPath("ledger.groupCommit"),
+      logLevel: resolveValuesPath("config.logLevel"),
+      natsUrl: resolveValuesPath("nats.url"),
+    });
+    expect(configs.get("webhooks-deployment.yaml")?.webhookConcurrency).toBe(numberAt("webhooks.concurrency"));
+  });
+
+  it("hold no inline secret: no Secret objects, secrets only by secretKeyRef, no credentials", () => {
+    for (const [name, text] of templates) {
+      expect(text, name).not.toMatch(/kind:\s*Secret\b/);
+      expect(text, name).not.toMatch(/\bb64enc\b/);
+      expect(text, name).not.toMatch(/[a-z][a-z0-9+.-]*:\/\/[^\s/:@"']+:[^\s/@"']+@/i);
+      expect(text, name).not.toMatch(/\b(sk|rk)_(live|test)_\w+|-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+      for (const match of text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*(value|valueFrom):/g)) {
+        if (/PASSWORD|SECRET|TOKEN|API_KEY|CREDENTIAL|DATABASE_URL/.test(match[1] ?? "")) {
+          expect(match[2], `${name}: ${match[1]} must come from a Secret`).toBe("valueFrom");
+        }
+      }
+    }
+    expect(helper("holdfast.commonEnv")).toMatch(
+      /- name: DATABASE_URL\s+valueFrom:\s+secretKeyRef:\s+name: \{\{ required "[^"]+" \.Values\.database\.existingSecret/,
+    );
+  });
+});
+
+describe("Deployments", () => {
+  it("the ledger probes /healthz (startup, liveness) and /readyz (readiness) on the grpc port", () => {
+    const ledger = template("ledger-deployment.yaml");
+    const probe = (kind: string, probePath: string) =>
+      new RegExp(`${kind}:\\s+httpGet:\\s+path: ${probePath}\\s+port: grpc\\b`);
+    expect(ledger).toMatch(probe("startupProbe", "/healthz"));
+    expect(ledger).toMatch(probe("livenessProbe", "/healthz"));
+    expect(ledger).toMatch(probe("readinessProbe", "/readyz"));
+    expect(ledger).toMatch(/- name: grpc\s+containerPort: \{\{ \.Values\.ledger\.port \}\}/);
+  });
+
+  it("the ledger's grace period covers the preStop sleep and the drain, and the chart enforces it", () => {
+    const drainSeconds = Math.ceil(numberAt("ledger.drainTimeoutMs") / 1000);
+    expect(numberAt("ledger.terminationGracePeriodSeconds")).toBeGreaterThan(drainSeconds + numberAt("ledger.preStopSleepSeconds"));
+    expect(template("ledger-deployment.yaml")).toContain('include "holdfast.validateLedger"');
+    expect(helper("holdfast.validateLedger")).toMatch(/fail \(printf "ledger\.terminationGracePeriodSeconds/);
+    expect(template("ledger-deployment.yaml")).toMatch(/preStop:\s+exec:\s+command: \["sleep"/);
+  });
+
+  it("every Deployment runs as non-root with a read-only root filesystem and no privileges", () => {
+    const container = helper("holdfast.containerSecurityContext");
+    expect(parseHelmYaml(container)).toEqual({
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    });
+    // The pod's runAsNonRoot is fixed in the helper; podSecurityContext is merged under it.
+    expect(helper("holdfast.podSpecCommon")).toMatch(/merge \$fixed/);
+    expect(helper("holdfast.podSpecCommon")).toMatch(/dict "runAsNonRoot" true/);
+    expect(numberAt("podSecurityContext.runAsUser")).toBeGreaterThan(0);
+    for (const { file } of DEPLOYMENTS) {
+      const text = template(file);
+      expect(text, file).toMatch(/securityContext:\s+\{\{- include "holdfast\.containerSecurityContext" \. \| nindent 12 \}\}/);
+      expect(text, file).toContain('include "holdfast.podSpecCommon" . | nindent 6');
+      expect(text, file).toContain('include "holdfast.tmpVolumeMount"');
+    }
+  });
+
+  it("each worker has its enabled flag, its replicas and its entry point", () => {
+    for (const { file, key, entry } of DEPLOYMENTS) {
+      const text = template(file);
+      expect(text, file).toContain(`command: ["node", "${entry}"]`);
+      // The entry point is compiled from a source folder of this repository.
+      const sourceDir = path.dirname(entry.replace(/^dist\//, ""));
+      expect(existsSync(path.join(ROOT, sourceDir)), sourceDir).toBe(true);
+      if (key === "ledger") continue;
+      expect(text, file).toMatch(new RegExp(`^\\{\\{- if \\.Values\\.${key}\\.enabled \\}\\}$`, "m"));
+      expect(text, file).toContain(`replicas: {{ .Values.${key}.replicaCount }}`);
+      expect(typeof resolveValuesPath(`${key}.enabled`), key).toBe("boolean");
+    }
+  });
+
+  it("the billing-stream worker mounts its ConfigMap and points HOLDFAST_BILLING_CONFIG at the file", () => {
+    const text = template("billing-stream-deployment.yaml");
+    expect(text).toMatch(/- name: HOLDFAST_BILLING_CONFIG\s+value: \{\{ \$configPath \| quote \}\}/);
+    expect(text).toMatch(/\$configPath := printf "%s\/%s" \(trimSuffix "\/" \.Values\.billingStream\.configMountPath\) \.Values\.billingStream\.configFileName/);
+    expect(text).toMatch(/- name: billing-config\s+mountPath: \{\{ \.Values\.billingStream\.configMountPath \| quote \}\}\s+readOnly: true/);
+    expect(text).toMatch(/- name: billing-config\s+configMap:\s+name: \{\{ \$configMap \| quote \}\}/);
+    expect(text).toMatch(/envFrom:\s+- secretRef:\s+name: \{\{ \. \| quote \}\}/);
+    const configMap = template("billing-stream-configmap.yaml");
+    expect(configMap).toMatch(/\{\{ \.Values\.billingStream\.configFileName \}\}: \|\s+\{\{- toPrettyJson \.Values\.billingStream\.config/);
+  });
+});
+
+describe("Service, autoscaler and disruption budget", () => {
+  it("the Service has one port, named grpc, with appProtocol kubernetes.io/h2c", () => {
+    const service = template("ledger-service.yaml");
+    expect([...service.matchAll(/^\s+- name: /gm)]).toHaveLength(1);
+    expect(service).toMatch(/- name: grpc\s+port: \{\{ \.Values\.ledger\.service\.port \}\}\s+targetPort: grpc/);
+    expect(service).toContain("appProtocol: {{ . }}");
+    expect(resolveValuesPath("ledger.service.appProtocol")).toBe("kubernetes.io/h2c");
+  });
+
+  it("the HPA is autoscaling/v2 on CPU behind its flag, and then owns the ledger's replicas", () => {
+    const hpa = template("ledger-hpa.yaml");
+    expect(hpa).toMatch(/^\{\{- if \.Values\.ledger\.autoscaling\.enabled \}\}$/m);
+    expect(hpa).toContain("apiVersion: autoscaling/v2");
+    expect(hpa).toMatch(/name: cpu\s+target:\s+type: Utilization\s+averageUtilization: \{\{ \.Values\.ledger\.autoscaling\.targetCPUUtilizationPercentage \}\}/);
+    expect(template("ledger-deployment.yaml")).toMatch(
+      /\{\{- if not \.Values\.ledger\.autoscaling\.enabled \}\}\s+replicas: \{\{ \.Values\.ledger\.replicaCount \}\}\s+\{\{- end \}\}/,
+    );
+    expect(typeof resolveValuesPath("ledger.resources.requests.cpu")).toBe("string");
+  });
+
+  it("the PodDisruptionBudget is policy/v1 behind its flag and selects the ledger pods", () => {
+    const pdb = template("ledger-pdb.yaml");
+    expect(pdb).toMatch(/^\{\{- if \.Values\.ledger\.podDisruptionBudget\.enabled \}\}$/m);
+    expect(pdb).toContain("apiVersion: policy/v1");
+    expect(pdb).toMatch(/selector:\s+matchLabels:\s+\{\{- include "holdfast\.selectorLabels" \$component/);
+  });
+});
+
+describe("Dockerfile", () => {
+  const dockerfile = readFileSync(path.join(ROOT, "Dockerfile"), "utf8");
+  const dockerignore = readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n");
+
+  it("builds in one stage and runs the compiled ledger from a second as a numeric non-root user", () => {
+    expect(dockerfile.match(/^FROM /gm)).toHaveLength(2);
+    expect(dockerfile).toMatch(/^RUN npm ci\b/m);
+    expect(dockerfile).toMatch(/^RUN npm run build$/m);
+    expect(dockerfile).toMatch(/^RUN npm prune --omit=dev\b/m);
+    // tsc does not copy .sql files; the ledger applies these at start.
+    expect(dockerfile).toContain("COPY --from=build /app/services/ledger/migrations ./services/ledger/migrations");
+    const user = /^USER (\d+):(\d+)$/m.exec(dockerfile);
+    expect(Number(user?.[1])).toBe(numberAt("podSecurityContext.runAsUser"));
+    expect(dockerfile).toContain(`CMD ["node", "${DEPLOYMENTS[0].entry}"]`);
+    expect(dockerignore).toEqual(expect.arrayContaining(["node_modules", "dist", ".git"]));
+  });
+});
