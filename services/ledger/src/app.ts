@@ -95,7 +95,14 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: auth_cache_entries_max });
   let serving = true;
   const server = createServer({
-    routes: createRoutes({ ledger, pool, feed, defaultHoldTtlSeconds: config.defaultHoldTtlSeconds, isServing: () => serving }),
+    routes: createRoutes({
+      ledger,
+      pool,
+      feed,
+      defaultHoldTtlSeconds: config.defaultHoldTtlSeconds,
+      webhooks: { allowedNetworks: config.webhookAllowedNetworks, secretOverlapSeconds: config.webhookSecretOverlapSeconds },
+      isServing: () => serving,
+    }),
     interceptors: createInterceptors(verifier, logger),
     host: config.host,
     port: config.port,

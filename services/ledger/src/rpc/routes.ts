@@ -10,12 +10,14 @@ import type { WalletFeed } from "../watch.js";
 import { adminService } from "./admin-service.js";
 import { createAuthInterceptor, type KeyVerifier } from "./auth.js";
 import { ledgerService } from "./ledger-service.js";
+import { WebhookService, webhookService, type WebhookServiceSettings } from "./webhook-service.js";
 
 export interface RouteDeps {
   ledger: Ledger;
   pool: pg.Pool;
   feed: WalletFeed;
   defaultHoldTtlSeconds: number;
+  webhooks: WebhookServiceSettings;
   isServing: () => boolean;
 }
 
@@ -24,7 +26,8 @@ export function createRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(LedgerService, ledgerService(deps));
     router.service(AdminService, adminService(deps));
-    registerHealth(router, { isServing: deps.isServing, services: [LedgerService.typeName, AdminService.typeName] });
+    router.service(WebhookService, webhookService(deps));
+    registerHealth(router, { isServing: deps.isServing, services: [LedgerService.typeName, AdminService.typeName, WebhookService.typeName] });
   };
 }
 

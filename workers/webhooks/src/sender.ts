@@ -1,0 +1,260 @@
+/**
+ * The sending half of the worker: claims due deliveries from PostgreSQL, posts them
+ * concurrently, and records each outcome.
+ *
+ * Two bounds keep endpoints from holding each other back. `concurrency` caps the requests this
+ * process has in flight; `endpointConcurrency` caps one endpoint's, across all replicas (the
+ * claim enforces it, see deliveries.ts). So a hanging endpoint occupies at most
+ * `endpointConcurrency` of the `concurrency` slots until its requests time out, and every other
+ * endpoint's deliveries keep flowing through the rest: no head-of-line blocking.
+ *
+ * Successes are recorded in batches (one statement for all that finished meanwhile), and each
+ * may pass its slot straight to its endpoint's next due delivery, so a busy endpoint keeps its
+ * slots busy without a round through the claim loop.
+ *
+ * @module
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import type pg from "pg";
+import type { Logger } from "pino";
+import type { IdGenerator } from "../../../services/common/src/ids.js";
+import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
+import type { HttpPoster } from "./http-post.js";
+import { verdictOf } from "./schedule.js";
+import { signatureHeaders } from "./signing.js";
+
+export interface SenderOptions {
+  readonly pool: pg.Pool;
+  readonly logger: Logger;
+  readonly poster: HttpPoster;
+  readonly newId: IdGenerator;
+  /** Most requests in flight in this process. */
+  readonly concurrency: number;
+  /** Most requests in flight to one endpoint, all replicas together. */
+  readonly endpointConcurrency: number;
+  readonly retryScheduleMs: readonly number[];
+  readonly disableAfterSeconds: number;
+  /** How long a claim stays this worker's; longer than a whole attempt. */
+  readonly leaseMs: number;
+  /** Most endpoints one claim looks at. */
+  readonly claimEndpointsMax: number;
+  /** Pause between claims when nothing is due and nobody woke the sender. */
+  readonly pollIdleMs: number;
+  /** Longest pause after a failed claim (the database away), doubling up to it. */
+  readonly retryDelayMsMax: number;
+  readonly random?: () => number;
+}
+
+/** Counters since start, for the periodic log line and for tests. */
+export interface SenderTotals {
+  attempts: number;
+  succeeded: number;
+  retried: number;
+  failed: number;
+  disabled: number;
+  inFlight: number;
+  latencyMsMax: number;
+}
+
+const claim_retry_delay_ms_min = 50;
+/** Most successes recorded by one statement. */
+const success_batch_max = 256;
+/**
+ * Most deliveries one slot passes along before it goes back to the claim loop. Without a bound,
+ * the replica that first claimed a busy endpoint's slots would keep them for good; with it, every
+ * replica's claims get a turn, and work follows the replicas with room.
+ */
+const chain_length_max = 32;
+
+export function createSender(options: SenderOptions) {
+  const { pool, logger, poster } = options;
+  const totals: SenderTotals = { attempts: 0, succeeded: 0, retried: 0, failed: 0, disabled: 0, inFlight: 0, latencyMsMax: 0 };
+  /** Attempts holding one of the `concurrency` slots. */
+  let slotsUsed = 0;
+  const tasks = new Set<Promise<void>>();
+  let stopping = false;
+  let signalled = false;
+  let waiter: (() => void) | null = null;
+  let loop: Promise<void> | null = null;
+  const recordSuccess = createBatcher<{ success: Success; chained: number }, boolean>(success_batch_max, recordAndChain);
+
+  /** Ends the current idle wait at once (or the next one, if none is running). */
+  function wake(): void {
+    signalled = true;
+    waiter?.();
+  }
+
+  async function idle(ms: number): Promise<void> {
+    if (!signalled) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, ms);
+        function done() {
+          clearTimeout(timer);
+          waiter = null;
+          resolve();
+        }
+        waiter = done;
+      });
+    }
+    signalled = false;
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!stopping) {
+      const room = options.concurrency - slotsUsed;
+      if (room <= 0) {
+        await idle(options.pollIdleMs);
+        continue;
+      }
+      let claimed: ClaimedDelivery[];
+      try {
+        claimed = await claimDeliveries(pool, {
+          endpointsMax: options.claimEndpointsMax,
+          deliveriesMax: room,
+          perEndpointMax: options.endpointConcurrency,
+          leaseMs: options.leaseMs,
+        });
+        failures = 0;
+      } catch (err) {
+        failures++;
+        const delay = Math.min(options.retryDelayMsMax, claim_retry_delay_ms_min * 2 ** Math.min(failures, 16));
+        logger.warn({ err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
+        await sleep(delay);
+        continue;
+      }
+      for (const delivery of claimed) launch(delivery, 0);
+      // Something was due: look again at once, there may be more. Otherwise wait for new work
+      // (the intake and finishing attempts wake the loop) or the poll interval.
+      if (claimed.length === 0) {
+        await idle(options.pollIdleMs);
+      }
+    }
+  }
+
+  /**
+   * Starts an attempt. `chained` counts the deliveries its slot has passed along so far; above
+   * zero the slot is inherited from one that just succeeded, so no new slot is taken.
+   */
+  function launch(delivery: ClaimedDelivery, chained: number): void {
+    if (chained === 0) slotsUsed++;
+    totals.inFlight = slotsUsed;
+    const task = attempt(delivery, performance.now(), chained)
+      .then((handedOver) => {
+        if (!handedOver) slotsUsed--;
+        totals.inFlight = slotsUsed;
+      })
+      .finally(() => {
+        tasks.delete(task);
+        wake();
+      });
+    tasks.add(task);
+  }
+
+  /**
+   * Records a batch of successes and leases, in the same transaction, the next due delivery of
+   * each endpoint per success (see recordSuccesses): a busy endpoint's slots pass straight from
+   * one delivery to the next without waiting for the claim loop. The new attempts start here and
+   * take over the finished ones' slots, so `concurrency` still bounds the total.
+   */
+  async function recordAndChain(batch: { success: Success; chained: number }[]): Promise<boolean[]> {
+    const next = await recordSuccesses(pool, batch.map((item) => item.success), options.leaseMs);
+    // Slots are interchangeable: the new attempts inherit from the chaining successes in order.
+    const heirs = batch.filter((item) => item.success.chain);
+    next.forEach((delivery, i) => launch(delivery, heirs[i]!.chained + 1));
+    let handedOver = next.length;
+    return batch.map((item) => item.success.chain && handedOver-- > 0);
+  }
+
+  /**
+   * One attempt: sign, post, record. Resolves whether its slot was handed to a next delivery.
+   * Never rejects; a failure to record is logged and the lease left to expire.
+   */
+  async function attempt(d: ClaimedDelivery, claimedAtMs: number, chained: number): Promise<boolean> {
+    const log = logger.child({ deliveryId: d.delivery_id, endpointId: d.endpoint_id, eventId: d.event_id, attempt: d.attempts });
+    try {
+      const secrets = d.previous_secret === null ? [d.secret] : [d.secret, d.previous_secret];
+      const headers = signatureHeaders(d.event_id, d.body, secrets, new Date());
+      const result = await poster.post(d.url, headers, d.body);
+      totals.attempts++;
+      totals.latencyMsMax = Math.max(totals.latencyMsMax, result.latencyMs);
+      const verdict = verdictOf(result, d.attempts, options.retryScheduleMs, options.random);
+      const outcome = { status: result.status, error: result.error, latencyMs: result.latencyMs };
+      if (verdict.kind === "succeeded") {
+        // Chain only while the lease is young: a slot whose lease ran out may already be counted
+        // free by a claim, and handing it on could put the endpoint over its limit.
+        const young = performance.now() - claimedAtMs < options.leaseMs / 2;
+        const chain = !stopping && young && chained < chain_length_max;
+        const success = { delivery: d, status: result.status!, latencyMs: result.latencyMs, chain };
+        const handedOver = await recordSuccess({ success, chained });
+        totals.succeeded++;
+        return handedOver;
+      }
+      const final = verdict.kind === "failed";
+      const recorded = await recordFailure(pool, d, outcome, { final, delayMs: final ? 0 : verdict.delayMs }, options.disableAfterSeconds);
+      totals[final ? "failed" : "retried"]++;
+      log[final ? "warn" : "debug"]({ status: result.status, error: result.error, final }, "webhooks: attempt failed");
+      if (recorded !== null && (verdict.gone || recorded.failingTooLong)) {
+        const reason = verdict.gone ? "gone" : "failing";
+        const lastError = result.error ?? "";
+        if (await disableEndpoint(pool, options.newId, { tenantId: d.tenant_id, endpointId: d.endpoint_id, reason, lastError })) {
+          totals.disabled++;
+          log.warn({ reason }, "webhooks: endpoint disabled");
+        }
+      }
+    } catch (err) {
+      log.error({ err }, "webhooks: could not record an attempt; the delivery is retried when its lease expires");
+    }
+    return false;
+  }
+
+  return {
+    start(): void {
+      loop ??= run();
+    },
+    wake,
+    totals: (): SenderTotals => ({ ...totals }),
+    /** Stops claiming and waits for the attempts in flight (each bounded by the request timeout). */
+    async stop(): Promise<void> {
+      stopping = true;
+      wake();
+      await loop;
+      while (tasks.size > 0) {
+        await Promise.allSettled([...tasks]);
+      }
+    },
+  };
+}
+
+export type Sender = ReturnType<typeof createSender>;
+
+/**
+ * Group commit for outcomes: items queued while a flush runs go out together in the next one,
+ * so a busy sender writes one statement per batch rather than one per delivery, and a quiet one
+ * writes each at once. Each caller's promise settles with its own result from its batch.
+ */
+function createBatcher<T, R>(batchMax: number, flush: (batch: T[]) => Promise<R[]>): (item: T) => Promise<R> {
+  let queue: { item: T; resolve: (result: R) => void; reject: (err: unknown) => void }[] = [];
+  let running = false;
+
+  async function drain(): Promise<void> {
+    running = true;
+    while (queue.length > 0) {
+      const batch = queue.slice(0, batchMax);
+      queue = queue.slice(batchMax);
+      try {
+        const results = await flush(batch.map((entry) => entry.item));
+        batch.forEach((entry, i) => entry.resolve(results[i]!));
+      } catch (err) {
+        for (const entry of batch) entry.reject(err);
+      }
+    }
+    running = false;
+  }
+
+  return (item) =>
+    new Promise<R>((resolve, reject) => {
+      queue.push({ item, resolve, reject });
+      if (!running) void drain();
+    });
+}
