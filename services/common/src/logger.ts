@@ -6,7 +6,7 @@
  * @module
  */
 import { pino } from "pino";
-import type { Logger } from "pino";
+import type { DestinationStream, Logger } from "pino";
 
 import type { LogLevel } from "./config.js";
 
@@ -32,10 +32,11 @@ export const REDACTED_CENSOR = "[redacted]";
 
 /**
  * Creates the process's pino logger, writing JSON lines to stdout. Call it once per process;
- * tests that need quiet output pass level `silent`.
+ * tests that need quiet output pass level `silent`, and tests that read what a process would log
+ * pass their own `destination`.
  */
-export function createLogger(name: string, level: LogLevel): Logger {
-  return pino({
+export function createLogger(name: string, level: LogLevel, destination?: DestinationStream): Logger {
+  const options = {
     name,
     level,
     redact: { paths: [...REDACTED_PATHS], censor: REDACTED_CENSOR, remove: false },
@@ -43,5 +44,6 @@ export function createLogger(name: string, level: LogLevel): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
     base: { pid: process.pid },
     serializers: { err: pino.stdSerializers.err },
-  });
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }
