@@ -8,7 +8,9 @@
  *   from PATH, data in `.holdfast/nats`; else instructions, and the stack runs without it.
  * - Then: creates the database if missing, migrates, creates a "dev" tenant with an admin key
  *   (kept in `.holdfast/dev-admin-key` and reused), starts the ledger, waits until it is
- *   ready and prints the endpoint, the key and a first command.
+ *   ready, starts the hold-expiry and webhook workers and prints the endpoint, the key and a
+ *   first command. Webhook endpoints on loopback are allowed unless
+ *   HOLDFAST_WEBHOOK_ALLOWED_NETWORKS says otherwise.
  *
  * Ctrl-C stops the ledger first (it drains), then the servers this script started. Those run
  * in their own process groups so that the terminal's Ctrl-C reaches only this script, which
@@ -48,7 +50,14 @@ const LEDGER_ENTRY = path.resolve("dist", "services", "ledger", "src", "main.js"
 /** The worker processes started next to the ledger, by name and compiled entry point. */
 const WORKERS: readonly { name: string; entry: string }[] = [
   { name: "hold-expiry", entry: path.resolve("dist", "workers", "hold-expiry", "src", "main.js") },
+  { name: "webhooks", entry: path.resolve("dist", "workers", "webhooks", "src", "main.js") },
 ];
+/**
+ * Where webhook endpoints may live when HOLDFAST_WEBHOOK_ALLOWED_NETWORKS is not set: on a
+ * developer's machine the receiver being built usually listens on localhost, which production
+ * settings refuse (docs/webhooks.md, "Which URLs are allowed").
+ */
+const DEV_WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
 
 const LOCAL_HOST = "127.0.0.1";
 const PG_PORT = 5432;
@@ -96,7 +105,13 @@ async function run(): Promise<void> {
   const natsUrl = await resolveNats(config, logger);
   await ensureDatabaseExists(database.url, config);
   const adminKey = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
-  const env = { ...process.env, DATABASE_URL: database.url, ...(natsUrl === undefined ? {} : { NATS_URL: natsUrl }) };
+  const webhookNetworks = config.webhookAllowedNetworks.length > 0 ? config.webhookAllowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
+  const env = {
+    ...process.env,
+    DATABASE_URL: database.url,
+    HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: webhookNetworks,
+    ...(natsUrl === undefined ? {} : { NATS_URL: natsUrl }),
+  };
   const ledger = startChild("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, {
     stopSignal: "SIGTERM",
     stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
@@ -111,7 +126,7 @@ async function run(): Promise<void> {
       stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
     });
   }
-  printBanner({ endpoint, adminKey, databaseUrl: database.url, embedded: database.embedded, natsUrl });
+  printBanner({ endpoint, adminKey, databaseUrl: database.url, embedded: database.embedded, natsUrl, webhookNetworks });
   const code = await ledger.exited;
   if (stopping === undefined) {
     process.stderr.write(`\nthe ledger exited (code ${code ?? "by signal"}); stopping the stack\n`);
@@ -530,6 +545,7 @@ function printBanner(info: {
   databaseUrl: string;
   embedded: boolean;
   natsUrl: string | undefined;
+  webhookNetworks: string;
 }): void {
   const database = withoutPassword(info.databaseUrl) + (info.embedded ? `  (embedded, data in ${PG_DIR})` : "");
   const nats = info.natsUrl ?? "not running (see above); events wait in PostgreSQL";
@@ -541,6 +557,7 @@ Holdfast is running.
   nats       ${nats}
   admin key  ${info.adminKey}
              (saved in ${DEV_KEY_FILE}, readable by you only, and reused by later starts)
+  workers    hold-expiry, webhooks (endpoints allowed on http and https in ${info.webhookNetworks})
 
 Try a first deposit:
 

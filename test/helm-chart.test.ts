@@ -66,7 +66,7 @@ const EXPECTED_TEMPLATES = [
 const DEPLOYMENTS = [
   { file: "ledger-deployment.yaml", key: "ledger", entry: "dist/services/ledger/src/main.js" },
   { file: "hold-expiry-deployment.yaml", key: "holdExpiry", entry: "dist/workers/hold-expiry/src/main.js" },
-  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "dist/workers/webhooks/src/main.js", unreleased: true },
+  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "dist/workers/webhooks/src/main.js" },
   { file: "billing-stream-deployment.yaml", key: "billingStream", entry: "dist/workers/billing-stream/src/main.js" },
 ] as const;
 
@@ -393,18 +393,12 @@ describe("Deployments", () => {
   });
 
   it("each worker has its enabled flag, its replicas and its entry point", () => {
-    for (const deployment of DEPLOYMENTS) {
-      const { file, key, entry } = deployment;
+    for (const { file, key, entry } of DEPLOYMENTS) {
       const text = template(file);
       expect(text, file).toContain(`command: ["node", "${entry}"]`);
-      // The entry point is compiled from a source folder of this repository. The webhook
-      // worker is not released yet: its Deployment must then be off by default.
+      // The entry point is compiled from a source folder of this repository.
       const sourceDir = path.dirname(entry.replace(/^dist\//, ""));
-      if ("unreleased" in deployment && !existsSync(path.join(ROOT, sourceDir))) {
-        expect(resolveValuesPath(`${key}.enabled`), key).toBe(false);
-      } else {
-        expect(existsSync(path.join(ROOT, sourceDir)), sourceDir).toBe(true);
-      }
+      expect(existsSync(path.join(ROOT, sourceDir)), sourceDir).toBe(true);
       if (key === "ledger") continue;
       expect(text, file).toMatch(new RegExp(`^\\{\\{- if \\.Values\\.${key}\\.enabled \\}\\}$`, "m"));
       expect(text, file).toContain(`replicas: {{ .Values.${key}.replicaCount }}`);
