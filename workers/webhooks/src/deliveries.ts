@@ -70,10 +70,15 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
            select 1 from webhook_deliveries d
             where d.tenant_id = e.tenant_id and d.endpoint_id = e.endpoint_id and d.status = 'pending'
               and d.next_attempt_at <= now() and (d.locked_until is null or d.locked_until <= now()))
+           -- Endpoints already at their limit are skipped rather than locked and marked. This
+           -- count may be stale; the pick below counts again once the endpoint is locked.
+           and (select count(*) from webhook_deliveries l
+                 where l.tenant_id = e.tenant_id and l.endpoint_id = e.endpoint_id
+                   and l.status = 'pending' and l.locked_until > now()) < $2
          order by e.claimed_at nulls first, e.endpoint_id
          limit $1
          for no key update skip locked`,
-      values: [limits.endpointsMax],
+      values: [limits.endpointsMax, limits.perEndpointMax],
     });
     if (endpoints.length === 0) {
       await client.query("commit");

@@ -141,13 +141,16 @@ export function createSender(options: SenderOptions) {
     totals.inFlight = slotsUsed;
     const task = attempt(delivery, performance.now(), chained)
       .then((handedOver) => {
-        if (!handedOver) slotsUsed--;
+        // A slot handed to the endpoint's next delivery is still taken: waking the claim loop
+        // for it would only run a claim that finds no room (measured: one wasted claim
+        // transaction per delivery cost a busy endpoint about a fifth of its throughput).
+        if (!handedOver) {
+          slotsUsed--;
+          wake();
+        }
         totals.inFlight = slotsUsed;
       })
-      .finally(() => {
-        tasks.delete(task);
-        wake();
-      });
+      .finally(() => tasks.delete(task));
     tasks.add(task);
   }
 
