@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { setMaxListeners } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -136,6 +137,10 @@ export function createServer(options: ServerOptions): Server {
     sessions: new Set(),
     shutdown: new AbortController(),
   };
+  // Connect links every call's signal to the shutdown signal, so it has one listener per call in
+  // flight; Node warns of a leak past 10. Calls beyond maxInFlight are refused, but they too are
+  // linked until refused, hence the headroom.
+  setMaxListeners(2 * options.maxInFlight, state.shutdown.signal);
   const handler = createHttpHandler(options, state);
   const h1 = createHttp1Server(handler);
   const h2 = createHttp2Server(handler, state);
