@@ -1,223 +1,226 @@
 // npm run bench: Holdfast against its baselines, in one invocation, on one database server.
 //
 //   npm run bench -- [--duration 8] [--warmup 2] [--concurrency 1,16,64,256]
-//                    [--workloads uniform,hot,retries] [--rate 0] [--json report.json]
+//                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core]
+//                    [--rate 0] [--client grpc-js|connect] [--nats on|off] [--json report.json]
+//                    [--database holdfast_bench] [--wallets 10000]
 //
 // It recreates the databases holdfast_bench and holdfast_bench_naive on the PostgreSQL server
 // of BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), starts a
-// private nats-server, the Holdfast ledger (with and without group commit) and the naive
-// service as child processes, and runs one load-generator process per measurement. After every
-// Holdfast run the ledger invariants are checked; a violation fails the whole run.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+// private nats-server (if one is on PATH), the Holdfast ledger with group commit on and off
+// ("solo") and the naive service as child processes, and runs one load-generator process per
+// row; "raw" is the raw hot-row baseline, "core" the ledger core without RPC. After every row
+// the invariants are checked; a violation makes the invocation exit 1. See bench/README.md.
 import { writeFile } from "node:fs/promises";
-import { cpus } from "node:os";
-import { parseArgs, promisify } from "node:util";
-import { setTimeout as sleep } from "node:timers/promises";
-import pg from "pg";
-import pino from "pino";
-import { createPool } from "../services/common/src/pg.js";
-import { createApiKey, createTenant } from "../services/ledger/src/auth/api-keys.js";
+import { parseArgs } from "node:util";
+import type pg from "pg";
+import { startNatsServer } from "../scripts/nats-server.js";
 import { checkInvariants } from "../services/ledger/src/invariants.js";
-import { migrate } from "../services/ledger/src/migrate.js";
-import { freePort, startNatsServer } from "../scripts/nats-server.js";
-import { checkNaiveInvariants, naive_schema } from "./naive-service.js";
-import { printReport, type Row } from "./report.js";
+import { connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, wallets_total_default, type LedgerDatabase } from "./databases.js";
+import { machineFacts, measureFdatasyncUs } from "./machine.js";
+import { checkNaiveInvariants } from "./naive-service.js";
+import { emptyResult, type LoadResult } from "./measure.js";
+import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
+import { reportText, systems, targetLines, type Row, type RunSettings } from "./report.js";
+import { client_kinds, connections_per_client } from "./rpc-client.js";
+import { workload_names } from "./workloads.js";
 
 const { values: args } = parseArgs({
   options: {
     duration: { type: "string", default: "8" },
     warmup: { type: "string", default: "2" },
     concurrency: { type: "string", default: "1,16,64,256" },
-    workloads: { type: "string", default: "uniform,hot,retries" },
+    workloads: { type: "string", default: "uniform,retries,hot" },
+    systems: { type: "string", default: "holdfast,solo,naive,raw,core" },
     rate: { type: "string", default: "0" },
+    client: { type: "string", default: "grpc-js" },
     json: { type: "string", default: "" },
+    database: { type: "string", default: "holdfast_bench" },
+    nats: { type: "string", default: "on" },
+    wallets: { type: "string", default: String(wallets_total_default) },
   },
 });
 
-const wallets_total = 10_000;
-const wallet_funds = 1_000_000_000n;
-const hot_funds = 10n ** 15n;
-const ready_timeout_ms = 30_000;
-/** Connections per service (both ledgers and the naive one): all fit in max_connections 100. */
+/** PostgreSQL connections per service process (each ledger, the naive service, the core rows). */
 const service_pool_max = 16;
-const adminUrl = process.env["BENCH_ADMIN_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const logger = pino({ level: "silent" });
-const children: ChildProcess[] = [];
+/** Characters of a failed run's error kept for the report. */
+const failure_text_max = 200;
+/** Funded wallets at most: funding is one statement, and 10^6 of them take minutes. */
+const wallets_max = 1_000_000;
+/** Callers per row: more would exceed the services' in-flight bound and this machine's memory. */
+const concurrency_max = 4096;
+/** The `--systems` names and the table rows they select. */
+const system_flags = ["holdfast", "solo", "naive", "raw", "core"] as const;
+/** Which systems run under which workload: the baselines only where the issue compares them. */
+const workload_systems: Record<string, readonly (typeof system_flags)[number][]> = {
+  uniform: ["holdfast", "solo", "naive"],
+  hot: ["holdfast", "solo", "naive", "raw", "core"],
+  retries: ["holdfast", "naive"],
+};
 
-function databaseUrl(name: string): string {
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+interface Context {
+  ledgerDb: LedgerDatabase;
+  naiveDb: { url: string; pool: pg.Pool };
+  holdfast: Service;
+  holdfastSolo: Service | null;
+  naive: Service;
 }
 
-async function recreate(name: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`drop database if exists ${name} with (force)`);
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  return databaseUrl(name);
+interface Planned {
+  system: string;
+  argv: string[];
+  check: () => Promise<string[]>;
 }
 
-/** The ledger database: migrated, one tenant, a writer key, 10,000 funded wallets and a hot one. */
-async function prepareLedger(): Promise<{ url: string; pool: pg.Pool; key: string; tenantId: string }> {
-  const url = await recreate("holdfast_bench");
-  const pool = createPool({ databaseUrl: url, pgPoolMax: 4, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 600_000 }, logger);
-  await migrate(pool);
-  const { tenantId } = await createTenant(pool, "bench");
-  const { secret } = await createApiKey(pool, { tenantId, name: "bench", role: "writer" });
-  // Funding goes through the ledger's own command function, so the invariants cover it.
-  await pool.query(
-    `select ledger_command($1, 'Deposit', 'fund-' || i, '\\x00', now(),
-       jsonb_build_object('wallet_id', case when i = $2 then 'hot' else 'w' || i end, 'asset', 'USD',
-         'amount', case when i = $2 then $4::text else $3::text end, 'transfer_id', gen_random_uuid()))
-       from generate_series(0, $2) i`,
-    [tenantId, wallets_total, wallet_funds.toString(), hot_funds.toString()],
-  );
-  return { url, pool, key: secret, tenantId };
+const started_ms = performance.now();
+
+/** A progress line on stderr, stamped with the seconds since the start. */
+function progress(text: string): void {
+  process.stderr.write(`[${((performance.now() - started_ms) / 1000).toFixed(1)} s] ${text}\n`);
 }
 
-async function prepareNaive(): Promise<{ url: string; pool: pg.Pool }> {
-  const url = await recreate("holdfast_bench_naive");
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  await pool.query(naive_schema);
-  await pool.query(`insert into balances (wallet_id, balance)
-                    select case when i = $1 then 'hot' else 'w' || i end, case when i = $1 then $3::bigint else $2::bigint end
-                      from generate_series(0, $1) i`, [wallets_total, wallet_funds.toString(), hot_funds.toString()]);
-  await pool.query(`insert into journal (wallet_id, kind, amount) select wallet_id, 'deposit', balance from balances`);
-  await pool.query("create table bench_hot_row (id int primary key, balance bigint not null)");
-  await pool.query("insert into bench_hot_row values (1, $1)", [hot_funds.toString()]);
-  return { url, pool };
+function listOption<T extends string>(name: string, value: string, allowed: readonly T[]): T[] {
+  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = items.filter((i) => !allowed.includes(i as T));
+  if (bad.length > 0 || items.length === 0) throw new Error(`--${name}: expected some of ${allowed.join(",")}, got ${value}`);
+  return items as T[];
 }
 
-function startChild(name: string, argv: string[], env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, argv, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
-  child.on("exit", (code) => code && code !== 0 && process.stderr.write(`${name} exited with ${code}\n`));
-  children.push(child);
-  return child;
+function numberOption(name: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name}: expected a number in [${min}, ${max}], got ${value}`);
+  return n;
 }
 
-async function waitReady(url: string): Promise<void> {
-  const deadline = Date.now() + ready_timeout_ms;
-  while (Date.now() < deadline) {
-    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-    if (ok) return;
-    await sleep(100);
+async function checkRawRow(pool: pg.Pool): Promise<string[]> {
+  const r = await pool.query<{ balance: string }>("select balance from bench_hot_row where id = 1");
+  return BigInt(r.rows[0]!.balance) < 0n ? ["raw hot row below zero"] : [];
+}
+
+/** The rows of one workload at one concurrency, in the order they run. */
+async function plan(ctx: Context, workload: string, concurrency: number, chosen: string[]): Promise<Planned[]> {
+  const holdfastCheck = () => checkInvariants(ctx.ledgerDb.pool);
+  const key = ["--key", ctx.ledgerDb.apiKey, "--client", args.client];
+  const core = ["--core", ctx.ledgerDb.url, "--tenant", ctx.ledgerDb.tenantId, "--pool-max", String(service_pool_max)];
+  const wanted = workload_systems[workload]!.filter((s) => chosen.includes(s));
+  const labels = [ctx.holdfast, ctx.holdfastSolo, ctx.naive].flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
+  const out: Planned[] = [];
+  for (const flag of wanted) {
+    if (flag === "holdfast") out.push({ system: systems.holdfast, argv: ["--target", ctx.holdfast.target, ...key, "--watch-pid", String(ctx.holdfast.pid)], check: holdfastCheck });
+    if (flag === "solo" && ctx.holdfastSolo) {
+      out.push({ system: systems.holdfastSolo, argv: ["--target", ctx.holdfastSolo.target, ...key, "--watch-pid", String(ctx.holdfastSolo.pid)], check: holdfastCheck });
+    }
+    if (flag === "naive") {
+      out.push({ system: systems.naive, argv: ["--target", ctx.naive.target, "--client", args.client, "--watch-pid", String(ctx.naive.pid)], check: () => checkNaiveInvariants(ctx.naiveDb.pool) });
+    }
+    if (flag === "raw") {
+      const clients = Math.min(concurrency, await connectionsFree(ctx.naiveDb.pool));
+      out.push({ system: systems.raw, argv: ["--raw", ctx.naiveDb.url, "--raw-clients", String(clients)], check: () => checkRawRow(ctx.naiveDb.pool) });
+    }
+    if (flag === "core") {
+      out.push({ system: systems.core, argv: [...core, "--group-commit", "on"], check: holdfastCheck });
+      out.push({ system: systems.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
+    }
   }
-  throw new Error(`${url} did not become ready`);
+  const databases = [new URL(ctx.ledgerDb.url).pathname.slice(1), new URL(ctx.naiveDb.url).pathname.slice(1)].join(",");
+  return out.map((p) => ({ ...p, argv: [...p.argv, "--label-pids", labels, "--pg-databases", databases] }));
 }
 
-async function startLedger(dbUrl: string, natsUrl: string, groupCommit: boolean): Promise<string> {
-  const port = await freePort();
-  startChild(`ledger (group commit ${groupCommit ? "on" : "off"})`, ["dist/services/ledger/src/main.js"], {
-    DATABASE_URL: dbUrl,
-    NATS_URL: natsUrl,
-    HOLDFAST_PORT: String(port),
-    HOLDFAST_HOST: "127.0.0.1",
-    HOLDFAST_GROUP_COMMIT: groupCommit ? "on" : "off",
-    HOLDFAST_MAX_IN_FLIGHT: "4096",
-    HOLDFAST_PG_POOL_MAX: String(service_pool_max),
-    LOG_LEVEL: "warn",
-  });
-  await waitReady(`http://127.0.0.1:${port}`);
-  return `127.0.0.1:${port}`;
+/** A row whose load generator died: kept in the table (and failing the invocation), not fatal. */
+function failedRun(err: unknown): LoadResult {
+  const lines = (err instanceof Error ? err.message : String(err)).split("\n");
+  const message = lines.find((l) => /error/i.test(l)) ?? lines[0] ?? "";
+  return emptyResult(message.slice(0, failure_text_max));
 }
 
-async function startNaive(dbUrl: string): Promise<string> {
-  const port = await freePort();
-  const child = startChild("naive service", ["dist/bench/naive-main.js", "--port", String(port), "--database", dbUrl], {});
-  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
-  return `127.0.0.1:${port}`;
-}
-
-interface LoadResult {
-  perSecond: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  refused: number;
-  conflict: number;
-  errors: number;
-  replays: number;
-  commands: number;
-  errorSample: string;
-}
-
-async function runLoad(options: string[]): Promise<LoadResult> {
-  const { stdout } = await promisify(execFile)(process.execPath, ["dist/bench/loadgen.js", ...options], { maxBuffer: 1 << 20 });
-  return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
-}
-
-async function machineFacts(pool: pg.Pool): Promise<Record<string, string>> {
-  const settings = await pool.query<{ name: string; setting: string; unit: string | null }>(
-    `select name, setting, unit from pg_settings
-      where name in ('synchronous_commit', 'shared_buffers', 'max_connections', 'wal_sync_method', 'fsync', 'commit_delay')`,
-  );
-  const version = await pool.query<{ v: string }>("select current_setting('server_version') as v");
-  const fsync = await promisify(execFile)("/usr/lib/postgresql/15/bin/pg_test_fsync", ["-s", "1", "-f", "/tmp/holdfast-bench-fsync"])
-    .then(({ stdout }) => /fdatasync\s+[\d.]+ ops\/sec\s+(\d+) usecs\/op/.exec(stdout)?.[1] ?? "?", () => "not measured (pg_test_fsync not found)");
-  return {
-    cores: String(cpus().length),
-    cpu: cpus()[0]?.model ?? "?",
-    postgres: version.rows[0]?.v ?? "?",
-    "fdatasync (pg_test_fsync, one 8 kB write)": fsync === "?" || fsync.startsWith("not") ? fsync : `${fsync} µs`,
-    ...Object.fromEntries(settings.rows.map((r) => [r.name, `${r.setting}${r.unit ? ` ${r.unit}` : ""}`])),
-  };
-}
-
-async function main(): Promise<void> {
-  const concurrencies = args.concurrency.split(",").map(Number);
-  const workloads = args.workloads.split(",");
-  const base = ["--duration", args.duration, "--warmup", args.warmup, "--rate", args.rate, "--wallets", String(wallets_total)];
-  const ledgerDb = await prepareLedger();
-  const naiveDb = await prepareNaive();
-  const nats = await startNatsServer();
-  const holdfast = await startLedger(ledgerDb.url, nats.url, true);
-  const holdfastSolo = workloads.includes("hot") ? await startLedger(ledgerDb.url, nats.url, false) : null;
-  const naive = await startNaive(naiveDb.url);
+/**
+ * Runs every row. Concurrency is the outer loop, so that the rows compared with each other
+ * (uniform and retries at 64, say) run minutes apart at most and meet a database of about the
+ * same size; the table is sorted back by workload afterwards.
+ */
+async function runMatrix(ctx: Context, settings: RunSettings, workloads: string[], concurrencies: number[], chosen: string[]): Promise<Row[]> {
   const rows: Row[] = [];
-  let failed = false;
-
-  for (const workload of workloads) {
-    for (const concurrency of concurrencies) {
-      const common = [...base, "--workload", workload, "--concurrency", String(concurrency)];
-      const systems: [string, string[], () => Promise<string[]>][] = [
-        ["holdfast", ["--target", holdfast, "--key", ledgerDb.key], () => checkInvariants(ledgerDb.pool)],
-        ["naive service", ["--target", naive], () => checkNaiveInvariants(naiveDb.pool)],
-      ];
-      if (workload === "hot" && holdfastSolo) {
-        systems.splice(1, 0, ["holdfast, group commit off", ["--target", holdfastSolo, "--key", ledgerDb.key], () => checkInvariants(ledgerDb.pool)]);
-        systems.push(["raw hot row", ["--raw", naiveDb.url], async () => []]);
-      }
-      if (workload === "hot") {
-        const core = ["--core", ledgerDb.url, "--tenant", ledgerDb.tenantId];
-        systems.push(["holdfast core, no RPC", [...core, "--group-commit", "on"], () => checkInvariants(ledgerDb.pool)]);
-        systems.push(["holdfast core, no RPC, group commit off", [...core, "--group-commit", "off"], () => checkInvariants(ledgerDb.pool)]);
-      }
-      for (const [system, options, check] of systems) {
-        const result = await runLoad([...common, ...options]);
+  const base = ["--duration", String(settings.durationSeconds), "--warmup", String(settings.warmupSeconds), "--rate", String(settings.ratePerSecond), "--wallets", String(settings.walletsTotal)];
+  const runMs = (settings.durationSeconds + settings.warmupSeconds) * 1000;
+  for (const concurrency of concurrencies) {
+    for (const workload of workloads) {
+      for (const { system, argv, check } of await plan(ctx, workload, concurrency, chosen)) {
+        const result = await runLoadgen([...base, "--workload", workload, "--concurrency", String(concurrency), ...argv], runMs).catch(failedRun);
         const violations = await check();
-        failed ||= violations.length > 0;
-        rows.push({ workload, concurrency, system, ...result, invariants: violations.length === 0 ? "ok" : violations.join("; ") });
-        process.stderr.write(`${workload} c=${concurrency} ${system}: ${Math.round(result.perSecond)}/s p99 ${result.p99.toFixed(1)} ms\n`);
+        rows.push({ workload, concurrency, system, ...result, violations });
+        const verdict = violations.length === 0 ? "invariants ok" : `INVARIANTS VIOLATED: ${violations.join("; ")}`;
+        const failure = result.failure ? `RUN FAILED: ${result.failure}; ` : "";
+        progress(`${workload} ${concurrency} ${system}: ${failure}${Math.round(result.perSecond)}/s p99 ${result.p99.toFixed(1)} ms, ${result.errors} errors, ${verdict}`);
       }
     }
   }
-  const facts = await machineFacts(ledgerDb.pool);
-  printReport(rows, facts, { duration: args.duration, warmup: args.warmup, rate: args.rate });
-  if (args.json) await writeFile(args.json, JSON.stringify({ facts, rows }, null, 2));
-  for (const child of children) child.kill("SIGTERM");
-  await nats.close();
-  await ledgerDb.pool.end();
-  await naiveDb.pool.end();
-  if (failed) {
-    process.stderr.write("an invariant was violated: see the table\n");
-    process.exitCode = 1;
+  const order = (r: Row) => workloads.indexOf(r.workload) * concurrency_max + concurrencies.indexOf(r.concurrency);
+  return rows.map((row, i) => ({ row, i })).sort((a, b) => order(a.row) - order(b.row) || a.i - b.i).map(({ row }) => row);
+}
+
+/** Where the ledgers' outbox relay publishes while nothing listens: events wait in the outbox. */
+const nats_url_unreachable = "nats://127.0.0.1:1";
+
+/**
+ * A private nats-server when one is on PATH, so that the relay publishes every event during the
+ * runs as in production; otherwise (or with --nats off) the ledgers run as in a NATS outage,
+ * their events waiting in the outbox, which shows what publishing costs.
+ */
+async function startNats(wanted: boolean): Promise<{ url: string; note: string; close(): Promise<void> }> {
+  if (!wanted) return { url: nats_url_unreachable, note: "off (--nats off): events wait in the outbox, nothing is published during the runs", close: async () => undefined };
+  try {
+    const nats = await startNatsServer();
+    return { url: nats.url, note: "private nats-server (the outbox relay publishes during the runs)", close: () => nats.close() };
+  } catch (err) {
+    const note = `no nats-server (${(err as Error).message}): events wait in the outbox, nothing is published during the runs`;
+    return { url: nats_url_unreachable, note, close: async () => undefined };
+  }
+}
+
+async function main(): Promise<void> {
+  const workloads = listOption("workloads", args.workloads, workload_names);
+  const chosen = listOption("systems", args.systems, system_flags);
+  const concurrencies = args.concurrency.split(",").map((c) => numberOption("concurrency", c, 1, concurrency_max));
+  const settings: RunSettings = {
+    durationSeconds: numberOption("duration", args.duration, 0.1, 3600),
+    warmupSeconds: numberOption("warmup", args.warmup, 0, 600),
+    ratePerSecond: numberOption("rate", args.rate, 0, 1_000_000),
+    client: listOption("client", args.client, client_kinds)[0]!,
+    connectionsPerClient: connections_per_client,
+    walletsTotal: numberOption("wallets", args.wallets, 1, wallets_max),
+  };
+  progress("measuring the disk's fdatasync with pg_test_fsync");
+  const fsyncUs = await measureFdatasyncUs();
+  progress(`creating ${args.database} and ${args.database}_naive (${settings.walletsTotal} funded wallets each)`);
+  const ledgerDb = await prepareLedgerDatabase(args.database, settings.walletsTotal);
+  const naiveDb = await prepareNaiveDatabase(`${args.database}_naive`, settings.walletsTotal);
+  progress("starting nats-server, the ledgers and the naive service");
+  const nats = await startNats(listOption("nats", args.nats, ["on", "off"] as const)[0] === "on");
+  try {
+    const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: service_pool_max };
+    const holdfast = await startLedger({ ...ledger, name: "holdfast ledger", groupCommit: true });
+    const holdfastSolo = chosen.includes("solo") ? await startLedger({ ...ledger, name: "holdfast ledger, group commit off", groupCommit: false }) : null;
+    const naive = await startNaive(naiveDb.url, service_pool_max);
+    const rows = await runMatrix({ ledgerDb, naiveDb, holdfast, holdfastSolo, naive }, settings, workloads, concurrencies, chosen);
+    const facts = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
+    process.stdout.write(reportText(rows, facts, settings, fsyncUs));
+    const ok = rows.every((r) => r.violations.length === 0 && !r.failure);
+    if (args.json) await writeFile(args.json, JSON.stringify({ ok, facts, settings, rows, targets: targetLines(rows, fsyncUs) }, null, 2) + "\n");
+    if (!ok) {
+      process.stderr.write("an invariant was violated or a run failed: see the report\n");
+      process.exitCode = 1;
+    }
+  } finally {
+    progress("stopping");
+    await stopAll();
+    await nats.close();
+    await ledgerDb.pool.end();
+    await naiveDb.pool.end();
+    progress("done");
   }
 }
 
 await main().catch((err: unknown) => {
-  for (const child of children) child.kill("SIGKILL");
-  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });

@@ -1,20 +1,29 @@
 // The naive baseline's process (see naive-service.ts):
 //
-//   node dist/bench/naive-main.js --port 8090 --database postgres://.../holdfast_bench_naive
+//   node dist/bench/naive-main.js --port 8090 --database postgres://.../holdfast_bench_naive [--pool-max 16]
 import http2 from "node:http2";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pg from "pg";
 import { naiveRoutes } from "./naive-service.js";
 
-/** The same pool size as the ledger's in the benchmark (bench/main.ts service_pool_max). */
-const pool_max = 16;
+const connect_timeout_ms = 5000;
+/** The same server-side statement bound as the ledger's default (HOLDFAST_PG_STATEMENT_TIMEOUT_MS). */
+const statement_timeout_ms = 5000;
 
-const { values: args } = parseArgs({ options: { port: { type: "string" }, database: { type: "string" } } });
+const { values: args } = parseArgs({
+  options: { port: { type: "string" }, database: { type: "string" }, "pool-max": { type: "string", default: "16" } },
+});
 if (!args.port || !args.database) {
-  throw new Error("usage: naive-main --port N --database URL");
+  throw new Error("usage: naive-main --port N --database URL [--pool-max N]");
 }
-const pool = new pg.Pool({ connectionString: args.database, max: pool_max, connectionTimeoutMillis: 5000 });
+const pool = new pg.Pool({
+  connectionString: args.database,
+  max: Number(args["pool-max"]),
+  connectionTimeoutMillis: connect_timeout_ms,
+  statement_timeout: statement_timeout_ms,
+});
 const server = http2.createServer(connectNodeAdapter({ routes: naiveRoutes(pool) }));
 server.listen(Number(args.port), "127.0.0.1", () => process.stdout.write("ready\n"));
-process.on("SIGTERM", () => server.close(() => void pool.end().then(() => process.exit(0))));
+// Nothing to drain: the benchmark stops this process only after its last run.
+process.on("SIGTERM", () => void pool.end().finally(() => process.exit(0)));

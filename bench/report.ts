@@ -1,72 +1,199 @@
-/** One measurement: a system under one workload at one concurrency. */
-export interface Row {
+// The printed report: machine facts, one table row per measurement, and the issue's targets at
+// concurrency 64, each met or missed with its measured ratio and the numbers that explain it.
+import type { LoadResult } from "./measure.js";
+
+/** The system names of the table; the targets look rows up by them. */
+export const systems = {
+  holdfast: "holdfast",
+  holdfastSolo: "holdfast, group commit off",
+  naive: "naive service",
+  raw: "raw hot row",
+  core: "holdfast core, no RPC",
+  coreSolo: "holdfast core, no RPC, group commit off",
+} as const;
+
+/** One measurement: a system under one workload at one concurrency, and its invariant check. */
+export interface Row extends Omit<LoadResult, "histogram"> {
   workload: string;
   concurrency: number;
   system: string;
-  perSecond: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  refused: number;
-  conflict: number;
-  errors: number;
-  replays: number;
-  invariants: string;
+  /** Violations found after the run; empty when every invariant holds. */
+  violations: string[];
+  histogram?: LoadResult["histogram"];
 }
 
-const ms = (v: number) => v.toFixed(1);
+export interface RunSettings {
+  durationSeconds: number;
+  warmupSeconds: number;
+  ratePerSecond: number;
+  client: string;
+  connectionsPerClient: number;
+  walletsTotal: number;
+}
 
-function find(rows: Row[], workload: string, system: string, concurrency = 64): Row | undefined {
+/** A row whose "other" processes used this many cores or more was disturbed by them. */
+const disturbed_other_cores_min = 0.25;
+/** The concurrency the targets are stated at. */
+const target_concurrency = 64;
+const targets = { hotOverRaw: 2, hotOverNaive: 5, uniformOverNaive: 1, uniformP99Ms: 20, replayCostMax: 0.1 };
+
+const fixed = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
+const cores = (v: number | null | undefined) => (v === null || v === undefined ? "-" : v.toFixed(2));
+/** Stolen time below this many cores is not worth a mention. */
+const steal_cores_shown_min = 0.05;
+const machineCores = (cpu: NonNullable<Row["cpu"]>) =>
+  cpu.stealCores >= steal_cores_shown_min ? `${cores(cpu.machineCores)} (+${cores(cpu.stealCores)} stolen)` : cores(cpu.machineCores);
+
+function find(rows: Row[], workload: string, system: string, concurrency = target_concurrency): Row | undefined {
   return rows.find((r) => r.workload === workload && r.system === system && r.concurrency === concurrency);
 }
 
-/** The targets of the performance issue, at concurrency 64, each met or missed with its ratio. */
-export function targets(rows: Row[]): string[] {
-  const out: string[] = [];
-  const ratio = (a?: Row, b?: Row) => (a && b ? a.perSecond / b.perSecond : NaN);
-  const verdict = (ok: boolean, text: string) => `- ${ok ? "MET   " : "MISSED"} ${text}`;
-  const hot = find(rows, "hot", "holdfast");
-  if (hot) {
-    const raw = ratio(hot, find(rows, "hot", "raw hot row"));
-    const naive = ratio(hot, find(rows, "hot", "naive service"));
-    out.push(verdict(raw >= 2, `hot wallet: Holdfast ${raw.toFixed(2)}x the raw hot-row baseline (target ≥ 2x)`));
-    out.push(verdict(naive >= 5, `hot wallet: Holdfast ${naive.toFixed(2)}x the naive service (target ≥ 5x)`));
-    const core = find(rows, "hot", "holdfast core, no RPC");
-    if (core) {
-      const coreRaw = ratio(core, find(rows, "hot", "raw hot row"));
-      const coreSolo = ratio(core, find(rows, "hot", "holdfast core, no RPC, group commit off"));
-      out.push(`- (for reference) hot wallet without RPC: Holdfast core ${coreRaw.toFixed(2)}x the raw hot row; group commit ${coreSolo.toFixed(2)}x one transaction per command`);
-    }
-  }
-  const uniform = find(rows, "uniform", "holdfast");
-  if (uniform) {
-    const naive = ratio(uniform, find(rows, "uniform", "naive service"));
-    out.push(verdict(naive >= 1, `uniform: Holdfast ${naive.toFixed(2)}x the naive service (target ≥ 1x)`));
-    out.push(verdict(uniform.p99 < 20, `uniform: Holdfast p99 ${ms(uniform.p99)} ms (target < 20 ms)`));
-  }
-  const retries = find(rows, "retries", "holdfast");
-  if (retries && uniform) {
-    const cost = 1 - retries.perSecond / uniform.perSecond;
-    const text = cost > 0 ? `${(cost * 100).toFixed(1)}% below` : `${(-cost * 100).toFixed(1)}% above`;
-    out.push(verdict(cost < 0.1, `retries: throughput ${text} uniform (target: less than 10% below)`));
-  }
-  return out;
+function ratio(a: Row | undefined, b: Row | undefined, rate: (r: Row) => number = (r) => r.perSecond): number {
+  return a && b && rate(b) > 0 ? rate(a) / rate(b) : NaN;
 }
 
-export function printReport(rows: Row[], facts: Record<string, string>, settings: Record<string, string>): void {
-  const lines: string[] = ["", "## Machine", ""];
-  for (const [k, v] of Object.entries(facts)) lines.push(`- ${k}: ${v}`);
-  lines.push(`- run: ${settings["duration"]} s measured after ${settings["warmup"]} s warm-up per row; ` +
-    (settings["rate"] !== "0" ? `open loop at ${settings["rate"]}/s` : "closed loop") +
-    "; load generator, ledger, naive service and PostgreSQL share the machine, each in its own process");
-  lines.push("", "## Results", "");
-  lines.push("| workload | concurrency | system | commands/s | p50 ms | p95 ms | p99 ms | refused | conflicts | errors | invariants |");
-  lines.push("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+function cpuText(row: Row | undefined): string {
+  if (!row?.cpu) return "CPU not measured";
+  const perCommand = (c: number) => `${cores(c)} (${fixed((c / Math.max(1, row.perSecond)) * 1000, 2)} ms CPU per command)`;
+  const service = row.cpu.serviceCores === null ? "" : `, the service process ${perCommand(row.cpu.serviceCores)}`;
+  return (
+    `the machine was ${machineCores(row.cpu)} cores busy: PostgreSQL ${perCommand(row.cpu.postgresCores)}${service}, ` +
+    `the load generator ${cores(row.cpu.loadgenCores)}, other processes ${cores(row.cpu.otherCores)}${othersText(row.cpu)}`
+  );
+}
+
+function othersText(cpu: NonNullable<Row["cpu"]>): string {
+  const named = Object.entries(cpu.others).map(([name, c]) => `${name} ${cores(c)}`);
+  return named.length > 0 ? ` (${named.join(", ")})` : "";
+}
+
+function verdict(ok: boolean, text: string, why: string[]): string[] {
+  return [`- ${ok ? "MET   " : "MISSED"} ${text}`, ...why.map((w) => `  - ${w}`)];
+}
+
+function hotTargets(rows: Row[], fsyncUs: number | null): string[] {
+  const hot = find(rows, "hot", systems.holdfast);
+  if (!hot) return [];
+  const raw = find(rows, "hot", systems.raw);
+  const naive = find(rows, "hot", systems.naive);
+  const solo = find(rows, "hot", systems.holdfastSolo);
+  const core = find(rows, "hot", systems.core);
+  const overRaw = ratio(hot, raw);
+  const overNaive = ratio(hot, naive);
+  const why = [
+    `Holdfast ${fixed(hot.perSecond, 0)}/s, p99 ${fixed(hot.p99)} ms; ${cpuText(hot)}.`,
+    raw
+      ? `raw hot row ${fixed(raw.perSecond, 0)}/s with ${raw.clients} clients` +
+        (fsyncUs ? ` (one flush per commit: at most ~${fixed(1e6 / fsyncUs, 0)}/s at this disk's ${fsyncUs} µs fdatasync)` : "") +
+        `; ${cpuText(raw)}.`
+      : "raw hot row not measured.",
+  ];
+  if (solo) why.push(`group commit: ${fixed(ratio(hot, solo), 2)}x Holdfast with group commit off (${fixed(solo.perSecond, 0)}/s).`);
+  if (core) why.push(`the same ledger core without RPC (in the load generator's process): ${fixed(core.perSecond, 0)}/s = ${fixed(ratio(core, raw), 2)}x the raw hot row, ${fixed(ratio(hot, core), 2)}x of it reaches callers over gRPC.`);
+  return [
+    ...verdict(overRaw >= targets.hotOverRaw, `hot wallet: Holdfast ${fixed(overRaw, 2)}x the raw hot-row baseline (target ≥ ${targets.hotOverRaw}x)`, why),
+    ...verdict(overNaive >= targets.hotOverNaive, `hot wallet: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${targets.hotOverNaive}x)`, [
+      naive ? `naive service ${fixed(naive.perSecond, 0)}/s, p99 ${fixed(naive.p99)} ms; ${cpuText(naive)}.` : "naive service not measured.",
+    ]),
+  ];
+}
+
+function uniformTargets(rows: Row[]): string[] {
+  const uniform = find(rows, "uniform", systems.holdfast);
+  if (!uniform) return [];
+  const naive = find(rows, "uniform", systems.naive);
+  const overNaive = ratio(uniform, naive);
+  // Little's law for a closed loop: callers = throughput × mean latency.
+  const meanMs = (target_concurrency / uniform.perSecond) * 1000;
+  const neededPerSecond = target_concurrency / (targets.uniformP99Ms / 1000);
+  return [
+    ...verdict(overNaive >= targets.uniformOverNaive, `uniform: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${targets.uniformOverNaive}x)`, [
+      `Holdfast ${fixed(uniform.perSecond, 0)}/s; ${cpuText(uniform)}.`,
+      naive ? `naive service ${fixed(naive.perSecond, 0)}/s; ${cpuText(naive)}.` : "naive service not measured.",
+    ]),
+    ...verdict(uniform.p99 < targets.uniformP99Ms, `uniform: Holdfast p99 ${fixed(uniform.p99)} ms (target < ${targets.uniformP99Ms} ms)`, [
+      `${target_concurrency} callers in a closed loop at ${fixed(uniform.perSecond, 0)}/s wait ${fixed(meanMs)} ms on average (Little's law); ` +
+        `a p99 under ${targets.uniformP99Ms} ms at this concurrency needs more than ${fixed(neededPerSecond, 0)}/s.`,
+    ]),
+  ];
+}
+
+function belowOrAbove(cost: number): string {
+  return cost >= 0 ? `${fixed(cost * 100)}% below` : `${fixed(-cost * 100)}% above`;
+}
+
+function retriesTargets(rows: Row[]): string[] {
+  const retries = find(rows, "retries", systems.holdfast);
+  const uniform = find(rows, "uniform", systems.holdfast);
+  if (!retries || !uniform) return [];
+  const freshCost = 1 - ratio(retries, uniform, (r) => r.freshPerSecond);
+  const totalCost = 1 - ratio(retries, uniform);
+  const replayShare = retries.replays / Math.max(1, retries.commands);
+  return verdict(freshCost < targets.replayCostMax, `retries: first-time commands/s ${belowOrAbove(freshCost)} uniform's (target: less than ${targets.replayCostMax * 100}% below)`, [
+    `first-time commands ${fixed(retries.freshPerSecond, 0)}/s against uniform's ${fixed(uniform.freshPerSecond, 0)}/s; replays were ${fixed(replayShare * 100)}% ` +
+      `of the ${retries.commands} commands answered, same-key conflicts ${retries.conflict}; all commands/s, replays included, ${belowOrAbove(totalCost)} uniform's.`,
+    `uniform and retries are separate runs: a few % either way is run-to-run noise on this machine.`,
+  ]);
+}
+
+/** The targets of the performance issue, at concurrency 64, each met or missed with the why. */
+export function targetLines(rows: Row[], fsyncUs: number | null): string[] {
+  const lines = [...hotTargets(rows, fsyncUs), ...uniformTargets(rows), ...retriesTargets(rows)];
+  return lines.length > 0 ? lines : [`- no target measured (they need concurrency ${target_concurrency})`];
+}
+
+function holdfastOver(rows: Row[], row: Row): string {
+  if (row.system.startsWith("holdfast")) return "";
+  const holdfast = find(rows, row.workload, systems.holdfast, row.concurrency);
+  return holdfast ? `${fixed(ratio(holdfast, row), 2)}x` : "";
+}
+
+export function tableLines(rows: Row[]): string[] {
+  const lines = [
+    "| workload | callers | system | commands/s | p50 ms | p95 ms | p99 ms | refused | conflicts | errors | replays | holdfast ÷ this | CPU cores: machine / postgres / service / loadgen / other | invariants |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+  ];
   for (const r of rows) {
+    const callers = r.clients === r.concurrency ? `${r.concurrency}` : `${r.concurrency} (${r.clients} conns)`;
+    const cpu = r.cpu ? `${machineCores(r.cpu)} / ${cores(r.cpu.postgresCores)} / ${cores(r.cpu.serviceCores)} / ${cores(r.cpu.loadgenCores)} / ${cores(r.cpu.otherCores)}` : "-";
     lines.push(
-      `| ${r.workload} | ${r.concurrency} | ${r.system} | ${Math.round(r.perSecond)} | ${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.p99)} | ${r.refused} | ${r.conflict} | ${r.errors} | ${r.invariants} |`,
+      `| ${r.workload} | ${callers} | ${r.system} | ${fixed(r.perSecond, 0)} | ${fixed(r.p50)} | ${fixed(r.p95)} | ${fixed(r.p99)} | ` +
+        `${r.refused} | ${r.conflict} | ${r.errors} | ${r.replays} | ${holdfastOver(rows, r)} | ${cpu} | ${r.failure ? "RUN FAILED" : r.violations.length === 0 ? "ok" : "VIOLATED"} |`,
     );
   }
-  lines.push("", "## Targets (concurrency 64)", "", ...targets(rows), "");
-  process.stdout.write(lines.join("\n") + "\n");
+  return lines;
+}
+
+export function reportText(rows: Row[], facts: Record<string, string>, settings: RunSettings, fsyncUs: number | null): string {
+  const loop = settings.ratePerSecond > 0 ? `open loop at ${settings.ratePerSecond} commands/s (at most "callers" outstanding)` : "closed loop";
+  const lines = ["", "## Machine", ""];
+  for (const [k, v] of Object.entries(facts)) lines.push(`- ${k}: ${v}`);
+  lines.push(
+    "",
+    "## Method",
+    "",
+    `- Each row: ${settings.durationSeconds} s measured after ${settings.warmupSeconds} s of warm-up, ${loop}; a Reserve → Capture pair or a Spend per iteration (half each), on one of ${settings.walletsTotal} funded wallets (uniform, retries) or on one hot wallet (hot); retries re-sends 5% of the commands at once and 5% a second later with the same key, and 1% with the same key and another amount.`,
+    `- The load generator is a separate process per row (gRPC over HTTP/2 with ${settings.client}, ${settings.connectionsPerClient} connections); the Holdfast ledger and the naive service each run in their own process; PostgreSQL is the same server for all. All of them share the machine's cores.`,
+    "- Invariants (DESIGN.md section 2) are checked after every Holdfast row, the naive service's own (balances = journal, none below zero) after each of its rows.",
+    "- CPU cores: busy cores averaged over the measured window: the whole machine (/proc/stat; stolen = time the hypervisor gave to other VMs), all PostgreSQL processes, the service process under test, the load generator itself, and the rest (other: nats-server, the other ledger's outbox relay, anything else running on the machine).",
+    "",
+    "## Results",
+    "",
+    ...tableLines(rows),
+  );
+  for (const r of rows.filter((r) => r.failure)) lines.push(`- RUN FAILED: ${r.workload} ${r.concurrency} ${r.system}: ${r.failure}`);
+  const failed = rows.filter((r) => r.violations.length > 0);
+  lines.push("", failed.length === 0 ? `Invariants: ok after all ${rows.length} rows.` : `Invariants: VIOLATED in ${failed.length} rows:`);
+  for (const r of failed) lines.push(`- ${r.workload} ${r.concurrency} ${r.system}: ${r.violations.join("; ")}`);
+  const disturbed = rows.filter((r) => (r.cpu?.otherCores ?? 0) >= disturbed_other_cores_min);
+  if (disturbed.length > 0) {
+    lines.push(
+      `Disturbed: in ${disturbed.length} of ${rows.length} rows processes outside the benchmark used ${disturbed_other_cores_min} cores or more ` +
+        `(the "other" column; named in the JSON, and for the target rows below), so those rows had less than the machine's ${facts["cores"] ?? "?"} cores.`,
+    );
+  }
+  const errored = rows.filter((r) => r.errors > 0);
+  for (const r of errored) lines.push(`- errors in ${r.workload} ${r.concurrency} ${r.system}: ${r.errors}, e.g. ${r.errorSample}`);
+  lines.push("", `## Targets (${target_concurrency} callers, synchronous_commit ${facts["synchronous_commit"] ?? "?"})`, "", ...targetLines(rows, fsyncUs), "");
+  return lines.join("\n");
 }

@@ -1,0 +1,70 @@
+// The ledger core called in the load generator's own process, without RPC (`--core`): what the
+// database side of Holdfast does on its own, for comparison with the raw hot row, which has no
+// RPC either. A reference row only; the targets compare the real service.
+import pino from "pino";
+import { systemClock, uuidV7 } from "../services/common/src/ids.js";
+import { createPool } from "../services/common/src/pg.js";
+import { createLedger } from "../services/ledger/src/domain/ledger.js";
+import type { Refusal } from "../services/ledger/src/domain/types.js";
+import type { Call, Caller } from "./rpc-client.js";
+
+export interface CoreOptions {
+  databaseUrl: string;
+  tenantId: string;
+  groupCommit: boolean;
+  /** The same pool size as the service's (main.ts service_pool_max). */
+  poolMax: number;
+}
+
+/** The ledger's defaults (README, HOLDFAST_GROUP_COMMIT_BATCH_MAX and _QUEUE_MAX). */
+const group_commit_batch_max = 64;
+const group_commit_queue_max = 4096;
+const connect_timeout_ms = 5000;
+const statement_timeout_ms = 30_000;
+const hold_ttl_seconds = 120;
+
+/** The gRPC status the RPC layer would answer for a refusal (README, Errors). */
+function grpcCode(reason: Refusal["reason"]): number {
+  if (reason.endsWith("_NOT_FOUND")) return 5;
+  if (reason.endsWith("_EXISTS") || reason === "IDEMPOTENCY_KEY_REUSED") return 6;
+  return 9;
+}
+
+function unwrap(outcome: { ok: true } | Refusal): object {
+  if (!outcome.ok) throw Object.assign(new Error(outcome.message), { code: grpcCode(outcome.reason) });
+  return outcome;
+}
+
+export function createCoreCaller(options: CoreOptions): Caller {
+  const pool = createPool(
+    {
+      databaseUrl: options.databaseUrl,
+      pgPoolMax: options.poolMax,
+      pgConnectTimeoutMs: connect_timeout_ms,
+      pgStatementTimeoutMs: statement_timeout_ms,
+    },
+    pino({ level: "silent" }),
+  );
+  const ledger = createLedger({
+    pool,
+    clock: systemClock,
+    newId: uuidV7,
+    groupCommit: options.groupCommit ? { batchMax: group_commit_batch_max, queueMax: group_commit_queue_max } : null,
+  });
+  const caller = { tenantId: options.tenantId, scopeWalletId: null };
+  const call: Call = async (method, r) => {
+    const base = { idempotencyKey: r["idempotencyKey"] as string, metadata: {} };
+    const wallet = { walletId: r["walletId"] as string, asset: r["asset"] as string, amount: r["amount"] as bigint };
+    switch (method) {
+      case "reserve":
+        return unwrap(await ledger.reserve(caller, { ...base, ...wallet, holdId: r["holdId"] as string, ttlSeconds: hold_ttl_seconds }));
+      case "capture":
+        return unwrap(await ledger.capture(caller, { ...base, holdId: r["holdId"] as string, amount: r["amount"] as bigint }));
+      case "deposit":
+        return unwrap(await ledger.deposit(caller, { ...base, ...wallet }));
+      case "spend":
+        return unwrap(await ledger.spend(caller, { ...base, ...wallet }));
+    }
+  };
+  return { call, close: () => void pool.end() };
+}

@@ -1,0 +1,108 @@
+// What one load-generator run counts, and the JSON line it reports to the orchestrator.
+import type { CpuUse } from "./cpu.js";
+import { createHistogram, type SparseCounts } from "./histogram.js";
+import type { StepKind } from "./workloads.js";
+
+/**
+ * How a command ended. A refusal (FAILED_PRECONDITION, such as INSUFFICIENT_FUNDS) and a
+ * conflict (ALREADY_EXISTS: the same key with another body) are valid answers of a correct
+ * ledger; an error is anything else (a timeout, UNAVAILABLE, INTERNAL, ...).
+ */
+export type Outcome = "ok" | "refused" | "conflict" | "error";
+
+const grpc_failed_precondition = 9;
+const grpc_already_exists = 6;
+
+/** One run's result, as the load generator prints it (one JSON line on stdout). */
+export interface LoadResult {
+  /** Commands answered inside the measured window, replays included. */
+  commands: number;
+  seconds: number;
+  perSecond: number;
+  /** Commands sent for the first time (not replays, not same-key conflicts). */
+  fresh: number;
+  freshPerSecond: number;
+  ok: number;
+  refused: number;
+  conflict: number;
+  errors: number;
+  replays: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+  /** Concurrent callers actually used (the raw baseline may use fewer connections). */
+  clients: number;
+  cpu: CpuUse | null;
+  errorSample: string;
+  histogram: SparseCounts;
+  /** Set when the run itself failed (its load generator died): the counts are empty. */
+  failure?: string;
+}
+
+/** The result of a run that failed before it could measure anything. */
+export function emptyResult(failure: string): LoadResult {
+  const zero = { commands: 0, seconds: 0, perSecond: 0, fresh: 0, freshPerSecond: 0, ok: 0, refused: 0, conflict: 0, errors: 0, replays: 0 };
+  return { ...zero, p50: 0, p95: 0, p99: 0, max: 0, clients: 0, cpu: null, errorSample: "", histogram: [], failure };
+}
+
+export function classify(err: unknown): Outcome {
+  const code = (err as { code?: unknown }).code;
+  if (code === grpc_failed_precondition) return "refused";
+  if (code === grpc_already_exists) return "conflict";
+  return "error";
+}
+
+/**
+ * Counts commands answered between `start` and `stop` (performance.now() ms): commands that
+ * end during the warm-up or after the window are not counted, so the rate is completions per
+ * second of the window and every latency recorded belongs to it.
+ */
+export function createMeasurement(startMs: number, stopMs: number) {
+  const histogram = createHistogram();
+  const counts = { ok: 0, refused: 0, conflict: 0, error: 0, fresh: 0, replays: 0 };
+  let errorSample = "";
+  return {
+    record(kind: StepKind, outcome: Outcome, sentMs: number, endedMs: number, err?: unknown): void {
+      if (endedMs < startMs || endedMs > stopMs) return;
+      histogram.record(endedMs - sentMs);
+      counts[outcome]++;
+      if (kind === "fresh") counts.fresh++;
+      if (kind === "replay") counts.replays++;
+      if (outcome === "error" && !errorSample) errorSample = String((err as Error | undefined)?.message ?? err);
+    },
+    /** An open-loop iteration not sent because too many were outstanding: an error, no latency. */
+    shed(nowMs: number): void {
+      if (nowMs < startMs || nowMs > stopMs) return;
+      counts.error++;
+      counts.fresh++;
+      errorSample ||= "load generator: too many iterations outstanding (open loop)";
+    },
+    result(clients: number, cpu: CpuUse | null): LoadResult {
+      const seconds = (stopMs - startMs) / 1000;
+      const commands = counts.ok + counts.refused + counts.conflict + counts.error;
+      return {
+        commands,
+        seconds,
+        perSecond: commands / seconds,
+        fresh: counts.fresh,
+        freshPerSecond: counts.fresh / seconds,
+        ok: counts.ok,
+        refused: counts.refused,
+        conflict: counts.conflict,
+        errors: counts.error,
+        replays: counts.replays,
+        p50: histogram.percentile(50),
+        p95: histogram.percentile(95),
+        p99: histogram.percentile(99),
+        max: histogram.maxMs(),
+        clients,
+        cpu,
+        errorSample,
+        histogram: histogram.toSparse(),
+      };
+    },
+  };
+}
+
+export type Measurement = ReturnType<typeof createMeasurement>;

@@ -1,0 +1,122 @@
+// The processes of a benchmark invocation: the services under test and one load generator per
+// run, all children of the orchestrator, each with its own CPU and event loop.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { openSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "../scripts/nats-server.js";
+import type { LoadResult } from "./measure.js";
+
+/** The compiled tree this file runs from (dist/). */
+const dist_root = fileURLToPath(new URL("../", import.meta.url));
+const ready_timeout_ms = 30_000;
+const ready_poll_ms = 100;
+const stop_timeout_ms = 10_000;
+/** A load generator's run may last this much longer than its warm-up plus duration. */
+const loadgen_slack_ms = 60_000;
+const loadgen_output_max_bytes = 1 << 20;
+
+export interface Service {
+  name: string;
+  /** host:port, as gRPC clients take it. */
+  target: string;
+  pid: number;
+  log: string;
+}
+
+const children: ChildProcess[] = [];
+
+function startChild(name: string, script: string, argv: string[], env: Record<string, string>): { child: ChildProcess; log: string } {
+  const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
+  const out = openSync(log, "w");
+  const child = spawn(process.execPath, [join(dist_root, script), ...argv], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", out, out],
+  });
+  child.on("exit", (code, signal) => {
+    if (code && !signal) process.stderr.write(`${name} exited with ${code}; see ${log}\n`);
+  });
+  children.push(child);
+  return { child, log };
+}
+
+async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + ready_timeout_ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not become ready in ${ready_timeout_ms} ms`);
+    await sleep(ready_poll_ms);
+  }
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+export interface LedgerProcessOptions {
+  name: string;
+  databaseUrl: string;
+  natsUrl: string;
+  groupCommit: boolean;
+  poolMax: number;
+}
+
+/** The Holdfast ledger exactly as deployed (dist/services/ledger/src/main.js), on a free port. */
+export async function startLedger(options: LedgerProcessOptions): Promise<Service> {
+  const port = await freePort();
+  const { child, log } = startChild(options.name, "services/ledger/src/main.js", [], {
+    DATABASE_URL: options.databaseUrl,
+    NATS_URL: options.natsUrl,
+    HOLDFAST_PORT: String(port),
+    HOLDFAST_HOST: "127.0.0.1",
+    HOLDFAST_GROUP_COMMIT: options.groupCommit ? "on" : "off",
+    // The in-flight bound must not refuse the benchmark's 256 callers (plus replays).
+    HOLDFAST_MAX_IN_FLIGHT: "4096",
+    HOLDFAST_PG_POOL_MAX: String(options.poolMax),
+    LOG_LEVEL: "warn",
+  });
+  const probe = () => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+  await waitFor(options.name, probe);
+  return { name: options.name, target: `127.0.0.1:${port}`, pid: child.pid!, log };
+}
+
+/** The naive service (naive-main.ts) on a free port. */
+export async function startNaive(databaseUrl: string, poolMax: number): Promise<Service> {
+  const port = await freePort();
+  const argv = ["--port", String(port), "--database", databaseUrl, "--pool-max", String(poolMax)];
+  const { child, log } = startChild("naive service", "bench/naive-main.js", argv, {});
+  await waitFor("naive service", () => accepts(port));
+  return { name: "naive service", target: `127.0.0.1:${port}`, pid: child.pid!, log };
+}
+
+/** One load-generator process (loadgen.ts); its last stdout line is the result. */
+export async function runLoadgen(argv: string[], runMs: number): Promise<LoadResult> {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(dist_root, "bench/loadgen.js"), ...argv], {
+    maxBuffer: loadgen_output_max_bytes,
+    timeout: runMs + loadgen_slack_ms,
+  });
+  if (stderr.trim()) process.stderr.write(`load generator: ${stderr.trim()}\n`);
+  return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
+}
+
+/** SIGTERM to every child (the ledger drains), SIGKILL to any still running after the timeout. */
+export async function stopAll(): Promise<void> {
+  const running = children.filter((c) => c.exitCode === null && c.signalCode === null);
+  const exited = running.map((c) => new Promise((resolve) => c.once("exit", resolve)));
+  running.forEach((c) => c.kill("SIGTERM"));
+  // An unref'd timer: once every child has exited it must not keep this process alive.
+  await Promise.race([Promise.all(exited), sleep(stop_timeout_ms, undefined, { ref: false })]);
+  for (const child of running) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}

@@ -1,0 +1,62 @@
+// Goal: `npm run bench` works end to end: it builds its databases, starts the ledger and the
+// naive service, runs a load generator per row, checks the invariants and writes a JSON report
+// whose rows say so. No timing is asserted: this machine's numbers are not a test's business.
+// Method: run the compiled harness (dist/bench/main.js, which `npm run build` produces) for one
+// short row per system on the hot wallet, in databases of its own on the test server, then
+// read its JSON report and drop the databases.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import { afterAll, expect, inject, it } from "vitest";
+import { TEST_DATABASE_PREFIX } from "./global-setup.js";
+
+const harness = "dist/bench/main.js";
+/** Setup (fsync probe, 100 funded wallets, two services) plus three 1.5 s rows, with slack. */
+const harness_timeout_ms = 60_000;
+const database = `${TEST_DATABASE_PREFIX}bench_${randomBytes(6).toString("hex")}`;
+const adminUrl = inject("adminDatabaseUrl");
+
+afterAll(async () => {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  for (const name of [database, `${database}_naive`]) await admin.query(`drop database if exists ${name} with (force)`);
+  await admin.end();
+});
+
+interface Report {
+  ok: boolean;
+  facts: Record<string, string>;
+  rows: { workload: string; concurrency: number; system: string; commands: number; errors: number; violations: string[] }[];
+  targets: string[];
+}
+
+it(
+  "runs Holdfast, the naive service and the raw hot row, and reports invariants ok",
+  async () => {
+    expect(existsSync(harness), `${harness} is missing: run npm run build first`).toBe(true);
+    const dir = await mkdtemp(join(tmpdir(), "holdfast-bench-smoke-"));
+    const json = join(dir, "report.json");
+    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot", "--systems", "holdfast,naive,raw", "--wallets", "100"];
+    const { stdout } = await promisify(execFile)(process.execPath, [harness, ...argv, "--database", database, "--json", json], {
+      env: { ...process.env, BENCH_ADMIN_DATABASE_URL: adminUrl },
+      timeout: harness_timeout_ms,
+    });
+    const report = JSON.parse(await readFile(json, "utf8")) as Report;
+    await rm(dir, { recursive: true, force: true });
+
+    expect(report.ok).toBe(true);
+    expect(report.rows.map((r) => r.system)).toEqual(["holdfast", "naive service", "raw hot row"]);
+    for (const row of report.rows) {
+      expect(row).toMatchObject({ workload: "hot", concurrency: 4, violations: [], errors: 0 });
+      expect(row.commands).toBeGreaterThan(0);
+    }
+    expect(report.facts["cores"]).toMatch(/^\d+$/);
+    expect(stdout).toContain("Invariants: ok after all 3 rows.");
+  },
+  harness_timeout_ms + 10_000,
+);
