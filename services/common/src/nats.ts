@@ -2,6 +2,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import type { Config } from "./config.js";
 
 /** How long one connection attempt may take before it counts as failed. */
 const connect_timeout_ms = 3000;
@@ -40,6 +41,18 @@ export interface StreamSettings {
   /** How long the server remembers message ids to drop re-published duplicates. */
   duplicateWindowMs: number;
   replicas: number;
+}
+
+/** The stream settings every process reads from its Config; each adds the subjects it needs. */
+export function streamSettingsOf(
+  config: Pick<Config, "streamName" | "streamMaxAgeHours" | "streamDuplicateWindowSeconds" | "streamReplicas">,
+): Omit<StreamSettings, "subjects"> {
+  return {
+    name: config.streamName,
+    maxAgeMs: config.streamMaxAgeHours * 3_600_000,
+    duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
+    replicas: config.streamReplicas,
+  };
 }
 
 /**

@@ -72,6 +72,26 @@ export function createPool(config: PoolConfig, logger: Logger, options: PoolOpti
   return pool;
 }
 
+/**
+ * Runs `work` in a transaction on one connection of the pool: commits when it resolves, rolls
+ * back when it throws, and always gives the connection back. `begin` may carry `set local`
+ * statements, which then cost no round trip of their own.
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>, begin = "begin"): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query(begin);
+    const result = await work(client);
+    await client.query("commit");
+    return result;
+  } catch (err) {
+    await client.query("rollback").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
 /** pg's type parser lookup with int8 and int8[] mapped to `bigint`. */
 const getTypeParser = ((oid: number, format?: "text" | "binary") => {
   if (format === "binary") {

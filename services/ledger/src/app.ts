@@ -2,6 +2,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import type { Config } from "../../common/src/config.js";
 import { systemClock, uuidV7, type Clock, type IdGenerator } from "../../common/src/ids.js";
+import { streamSettingsOf } from "../../common/src/nats.js";
 import { createPool } from "../../common/src/pg.js";
 import { createServer } from "../../common/src/server.js";
 import { createKeyVerifier } from "./auth/api-keys.js";
@@ -79,12 +80,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
           pool,
           logger: logger.child({ component: "relay" }),
           natsUrl: config.natsUrl,
-          stream: {
-            name: config.streamName,
-            maxAgeMs: config.streamMaxAgeHours * 3_600_000,
-            duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
-            replicas: config.streamReplicas,
-          },
+          stream: streamSettingsOf(config),
           batchMax: relay_batch_max,
           idleMs: relay_idle_ms,
           standbyPollMs: relay_standby_poll_ms,

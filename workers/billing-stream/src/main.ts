@@ -1,5 +1,6 @@
 import { loadConfig } from "../../../services/common/src/config.js";
 import { createLogger } from "../../../services/common/src/logger.js";
+import { streamSettingsOf } from "../../../services/common/src/nats.js";
 import { createPool } from "../../../services/common/src/pg.js";
 import { loadBillingConfig } from "./config.js";
 import { serveMetrics } from "./metrics.js";
@@ -23,12 +24,7 @@ const worker = createBillingWorker({
   config: billing,
   pool,
   natsUrl: config.natsUrl,
-  stream: {
-    name: config.streamName,
-    maxAgeMs: config.streamMaxAgeHours * 3_600_000,
-    duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
-    replicas: config.streamReplicas,
-  },
+  stream: streamSettingsOf(config),
   logger,
   statusLogMs: status_log_ms,
 });

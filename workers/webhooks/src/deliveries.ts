@@ -17,6 +17,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
 import type { IdGenerator } from "../../../services/common/src/ids.js";
+import { inTransaction } from "../../../services/common/src/pg.js";
 import { WebhookEndpointDisabledEventSchema } from "../../../gen/holdfast/v1/webhooks_pb.js";
 import { disabled_reasons, toEndpoint } from "../../../services/ledger/src/webhooks/convert.js";
 import { endpoint_disabled_type } from "../../../services/ledger/src/webhooks/event-types.js";
@@ -52,16 +53,18 @@ export interface ClaimLimits {
 }
 
 /**
+ * How claims and successes begin their transactions. A lease or a success lost in a database
+ * crash only means the delivery is sent again (at least once), so their commits need not wait
+ * for the disk; and these small index-driven statements cost less to run than to compile (JIT).
+ */
+const begin_without_flush = "begin; set local synchronous_commit = off; set local jit = off";
+
+/**
  * Claims due deliveries: lock the endpoints, pick within each one's free slots, lease the picks.
  * See the module comment for why the pick runs after the lock, in a statement of its own.
  */
 export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promise<ClaimedDelivery[]> {
-  const client = await pool.connect();
-  try {
-    // One round trip: a lease lost in a database crash only means the delivery is claimed again
-    // (at least once), so the claim need not wait for its commit to reach the disk; and these
-    // small index-driven statements cost less to run than to compile (JIT).
-    await client.query("begin; set local synchronous_commit = off; set local jit = off");
+  return inTransaction(pool, async (client) => {
     const { rows: endpoints } = await client.query<{ tenant_id: string; endpoint_id: string }>({
       name: "webhooks_claim_endpoints",
       text: `
@@ -81,7 +84,6 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
       values: [limits.endpointsMax, limits.perEndpointMax],
     });
     if (endpoints.length === 0) {
-      await client.query("commit");
       return [];
     }
     const tenants = endpoints.map((e) => e.tenant_id);
@@ -134,14 +136,8 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
           join webhook_events ev on ev.tenant_id = c.tenant_id and ev.event_id = c.event_id`,
       values: [picked.map((p) => p.tenant_id), picked.map((p) => p.delivery_id), limits.leaseMs, tenants, ids],
     });
-    await client.query("commit");
     return rows;
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  }, begin_without_flush);
 }
 
 /** What an attempt's outcome records. */
@@ -175,9 +171,7 @@ export interface Success {
  */
 export async function recordSuccesses(pool: pg.Pool, successes: readonly Success[], leaseMs: number): Promise<ClaimedDelivery[]> {
   const sorted = [...successes].sort((a, b) => (a.delivery.delivery_id < b.delivery.delivery_id ? -1 : 1));
-  const client = await pool.connect();
-  try {
-    await client.query("begin; set local synchronous_commit = off; set local jit = off");
+  return inTransaction(pool, async (client) => {
     const { rows } = await client.query<ClaimedDelivery>({
       name: "webhooks_record_successes",
       text: `
@@ -235,14 +229,8 @@ export async function recordSuccesses(pool: pg.Pool, successes: readonly Success
         leaseMs,
       ],
     });
-    await client.query("commit");
     return rows;
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  }, begin_without_flush);
 }
 
 /**
@@ -300,9 +288,7 @@ export async function disableEndpoint(
   newId: IdGenerator,
   target: { tenantId: string; endpointId: string; reason: "gone" | "failing"; lastError: string },
 ): Promise<boolean> {
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
+  return inTransaction(pool, async (client) => {
     const { rows } = await client.query<EndpointRow>({
       name: "webhooks_disable_endpoint",
       text: `
@@ -325,14 +311,8 @@ export async function disableEndpoint(
       });
       await fanOut(client, [envelope(target.tenantId, eventId, endpoint_disabled_type, at, WebhookEndpointDisabledEventSchema, data)]);
     }
-    await client.query("commit");
     return endpoint !== undefined;
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /**

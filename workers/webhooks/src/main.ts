@@ -1,26 +1,16 @@
-import { loadConfig } from "../../../services/common/src/config.js";
 import { createLogger } from "../../../services/common/src/logger.js";
+import { streamSettingsOf } from "../../../services/common/src/nats.js";
 import { createPool } from "../../../services/common/src/pg.js";
+import { loadConfigOrExit, stopOnSignals } from "../../../services/common/src/process.js";
 import { createWebhookWorker } from "./worker.js";
 
 /** The webhook worker process: deliver webhooks until SIGTERM or SIGINT, then drain and exit. */
 const totals_log_interval_ms = 60_000;
 
-const config = loadConfig();
+const config = loadConfigOrExit();
 const logger = createLogger("webhooks", config.logLevel);
 const pool = createPool(config, logger, { applicationName: "holdfast-webhooks" });
-const worker = createWebhookWorker({
-  pool,
-  logger,
-  natsUrl: config.natsUrl,
-  stream: {
-    name: config.streamName,
-    maxAgeMs: config.streamMaxAgeHours * 3_600_000,
-    duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
-    replicas: config.streamReplicas,
-  },
-  settings: config,
-});
+const worker = createWebhookWorker({ pool, logger, natsUrl: config.natsUrl, stream: streamSettingsOf(config), settings: config });
 worker.start();
 logger.info(
   {
@@ -35,23 +25,7 @@ logger.info(
 const summary = setInterval(() => logger.info(worker.totals(), "webhook totals"), totals_log_interval_ms);
 summary.unref();
 
-let stopping = false;
-for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  process.on(signal, () => {
-    if (stopping) {
-      return;
-    }
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    worker
-      .stop()
-      .then(() => pool.end())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, "stopping failed");
-          process.exit(1);
-        },
-      );
-  });
-}
+stopOnSignals(logger, async () => {
+  await worker.stop();
+  await pool.end();
+});

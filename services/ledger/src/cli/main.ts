@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
-import type { Pool, PoolClient } from "pg";
+import type { Pool } from "pg";
+import { inTransaction } from "../../../common/src/pg.js";
 import { createApiKey, createTenant, revokeApiKey, ROLES } from "../auth/api-keys.js";
 import type { ApiKeyRecord, Role } from "../auth/api-keys.js";
 import { migrate } from "../migrate.js";
@@ -193,21 +194,6 @@ async function withPool<T>(url: string, work: (pool: Pool) => Promise<T>): Promi
     return await work(pool);
   } finally {
     await pool.end();
-  }
-}
-
-async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
-    const result = await work(client);
-    await client.query("commit");
-    return result;
-  } catch (error) {
-    await client.query("rollback").catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
   }
 }
 

@@ -7,6 +7,7 @@
  * @module
  */
 import type pg from "pg";
+import { inTransaction } from "../../../common/src/pg.js";
 import { test_event_type } from "./event-types.js";
 import type { WebhookMessage } from "./messages.js";
 
@@ -75,9 +76,7 @@ export interface NewEndpoint {
 
 /** Inserts an endpoint; "limit" when the tenant already has the most it may. */
 export async function createEndpoint(pool: pg.Pool, input: NewEndpoint): Promise<EndpointRow | "limit"> {
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
+  return inTransaction(pool, async (client) => {
     // One creation per tenant at a time, so the count below cannot be raced past the limit.
     await client.query("select pg_advisory_xact_lock(hashtext('holdfast.webhooks'), hashtext($1))", [input.tenantId]);
     const { rows } = await client.query<EndpointRow>({
@@ -89,14 +88,8 @@ export async function createEndpoint(pool: pg.Pool, input: NewEndpoint): Promise
         returning ${endpoint_columns}`,
       values: [input.tenantId, input.endpointId, input.url, input.eventTypes, input.description, input.secret, endpoints_per_tenant_max],
     });
-    await client.query("commit");
     return rows[0] ?? "limit";
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** The tenant's endpoints, newest first (endpoint ids are UUIDv7), before `before` if given. */
@@ -251,16 +244,13 @@ export async function queueTestEvent(
   if (message.type !== test_event_type) {
     throw new Error(`queueTestEvent: ${message.type} is not ${test_event_type}`);
   }
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
+  return inTransaction(pool, async (client) => {
     const { rows: endpoints } = await client.query<{ enabled: boolean }>(
       "select enabled from webhook_endpoints where tenant_id = $1 and endpoint_id = $2 for share",
       [message.tenantId, endpointId],
     );
     const endpoint = endpoints[0];
     if (endpoint === undefined || !endpoint.enabled) {
-      await client.query("rollback");
       return endpoint === undefined ? "not_found" : "disabled";
     }
     await client.query(
@@ -272,14 +262,8 @@ export async function queueTestEvent(
        values ($1, $2, $3, $4, now()) returning ${delivery_columns}`,
       [message.tenantId, endpointId, message.eventId, message.type],
     );
-    await client.query("commit");
     return rows[0]!;
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 function page<T>(rows: T[], pageSize: number, idOf: (row: T) => string): Page<T> {
