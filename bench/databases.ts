@@ -33,7 +33,11 @@ function databaseUrl(name: string): string {
   return url.toString();
 }
 
-async function recreate(name: string): Promise<string> {
+/**
+ * Drops and creates the database `name` on the admin server and returns its URL. Every bench
+ * command (this harness, bench:events, bench:webhooks, the billing-stream bench) starts from one.
+ */
+export async function recreateDatabase(name: string): Promise<string> {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`not a plain database name: ${name}`);
   const admin = new pg.Client({ connectionString: admin_url, connectionTimeoutMillis: setup_connect_timeout_ms });
   await admin.connect();
@@ -55,7 +59,7 @@ export interface LedgerDatabase {
 
 /** The ledger database: migrated, one tenant, a writer key, funded wallets and the hot one. */
 export async function prepareLedgerDatabase(name: string, walletsTotal: number): Promise<LedgerDatabase> {
-  const url = await recreate(name);
+  const url = await recreateDatabase(name);
   const pool = createPool(
     { databaseUrl: url, pgPoolMax: setup_pool_max, pgConnectTimeoutMs: setup_connect_timeout_ms, pgStatementTimeoutMs: setup_statement_timeout_ms },
     pino({ level: "silent" }),
@@ -79,7 +83,7 @@ export async function prepareLedgerDatabase(name: string, walletsTotal: number):
 
 /** The naive service's database, with the same wallets and funds, and the raw baseline's row. */
 export async function prepareNaiveDatabase(name: string, walletsTotal: number): Promise<{ url: string; pool: pg.Pool }> {
-  const url = await recreate(name);
+  const url = await recreateDatabase(name);
   const pool = new pg.Pool({ connectionString: url, max: setup_pool_max, connectionTimeoutMillis: setup_connect_timeout_ms });
   await pool.query(naive_schema);
   await pool.query(

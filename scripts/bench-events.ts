@@ -9,7 +9,6 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import pino from "pino";
 import { systemClock, uuidV7 } from "../services/common/src/ids.js";
 import { createPool } from "../services/common/src/pg.js";
@@ -18,6 +17,7 @@ import { migrate } from "../services/ledger/src/migrate.js";
 import { createOutboxRelay } from "../services/ledger/src/relay/outbox-relay.js";
 import { createHoldExpirer } from "../workers/hold-expiry/src/expirer.js";
 import { startNatsServer } from "./nats-server.js";
+import { admin_url as adminUrl, recreateDatabase } from "../bench/databases.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -33,21 +33,9 @@ const wallets_total = Number(args.wallets);
 const concurrency = Number(args.concurrency);
 const stream = "HOLDFAST_EVENTS";
 const database = "holdfast_bench_events";
-const adminUrl = process.env["BENCH_ADMIN_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const nats = await startNatsServer();
 const natsUrl = nats.url;
 const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
-
-async function recreateDatabase(): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`drop database if exists ${database} with (force)`);
-  await admin.query(`create database ${database}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
 
 /** Runs `count` tasks with at most `concurrency` in flight. */
 async function runPool(count: number, task: (i: number) => Promise<void>): Promise<void> {
@@ -65,7 +53,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
-const url = await recreateDatabase();
+const url = await recreateDatabase(database);
 const pool = createPool({ databaseUrl: url, pgPoolMax: concurrency + 4, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 60_000 }, logger);
 await migrate(pool);
 const tenantId = randomUUID();

@@ -16,7 +16,6 @@ import { randomUUID } from "node:crypto";
 import { cpus } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import pino from "pino";
 import { startNatsServer } from "../../../scripts/nats-server.js";
 import { systemClock, uuidV7 } from "../../../services/common/src/ids.js";
@@ -27,6 +26,7 @@ import { createOutboxRelay } from "../../../services/ledger/src/relay/outbox-rel
 import { createFakeEngine, engineSecret, type EngineType } from "../../../test/support/billing-engines.js";
 import { parseBillingConfig } from "../src/config.js";
 import { createBillingWorker } from "../src/worker.js";
+import { admin_url as adminUrl, recreateDatabase } from "../../../bench/databases.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -43,20 +43,8 @@ const sink_type = args.sink as EngineType;
 const wallets_total = Number(args.wallets);
 const concurrency = Number(args.concurrency);
 const database = "holdfast_bench_billing";
-const adminUrl = process.env["BENCH_ADMIN_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
 const stream = { name: "HOLDFAST_EVENTS", maxAgeMs: 3_600_000, duplicateWindowMs: 600_000, replicas: 1 };
-
-async function recreateDatabase(): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`drop database if exists ${database} with (force)`);
-  await admin.query(`create database ${database}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
 
 async function runPool(count: number, task: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -68,7 +56,7 @@ async function runPool(count: number, task: (i: number) => Promise<void>): Promi
 }
 
 const nats = await startNatsServer();
-const url = await recreateDatabase();
+const url = await recreateDatabase(database);
 const pool = createPool({ databaseUrl: url, pgPoolMax: concurrency + 4, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 60_000 }, logger);
 await migrate(pool);
 const tenantId = randomUUID();

@@ -25,7 +25,6 @@ import type { AddressInfo } from "node:net";
 import { cpus } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import pino from "pino";
 import { startNatsServer } from "../../../scripts/nats-server.js";
 import { loadConfig } from "../../../services/common/src/config.js";
@@ -36,6 +35,7 @@ import { migrate } from "../../../services/ledger/src/migrate.js";
 import { createOutboxRelay } from "../../../services/ledger/src/relay/outbox-relay.js";
 import { newSigningSecret } from "../../../services/ledger/src/webhooks/secrets.js";
 import { createWebhookWorker } from "../src/worker.js";
+import { recreateDatabase } from "../../../bench/databases.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -52,7 +52,6 @@ const rate_per_s = Number(args.rate);
 const seconds = Number(args.seconds);
 const database = "holdfast_bench_webhooks";
 const stream = { name: "HOLDFAST_EVENTS", maxAgeMs: 3_600_000, duplicateWindowMs: 600_000, replicas: 1 };
-const adminUrl = process.env["BENCH_ADMIN_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
 
 /** A receiver that answers 200 at once (or hangs) and notes when each webhook-id arrived. */
@@ -80,17 +79,6 @@ async function receiver(hang: boolean) {
   };
 }
 
-async function recreateDatabase(): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`drop database if exists ${database} with (force)`);
-  await admin.query(`create database ${database}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
 async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -102,7 +90,7 @@ async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: num
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 const nats = await startNatsServer();
-const url = await recreateDatabase();
+const url = await recreateDatabase(database);
 const pool = createPool({ databaseUrl: url, pgPoolMax: 20, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 60_000 }, logger);
 await migrate(pool);
 const tenantId = randomUUID();
