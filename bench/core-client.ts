@@ -2,10 +2,10 @@
 // database side of Holdfast does on its own, for comparison with the raw hot row, which has no
 // RPC either. A reference row only; the targets compare the real service.
 import pino from "pino";
-import { systemClock, uuidV7 } from "../services/common/src/ids.js";
-import { createPool } from "../services/common/src/pg.js";
-import { createLedger } from "../services/ledger/src/domain/ledger.js";
-import type { Refusal } from "../services/ledger/src/domain/types.js";
+import { systemClock, uuidV7 } from "@holdfast/common/ids";
+import { createPool } from "@holdfast/common/pg";
+import { createLedger } from "@holdfast/ledger/domain/ledger";
+import type { Refusal } from "@holdfast/ledger/domain/types";
 import type { Call, Caller } from "./rpc-client.js";
 
 export interface CoreOptions {

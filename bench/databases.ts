@@ -4,9 +4,9 @@
 // the same wallets and funds, and the raw baseline's hot row).
 import pg from "pg";
 import pino from "pino";
-import { createPool } from "../services/common/src/pg.js";
-import { createApiKey, createTenant } from "../services/ledger/src/auth/api-keys.js";
-import { migrate } from "../services/ledger/src/migrate.js";
+import { createPool } from "@holdfast/common/pg";
+import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
+import { migrate } from "@holdfast/db/migrate";
 import { naive_schema } from "./naive-service.js";
 import { hot_row_table_sql } from "./raw-hot-row.js";
 import { asset, hot_wallet_id } from "./workloads.js";

@@ -3,12 +3,12 @@
 // fixed rate (--rate commands/s). Prints one JSON line (measure.ts LoadResult): counts,
 // latency percentiles and histogram, and where the CPU went.
 //
-//   node dist/bench/loadgen.js --target 127.0.0.1:8080 --key hf_... --workload hot
+//   node bench/dist/loadgen.js --target 127.0.0.1:8080 --key hf_... --workload hot
 //        --concurrency 64 --duration 8 --warmup 2 [--rate 2000] [--client grpc-js|connect]
 //        [--watch-pid PID] [--label-pids "holdfast ledger=123,naive service=456"]
 //        [--pg-databases holdfast_bench,holdfast_bench_naive]
-//   node dist/bench/loadgen.js --raw postgres://... --raw-clients 64 --concurrency 64
-//   node dist/bench/loadgen.js --core postgres://... --tenant ID --group-commit on
+//   node bench/dist/loadgen.js --raw postgres://... --raw-clients 64 --concurrency 64
+//   node bench/dist/loadgen.js --core postgres://... --tenant ID --group-commit on
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createCoreCaller } from "./core-client.js";

@@ -14,8 +14,8 @@
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import type pg from "pg";
-import { startNatsServer } from "../scripts/nats-server.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { startNatsServer } from "@holdfast/testing/nats-server";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, wallets_total_default, type LedgerDatabase } from "./databases.js";
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";

@@ -1,6 +1,6 @@
 // The naive baseline's process (see naive-service.ts):
 //
-//   node dist/bench/naive-main.js --port 8090 --database postgres://.../holdfast_bench_naive [--pool-max 16]
+//   node bench/dist/naive-main.js --port 8090 --database postgres://.../holdfast_bench_naive [--pool-max 16]
 import http2 from "node:http2";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";

@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import type pg from "pg";
-import { LedgerService } from "../gen/holdfast/v1/ledger_pb.js";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
 export const naive_schema = `
   create table balances (wallet_id text primary key, asset text not null, balance bigint not null,

@@ -8,11 +8,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freePort } from "../scripts/nats-server.js";
+import { freePort } from "@holdfast/testing/nats-server";
 import type { LoadResult } from "./measure.js";
 
-/** The compiled tree this file runs from (dist/). */
-const dist_root = fileURLToPath(new URL("../", import.meta.url));
+/** The repository root: this file runs from bench/dist/, and every entry point is compiled. */
+const repo_root = fileURLToPath(new URL("../../", import.meta.url));
 const ready_timeout_ms = 30_000;
 const ready_poll_ms = 100;
 const stop_timeout_ms = 10_000;
@@ -33,7 +33,7 @@ const children: ChildProcess[] = [];
 function startChild(name: string, script: string, argv: string[], env: Record<string, string>): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
   const out = openSync(log, "w");
-  const child = spawn(process.execPath, [join(dist_root, script), ...argv], {
+  const child = spawn(process.execPath, [join(repo_root, script), ...argv], {
     env: { ...process.env, ...env },
     stdio: ["ignore", out, out],
   });
@@ -71,10 +71,10 @@ export interface LedgerProcessOptions {
   poolMax: number;
 }
 
-/** The Holdfast ledger exactly as deployed (dist/services/ledger/src/main.js), on a free port. */
+/** The Holdfast ledger exactly as deployed (services/ledger/dist/main.js), on a free port. */
 export async function startLedger(options: LedgerProcessOptions): Promise<Service> {
   const port = await freePort();
-  const { child, log } = startChild(options.name, "services/ledger/src/main.js", [], {
+  const { child, log } = startChild(options.name, "services/ledger/dist/main.js", [], {
     DATABASE_URL: options.databaseUrl,
     NATS_URL: options.natsUrl,
     HOLDFAST_PORT: String(port),
@@ -94,14 +94,14 @@ export async function startLedger(options: LedgerProcessOptions): Promise<Servic
 export async function startNaive(databaseUrl: string, poolMax: number): Promise<Service> {
   const port = await freePort();
   const argv = ["--port", String(port), "--database", databaseUrl, "--pool-max", String(poolMax)];
-  const { child, log } = startChild("naive service", "bench/naive-main.js", argv, {});
+  const { child, log } = startChild("naive service", "bench/dist/naive-main.js", argv, {});
   await waitFor("naive service", () => accepts(port));
   return { name: "naive service", target: `127.0.0.1:${port}`, pid: child.pid!, log };
 }
 
 /** One load-generator process (loadgen.ts); its last stdout line is the result. */
 export async function runLoadgen(argv: string[], runMs: number): Promise<LoadResult> {
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(dist_root, "bench/loadgen.js"), ...argv], {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(repo_root, "bench/dist/loadgen.js"), ...argv], {
     maxBuffer: loadgen_output_max_bytes,
     timeout: runMs + loadgen_slack_ms,
   });

@@ -4,7 +4,7 @@ import grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { LedgerService } from "../gen/holdfast/v1/ledger_pb.js";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
 /** The commands the workloads send. */
 export type Method = "deposit" | "reserve" | "capture" | "spend";

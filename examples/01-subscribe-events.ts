@@ -9,7 +9,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { EventSchema } from "../gen/holdfast/v1/events_pb.js";
+import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 
 const [tenant = "*", wallet = "*"] = process.argv.slice(2);
 const nc = await connect({ servers: process.env["NATS_URL"] ?? "nats://127.0.0.1:4222" });

@@ -15,7 +15,7 @@ import {
   revokeApiKey,
   TenantNameTakenError,
   TenantNotFoundError,
-} from "../services/ledger/src/auth/api-keys.js";
+} from "@holdfast/ledger/auth/api-keys";
 import { createTestDatabase } from "./support/db.js";
 import type { TestDatabase } from "./support/db.js";
 

@@ -10,13 +10,13 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { AdminService, Role } from "../gen/holdfast/v1/admin_pb.js";
-import { ErrorDetailSchema, type ErrorDetail } from "../gen/holdfast/v1/errors_pb.js";
-import { LedgerService } from "../gen/holdfast/v1/ledger_pb.js";
-import { HoldStatus, WalletStatus } from "../gen/holdfast/v1/types_pb.js";
-import { createApiKey, createTenant } from "../services/ledger/src/auth/api-keys.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/gen/grpc/health/v1/health_pb";
+import { AdminService, Role } from "@holdfast/gen/holdfast/v1/admin_pb";
+import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
+import { HoldStatus, WalletStatus } from "@holdfast/gen/holdfast/v1/types_pb";
+import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { protocols, startTestServer, type Protocol } from "./support/server.js";
 
 let s: Awaited<ReturnType<typeof startTestServer>>;

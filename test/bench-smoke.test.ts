@@ -1,7 +1,7 @@
 // Goal: `npm run bench` works end to end: it builds its databases, starts the ledger and the
 // naive service, runs a load generator per row, checks the invariants and writes a JSON report
 // whose rows say so. No timing is asserted: this machine's numbers are not a test's business.
-// Method: run the compiled harness (dist/bench/main.js, which `npm run build` produces) for one
+// Method: run the compiled harness (bench/dist/main.js, which `npm run build` produces) for one
 // short row per system on the hot wallet, in databases of its own on the test server, then
 // read its JSON report and drop the databases.
 import { execFile } from "node:child_process";
@@ -15,7 +15,7 @@ import pg from "pg";
 import { afterAll, expect, inject, it } from "vitest";
 import { TEST_DATABASE_PREFIX } from "./global-setup.js";
 
-const harness = "dist/bench/main.js";
+const harness = "bench/dist/main.js";
 /** Setup (fsync probe, 100 funded wallets, two services) plus three 1.5 s rows, with slack. */
 const harness_timeout_ms = 60_000;
 const database = `${TEST_DATABASE_PREFIX}bench_${randomBytes(6).toString("hex")}`;

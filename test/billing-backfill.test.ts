@@ -4,7 +4,7 @@
 // deliver a run of usage, then backfill the same period through the CLI, in process, and
 // compare what each engine holds before and after.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { main } from "../services/ledger/src/cli/main.js";
+import { main } from "@holdfast/cli/main";
 import { checkUsage, customerMetadata, ENGINES, engineCustomer, startBillingBench, waitFor, waitForUsage, type BillingBench, type ExpectedUsage } from "./support/billing.js";
 
 let bench: BillingBench;

@@ -2,12 +2,12 @@
 // pure parts of delivery (mapping, Retry-After, splitting) behave as documented.
 // Method: plain function calls; one in-memory sink scripted per request. No servers.
 import { describe, expect, it } from "vitest";
-import { loadBillingConfig, parseBillingConfig, type SinkConfig } from "../workers/billing-stream/src/config.js";
-import { deliver } from "../workers/billing-stream/src/delivery.js";
-import { mapUsage, type BillableUsage } from "../workers/billing-stream/src/mapping.js";
-import { parseRetryAfter, type ItemResult, type Sink } from "../workers/billing-stream/src/sinks/sink.js";
-import { ackWaitMs, filterFor, flushBudgetMs } from "../workers/billing-stream/src/stream.js";
-import type { UsageRecord } from "../workers/billing-stream/src/usage.js";
+import { loadBillingConfig, parseBillingConfig, type SinkConfig } from "@holdfast/billing-core/config";
+import { deliver } from "@holdfast/billing-core/delivery";
+import { mapUsage, type BillableUsage } from "@holdfast/billing-core/mapping";
+import { parseRetryAfter, type ItemResult, type Sink } from "@holdfast/billing-core/sinks/sink";
+import { ackWaitMs, filterFor, flushBudgetMs } from "@holdfast/billing-core/stream";
+import type { UsageRecord } from "@holdfast/billing-core/usage";
 
 const env = { STRIPE_KEY: "sk_test_1" };
 const stripeSink = (extra: Record<string, unknown> = {}) => ({

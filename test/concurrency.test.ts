@@ -8,8 +8,8 @@
 // own transaction, and with group commit (a wallet's queued commands in one transaction).
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Outcome } from "../services/ledger/src/domain/types.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import type { Outcome } from "@holdfast/ledger/domain/types";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { createTestLedger, key } from "./support/ledger.js";
 
 let t: Awaited<ReturnType<typeof createTestLedger>>;

@@ -4,7 +4,7 @@
 // (the function behind the command) replays the stream with filters and a limit, and its
 // readable and JSON lines are checked.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { tailEvents, tailSubject } from "../services/ledger/src/cli/events-tail.js";
+import { tailEvents, tailSubject } from "@holdfast/cli/events-tail";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";

@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
 import type { TestProject } from "vitest/node";
-import { defaultMigrationsDir, migrate, readMigrationFiles } from "../services/ledger/src/migrate.js";
+import { defaultMigrationsDir, migrate, readMigrationFiles } from "@holdfast/db/migrate";
 // Type-only: brings in the ProvidedContext declaration without loading vitest's runtime here.
 import type {} from "./support/db.js";
 

@@ -5,7 +5,7 @@
 // commands at one wallet; the group-commit counters prove batching happened; every outcome and
 // the ledger invariants are checked.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { createTestLedger, key } from "./support/ledger.js";
 
 let t: Awaited<ReturnType<typeof createTestLedger>>;

@@ -14,11 +14,11 @@ import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type D
 import { anyUnpack, AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { ErrorDetailSchema, type ErrorDetail } from "../gen/holdfast/v1/errors_pb.js";
-import { LedgerService, type WatchWalletResponse } from "../gen/holdfast/v1/ledger_pb.js";
-import { HoldStatus, TransferKind } from "../gen/holdfast/v1/types_pb.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/gen/grpc/health/v1/health_pb";
+import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
+import { LedgerService, type WatchWalletResponse } from "@holdfast/gen/holdfast/v1/ledger_pb";
+import { HoldStatus, TransferKind } from "@holdfast/gen/holdfast/v1/types_pb";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { startTestServer } from "./support/server.js";
 
 /** Unary calls that take longer than this are a failure, not a wait. */

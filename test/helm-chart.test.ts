@@ -21,7 +21,7 @@ import { Ajv, type ErrorObject } from "ajv";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 
-import { LOG_LEVELS, loadConfig, type Config } from "../services/common/src/config.js";
+import { LOG_LEVELS, loadConfig, type Config } from "@holdfast/common/config";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CHART_DIR = path.join(ROOT, "deploy", "helm", "holdfast");
@@ -64,10 +64,10 @@ const EXPECTED_TEMPLATES = [
 
 /** Each Deployment template, its values key, and the process it runs. */
 const DEPLOYMENTS = [
-  { file: "ledger-deployment.yaml", key: "ledger", entry: "dist/services/ledger/src/main.js" },
-  { file: "hold-expiry-deployment.yaml", key: "holdExpiry", entry: "dist/workers/hold-expiry/src/main.js" },
-  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "dist/workers/webhooks/src/main.js" },
-  { file: "billing-stream-deployment.yaml", key: "billingStream", entry: "dist/workers/billing-stream/src/main.js" },
+  { file: "ledger-deployment.yaml", key: "ledger", entry: "services/ledger/dist/main.js" },
+  { file: "hold-expiry-deployment.yaml", key: "holdExpiry", entry: "workers/hold-expiry/dist/main.js" },
+  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "workers/webhooks/dist/main.js" },
+  { file: "billing-stream-deployment.yaml", key: "billingStream", entry: "workers/billing-stream/dist/main.js" },
 ] as const;
 
 function compileSchema() {
@@ -309,7 +309,7 @@ describe("templates", () => {
   });
 
   it("set only environment variables that the processes read", () => {
-    const configSource = readFileSync(path.join(ROOT, "services", "common", "src", "config.ts"), "utf8");
+    const configSource = readFileSync(path.join(ROOT, "packages", "common", "src", "config.ts"), "utf8");
     const names = [...templates.values()].flatMap((text) =>
       [...text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value(?:From)?:/g)].map((match) => match[1] ?? ""),
     );
@@ -397,7 +397,7 @@ describe("Deployments", () => {
       const text = template(file);
       expect(text, file).toContain(`command: ["node", "${entry}"]`);
       // The entry point is compiled from a source folder of this repository.
-      const sourceDir = path.dirname(entry.replace(/^dist\//, ""));
+      const sourceDir = path.dirname(entry).replace(/\/dist$/, "/src");
       expect(existsSync(path.join(ROOT, sourceDir)), sourceDir).toBe(true);
       if (key === "ledger") continue;
       expect(text, file).toMatch(new RegExp(`^\\{\\{- if \\.Values\\.${key}\\.enabled \\}\\}$`, "m"));
@@ -455,8 +455,11 @@ describe("Dockerfile", () => {
     expect(dockerfile).toMatch(/^RUN npm ci\b/m);
     expect(dockerfile).toMatch(/^RUN npm run build$/m);
     expect(dockerfile).toMatch(/^RUN npm prune --omit=dev\b/m);
-    // tsc does not copy .sql files; the ledger applies these at start.
-    expect(dockerfile).toContain("COPY --from=build /app/services/ledger/migrations ./services/ledger/migrations");
+    // The runtime copies the pruned build tree whole; the clean-up step must keep the SQL
+    // migrations (tsc does not copy .sql files, and the ledger applies them at start).
+    expect(dockerfile).toContain("COPY --from=build /app ./");
+    const cleanup = dockerfile.slice(dockerfile.indexOf("RUN rm -rf"), dockerfile.indexOf("FROM ${NODE_IMAGE} AS runtime"));
+    expect(cleanup).not.toMatch(/\bdb\b|migrations|\.sql/);
     const user = /^USER (\d+):(\d+)$/m.exec(dockerfile);
     expect(Number(user?.[1])).toBe(numberAt("podSecurityContext.runAsUser"));
     expect(dockerfile).toContain(`CMD ["node", "${DEPLOYMENTS[0].entry}"]`);

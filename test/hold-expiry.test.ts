@@ -4,8 +4,8 @@
 // past every expiry; two workers run passes concurrently until nothing is due; then the holds,
 // the journal, the events and the invariants are checked.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHoldExpirer } from "../workers/hold-expiry/src/expirer.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { createHoldExpirer } from "@holdfast/hold-expiry/expirer";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { createTestLedger, key, quietLogger } from "./support/ledger.js";
 
 let t: Awaited<ReturnType<typeof createTestLedger>>;

@@ -2,8 +2,8 @@
 // Method: drive createLedger directly against a fresh PostgreSQL database with a manual clock,
 // assert each result and refusal, and check every ledger invariant after each test.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
-import type { Outcome } from "../services/ledger/src/domain/types.js";
+import { checkInvariants } from "@holdfast/ledger/invariants";
+import type { Outcome } from "@holdfast/ledger/domain/types";
 import { createTestLedger, key } from "./support/ledger.js";
 
 let t: Awaited<ReturnType<typeof createTestLedger>>;

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { defaultMigrationsDir, migrate } from "../services/ledger/src/migrate.js";
+import { defaultMigrationsDir, migrate } from "@holdfast/db/migrate";
 import { createTestDatabase } from "./support/db.js";
 import type { TestDatabase } from "./support/db.js";
 

@@ -7,11 +7,11 @@
 import { createClient, Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { ErrorDetailSchema } from "../gen/holdfast/v1/errors_pb.js";
-import { LedgerService } from "../gen/holdfast/v1/ledger_pb.js";
-import { registerHealth } from "../services/common/src/health.js";
-import { createServer, type Server } from "../services/common/src/server.js";
+import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/gen/grpc/health/v1/health_pb";
+import { ErrorDetailSchema } from "@holdfast/gen/holdfast/v1/errors_pb";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
+import { registerHealth } from "@holdfast/common/health";
+import { createServer, type Server } from "@holdfast/common/server";
 import { quietLogger } from "./support/ledger.js";
 
 let server: Server | null = null;

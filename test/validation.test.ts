@@ -12,11 +12,11 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdminService, Role } from "../gen/holdfast/v1/admin_pb.js";
-import { ErrorDetailSchema, type ErrorDetail } from "../gen/holdfast/v1/errors_pb.js";
-import { LedgerService } from "../gen/holdfast/v1/ledger_pb.js";
-import { HoldStatus, WalletStatus } from "../gen/holdfast/v1/types_pb.js";
-import { checkInvariants } from "../services/ledger/src/invariants.js";
+import { AdminService, Role } from "@holdfast/gen/holdfast/v1/admin_pb";
+import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
+import { HoldStatus, WalletStatus } from "@holdfast/gen/holdfast/v1/types_pb";
+import { checkInvariants } from "@holdfast/ledger/invariants";
 import { startTestServer } from "./support/server.js";
 
 let s: Awaited<ReturnType<typeof startTestServer>>;

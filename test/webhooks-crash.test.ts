@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WebhookService } from "../gen/holdfast/v1/webhooks_pb.js";
+import { WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";
@@ -36,7 +36,7 @@ afterAll(async () => {
 
 /** Starts `npm run worker:webhooks`' entry point, from source, against this file's servers. */
 function startWorkerProcess(): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", "workers/webhooks/src/main.ts"], {
+  const child = spawn(process.execPath, ["--conditions=source", "--import", "tsx", "workers/webhooks/src/main.ts"], {
     env: {
       PATH: process.env["PATH"],
       DATABASE_URL: s.db.url,

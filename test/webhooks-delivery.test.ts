@@ -8,7 +8,7 @@
 // verify each request with the library. Commands go through the ledger core; the expected
 // events are read back from the outbox table.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DeliveryStatus, WebhookService } from "../gen/holdfast/v1/webhooks_pb.js";
+import { DeliveryStatus, WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";

@@ -9,9 +9,9 @@
 // each test needs. The HTTP client is also driven directly with an empty allow-list.
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DeliveryStatus, DisabledReason, WebhookService, type WebhookDelivery } from "../gen/holdfast/v1/webhooks_pb.js";
-import { createUrlPolicy } from "../services/ledger/src/webhooks/url-policy.js";
-import { createHttpPoster } from "../workers/webhooks/src/http-post.js";
+import { DeliveryStatus, DisabledReason, WebhookService, type WebhookDelivery } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
+import { createHttpPoster } from "@holdfast/webhooks/http-post";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";

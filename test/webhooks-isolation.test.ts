@@ -8,7 +8,7 @@
 // two workers share the durable consumer and the deliveries table; each receiver counts how
 // often it saw each webhook-id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WebhookService } from "../gen/holdfast/v1/webhooks_pb.js";
+import { WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";

@@ -8,8 +8,8 @@
 // leak) and to hold none of the secrets or the URL token.
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DeliveryStatus, WebhookService } from "../gen/holdfast/v1/webhooks_pb.js";
-import { createLogger } from "../services/common/src/logger.js";
+import { DeliveryStatus, WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { createLogger } from "@holdfast/common/logger";
 import { key } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";

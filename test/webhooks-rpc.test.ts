@@ -10,12 +10,12 @@
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorDetailSchema, type ErrorDetail } from "../gen/holdfast/v1/errors_pb.js";
-import { DeliveryStatus, DisabledReason, WebhookService } from "../gen/holdfast/v1/webhooks_pb.js";
-import { principal_key } from "../services/ledger/src/rpc/auth.js";
-import { webhookService } from "../services/ledger/src/rpc/webhook-service.js";
-import { createApiKey, createTenant } from "../services/ledger/src/auth/api-keys.js";
-import { endpoints_per_tenant_max } from "../services/ledger/src/webhooks/store.js";
+import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
+import { DeliveryStatus, DisabledReason, WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { principal_key } from "@holdfast/ledger/rpc/auth";
+import { webhookService } from "@holdfast/ledger/rpc/webhook-service";
+import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
+import { endpoints_per_tenant_max } from "@holdfast/webhooks-core/store";
 import { loopback_networks } from "./support/webhooks.js";
 import { startTestServer, type Protocol } from "./support/server.js";
 

@@ -6,16 +6,16 @@
 // a fresh database for every filter × type pair.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
-import { loadConfig } from "../services/common/src/config.js";
+import { loadConfig } from "@holdfast/common/config";
 import {
   checkEventTypeFilters,
   known_event_types,
   matchesEventType,
   sqlMatchesEventType,
-} from "../services/ledger/src/webhooks/event-types.js";
-import { newSigningSecret } from "../services/ledger/src/webhooks/secrets.js";
-import { parseRetryAfter, retry_after_ms_max, verdictOf } from "../workers/webhooks/src/schedule.js";
-import { signatureHeaders } from "../workers/webhooks/src/signing.js";
+} from "@holdfast/webhooks-core/event-types";
+import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
+import { parseRetryAfter, retry_after_ms_max, verdictOf } from "@holdfast/webhooks/schedule";
+import { signatureHeaders } from "@holdfast/webhooks/signing";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
 
 let db: TestDatabase;

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import pino from "pino";
-import { createManualClock, uuidV7 } from "../../services/common/src/ids.js";
-import { createPool } from "../../services/common/src/pg.js";
-import { createLedger } from "../../services/ledger/src/domain/ledger.js";
-import type { Caller } from "../../services/ledger/src/domain/types.js";
+import { createManualClock, uuidV7 } from "@holdfast/common/ids";
+import { createPool } from "@holdfast/common/pg";
+import { createLedger } from "@holdfast/ledger/domain/ledger";
+import type { Caller } from "@holdfast/ledger/domain/types";
 import { createTestDatabase } from "./db.js";
 
 /** A silent logger for tests. */

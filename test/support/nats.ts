@@ -1,1 +1,1 @@
-export { startNatsServer } from "../../scripts/nats-server.js";
+export { startNatsServer } from "@holdfast/testing/nats-server";

@@ -1,10 +1,10 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
-import { loadConfig } from "../../services/common/src/config.js";
-import { createManualClock } from "../../services/common/src/ids.js";
-import { createApiKey, createTenant } from "../../services/ledger/src/auth/api-keys.js";
-import { startLedgerApp } from "../../services/ledger/src/app.js";
+import { loadConfig } from "@holdfast/common/config";
+import { createManualClock } from "@holdfast/common/ids";
+import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
+import { startLedgerApp } from "@holdfast/ledger/app";
 import { createTestDatabase } from "./db.js";
 import { quietLogger } from "./ledger.js";
 

@@ -7,8 +7,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { Webhook } from "standardwebhooks";
-import { loadConfig } from "../../services/common/src/config.js";
-import { createWebhookWorker } from "../../workers/webhooks/src/worker.js";
+import { loadConfig } from "@holdfast/common/config";
+import { createWebhookWorker } from "@holdfast/webhooks/worker";
 import { quietLogger } from "./ledger.js";
 
 /** One request as a receiver saw it. */

@@ -1,5 +1,5 @@
-import { createLogger } from "../../common/src/logger.js";
-import { loadConfigOrExit, stopOnSignals } from "../../common/src/process.js";
+import { createLogger } from "@holdfast/common/logger";
+import { loadConfigOrExit, stopOnSignals } from "@holdfast/common/process";
 import { startLedgerApp } from "./app.js";
 
 /** The ledger process: serve until SIGTERM or SIGINT, then drain and exit. */

@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import type pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ledgerError } from "../../common/src/errors.js";
+import { ledgerError } from "@holdfast/common/errors";
 import type { Balance } from "./domain/types.js";
 import { parseBalance } from "./domain/rows.js";
 

@@ -1,9 +1,9 @@
-import { loadConfig } from "../../../services/common/src/config.js";
-import { createLogger } from "../../../services/common/src/logger.js";
-import { streamSettingsOf } from "../../../services/common/src/nats.js";
-import { createPool } from "../../../services/common/src/pg.js";
-import { loadBillingConfig } from "./config.js";
-import { serveMetrics } from "./metrics.js";
+import { loadConfig } from "@holdfast/common/config";
+import { createLogger } from "@holdfast/common/logger";
+import { streamSettingsOf } from "@holdfast/common/nats";
+import { createPool } from "@holdfast/common/pg";
+import { loadBillingConfig } from "@holdfast/billing-core/config";
+import { serveMetrics } from "@holdfast/billing-core/metrics";
 import { createBillingWorker } from "./worker.js";
 
 /** The billing-stream worker process: stream usage to billing engines until SIGTERM or SIGINT. */

@@ -9,12 +9,12 @@ import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "../../../services/common/src/nats.js";
-import type { BillingConfig } from "./config.js";
-import { newSinkMetrics, type SinkMetrics } from "./metrics.js";
-import { createResolver } from "./resolver.js";
-import { createSink } from "./sinks/index.js";
-import { createSinkStream, type SinkStream } from "./stream.js";
+import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
+import type { BillingConfig } from "@holdfast/billing-core/config";
+import { newSinkMetrics, type SinkMetrics } from "@holdfast/billing-core/metrics";
+import { createResolver } from "@holdfast/billing-core/resolver";
+import { createSink } from "@holdfast/billing-core/sinks";
+import { createSinkStream, type SinkStream } from "@holdfast/billing-core/stream";
 
 /** Entries of each look-up cache (wallet metadata, refunded transfers). */
 const RESOLVER_CACHE_ENTRIES_MAX = 10_000;

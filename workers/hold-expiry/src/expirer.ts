@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Clock } from "../../../services/common/src/ids.js";
+import type { Clock } from "@holdfast/common/ids";
 
 export interface ExpirerOptions {
   pool: pg.Pool;

@@ -1,7 +1,7 @@
-import { systemClock } from "../../../services/common/src/ids.js";
-import { createLogger } from "../../../services/common/src/logger.js";
-import { createPool } from "../../../services/common/src/pg.js";
-import { loadConfigOrExit, stopOnSignals } from "../../../services/common/src/process.js";
+import { systemClock } from "@holdfast/common/ids";
+import { createLogger } from "@holdfast/common/logger";
+import { createPool } from "@holdfast/common/pg";
+import { loadConfigOrExit, stopOnSignals } from "@holdfast/common/process";
 import { createHoldExpirer } from "./expirer.js";
 
 /** The hold-expiry worker process: expire due holds until SIGTERM or SIGINT. */

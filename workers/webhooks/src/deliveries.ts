@@ -16,13 +16,13 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
-import type { IdGenerator } from "../../../services/common/src/ids.js";
-import { inTransaction } from "../../../services/common/src/pg.js";
-import { WebhookEndpointDisabledEventSchema } from "../../../gen/holdfast/v1/webhooks_pb.js";
-import { disabled_reasons, toEndpoint } from "../../../services/ledger/src/webhooks/convert.js";
-import { endpoint_disabled_type } from "../../../services/ledger/src/webhooks/event-types.js";
-import { envelope, fanOut } from "../../../services/ledger/src/webhooks/messages.js";
-import { endpoint_columns, type EndpointRow } from "../../../services/ledger/src/webhooks/store.js";
+import type { IdGenerator } from "@holdfast/common/ids";
+import { inTransaction } from "@holdfast/common/pg";
+import { WebhookEndpointDisabledEventSchema } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { disabled_reasons, toEndpoint } from "@holdfast/webhooks-core/convert";
+import { endpoint_disabled_type } from "@holdfast/webhooks-core/event-types";
+import { envelope, fanOut } from "@holdfast/webhooks-core/messages";
+import { endpoint_columns, type EndpointRow } from "@holdfast/webhooks-core/store";
 
 /** A delivery this worker holds the lease of, with what it needs to send it. */
 export interface ClaimedDelivery {

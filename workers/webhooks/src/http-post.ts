@@ -17,7 +17,7 @@ import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { isIP, type LookupFunction } from "node:net";
-import { hostOf, type UrlPolicy } from "../../../services/ledger/src/webhooks/url-policy.js";
+import { hostOf, type UrlPolicy } from "@holdfast/webhooks-core/url-policy";
 import { parseRetryAfter, type AttemptResult } from "./schedule.js";
 
 export interface HttpPosterOptions {

@@ -17,10 +17,10 @@ import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg 
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "../../../services/common/src/nats.js";
-import { EventSchema } from "../../../gen/holdfast/v1/events_pb.js";
-import { fanOut, ledgerEventMessage, type WebhookMessage } from "../../../services/ledger/src/webhooks/messages.js";
-import { is_uuid } from "../../../services/ledger/src/webhooks/store.js";
+import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
+import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
+import { fanOut, ledgerEventMessage, type WebhookMessage } from "@holdfast/webhooks-core/messages";
+import { is_uuid } from "@holdfast/webhooks-core/store";
 
 /** The root of every event subject (services/ledger/src/relay/event-codec.ts). */
 const subject_root = "holdfast.events";

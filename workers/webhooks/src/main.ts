@@ -1,7 +1,7 @@
-import { createLogger } from "../../../services/common/src/logger.js";
-import { streamSettingsOf } from "../../../services/common/src/nats.js";
-import { createPool } from "../../../services/common/src/pg.js";
-import { loadConfigOrExit, stopOnSignals } from "../../../services/common/src/process.js";
+import { createLogger } from "@holdfast/common/logger";
+import { streamSettingsOf } from "@holdfast/common/nats";
+import { createPool } from "@holdfast/common/pg";
+import { loadConfigOrExit, stopOnSignals } from "@holdfast/common/process";
 import { createWebhookWorker } from "./worker.js";
 
 /** The webhook worker process: deliver webhooks until SIGTERM or SIGINT, then drain and exit. */

@@ -17,7 +17,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { IdGenerator } from "../../../services/common/src/ids.js";
+import type { IdGenerator } from "@holdfast/common/ids";
 import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
 import { verdictOf } from "./schedule.js";

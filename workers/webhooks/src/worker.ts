@@ -10,10 +10,10 @@
  */
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Config } from "../../../services/common/src/config.js";
-import { uuidV7, type IdGenerator } from "../../../services/common/src/ids.js";
-import type { StreamSettings } from "../../../services/common/src/nats.js";
-import { createUrlPolicy } from "../../../services/ledger/src/webhooks/url-policy.js";
+import type { Config } from "@holdfast/common/config";
+import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
+import type { StreamSettings } from "@holdfast/common/nats";
+import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
 import { pruneOld } from "./deliveries.js";
 import { createHttpPoster } from "./http-post.js";
 import { createIntake, type IntakeTotals } from "./intake.js";

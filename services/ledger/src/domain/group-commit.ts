@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type pg from "pg";
-import { ledgerError } from "../../../common/src/errors.js";
+import { ledgerError } from "@holdfast/common/errors";
 
 type Json = Record<string, unknown>;
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type pg from "pg";
-import type { Clock, IdGenerator } from "../../../common/src/ids.js";
+import type { Clock, IdGenerator } from "@holdfast/common/ids";
 import { createGroupCommit, createHoldRoutes, type QueuedCommand } from "./group-commit.js";
 import { parseBalance, parseHold, parseRefusal, parseTransfer, parseWallet } from "./rows.js";
 import type {

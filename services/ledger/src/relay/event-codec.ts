@@ -1,7 +1,7 @@
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
-import { EventSchema } from "../../../../gen/holdfast/v1/events_pb.js";
+import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { parseBalance, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
 import { toBalance, toHold, toTransfer, toWallet } from "../rpc/convert.js";
 

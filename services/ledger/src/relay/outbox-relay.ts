@@ -3,7 +3,7 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "../../../common/src/nats.js";
+import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import { encodeEvent, event_subject_root, type OutboxRow } from "./event-codec.js";
 
 /** The advisory lock whose holder is the one active relay among the ledger replicas. */

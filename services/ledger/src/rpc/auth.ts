@@ -1,5 +1,5 @@
 import { Code, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import { ledgerError } from "../../../common/src/errors.js";
+import { ledgerError } from "@holdfast/common/errors";
 import type { Principal } from "../auth/api-keys.js";
 import type { Caller } from "../domain/types.js";
 

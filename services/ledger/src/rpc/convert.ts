@@ -1,7 +1,7 @@
 import { Code, type ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ledgerError, invalidArgument } from "../../../common/src/errors.js";
+import { ledgerError, invalidArgument } from "@holdfast/common/errors";
 import {
   HoldStatus,
   TransferKind,
@@ -10,7 +10,7 @@ import {
   type HoldSchema,
   type TransferSchema,
   type WalletSchema,
-} from "../../../../gen/holdfast/v1/types_pb.js";
+} from "@holdfast/gen/holdfast/v1/types_pb";
 import type * as domain from "../domain/types.js";
 
 /** Mapping between the domain values and the holdfast.v1 messages. */

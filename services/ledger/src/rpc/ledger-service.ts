@@ -1,6 +1,6 @@
 import { Code, type ServiceImpl } from "@connectrpc/connect";
-import { ledgerError, invalidArgument } from "../../../common/src/errors.js";
-import { LedgerService } from "../../../../gen/holdfast/v1/ledger_pb.js";
+import { ledgerError, invalidArgument } from "@holdfast/common/errors";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 import { InvalidPageTokenError, type Ledger, type Page } from "../domain/ledger.js";
 import type { Caller } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";

@@ -1,10 +1,10 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { toConnectError } from "../../../common/src/errors.js";
-import { registerHealth } from "../../../common/src/health.js";
-import { AdminService } from "../../../../gen/holdfast/v1/admin_pb.js";
-import { LedgerService } from "../../../../gen/holdfast/v1/ledger_pb.js";
+import { toConnectError } from "@holdfast/common/errors";
+import { registerHealth } from "@holdfast/common/health";
+import { AdminService } from "@holdfast/gen/holdfast/v1/admin_pb";
+import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 import type { Ledger } from "../domain/ledger.js";
 import type { WalletFeed } from "../watch.js";
 import { adminService } from "./admin-service.js";

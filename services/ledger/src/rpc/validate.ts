@@ -1,4 +1,4 @@
-import { invalidArgument } from "../../../common/src/errors.js";
+import { invalidArgument } from "@holdfast/common/errors";
 
 /**
  * Request validation. Every check names the field at fault, so a caller can fix a request

