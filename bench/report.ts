@@ -174,7 +174,7 @@ export function reportText(rows: Row[], facts: Record<string, string>, settings:
     "",
     `- Each row: ${settings.durationSeconds} s measured after ${settings.warmupSeconds} s of warm-up, ${loop}; a Reserve → Capture pair or a Spend per iteration (half each), on one of ${settings.walletsTotal} funded wallets (uniform, retries) or on one hot wallet (hot); retries re-sends 5% of the commands at once and 5% a second later with the same key, and 1% with the same key and another amount.`,
     `- The load generator is a separate process per row (gRPC over HTTP/2 with ${settings.client}, ${settings.connectionsPerClient} connections); the Holdfast ledger and the naive service each run in their own process; PostgreSQL is the same server for all. All of them share the machine's cores.`,
-    "- Invariants (DESIGN.md section 2) are checked after every Holdfast row, the naive service's own (balances = journal, none below zero) after each of its rows.",
+    "- Invariants (docs/architecture.md, \"Invariants\") are checked after every Holdfast row, the naive service's own (balances = journal, none below zero) after each of its rows.",
     "- CPU cores: busy cores averaged over the measured window: the whole machine (/proc/stat; stolen = time the hypervisor gave to other VMs), all PostgreSQL processes, the service process under test, the load generator itself, and the rest (other: nats-server, the other ledger's outbox relay, anything else running on the machine).",
     "",
     "## Results",

@@ -54,7 +54,7 @@ function createConnectCaller(target: string, apiKey: string | null): Caller {
 }
 
 /**
- * @grpc/grpc-js, the client internal services use (DESIGN.md section 1), with protobuf-es
+ * @grpc/grpc-js, the client internal services use (docs/architecture.md, "Processes"), with protobuf-es
  * doing the encoding.
  */
 function createGrpcJsCaller(target: string, apiKey: string | null): Caller {

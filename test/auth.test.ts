@@ -1,6 +1,6 @@
 // Goal: only the holder of a live API key gets in, a key's role decides which RPCs it may call,
-// a wallet-scoped key touches only its wallet, and nothing crosses tenants (DESIGN.md sections
-// 2 and 3): missing, malformed, unknown, wrong-secret and revoked keys are UNAUTHENTICATED;
+// a wallet-scoped key touches only its wallet, and nothing crosses tenants (docs/architecture.md,
+// "Domain model" and "The public contract"): missing, malformed, unknown, wrong-secret and revoked keys are UNAUTHENTICATED;
 // a role below the RPC's is PERMISSION_DENIED; another tenant's wallets, holds, transfers and
 // keys look exactly like ones that do not exist; the health service needs no key.
 // Method: a real ledger server on port 0 (fresh database, HOLDFAST_AUTH_CACHE_MS=0 so a

@@ -1,6 +1,6 @@
 // Goal: the ledger's guarantees hold under concurrency: the floor is never crossed, a retried
 // command applies once, a hold closes at most once, locks never deadlock, and every invariant
-// of DESIGN.md section 2 holds afterwards.
+// of docs/architecture.md ("Invariants") holds afterwards.
 // Method: fire hundreds of commands at once (Promise.all over a pool of 20 connections) at one
 // hot wallet and at many wallets, with a seeded random mix (fast-check; the seed is printed on
 // failure), then compare the outcome with what the successful commands add up to and run the

@@ -1,5 +1,5 @@
 // Goal: wire compatibility with @grpc/grpc-js, the client Holdfast's internal services use
-// (DESIGN.md section 1): unary calls, a server stream, refusals as gRPC status codes with the
+// (docs/architecture.md, "Processes"): unary calls, a server stream, refusals as gRPC status codes with the
 // holdfast.v1.ErrorDetail readable from the `grpc-status-details-bin` trailer, authentication
 // by `authorization` metadata, and the standard grpc.health.v1.Health service without a key.
 // Method: a real ledger server on port 0 (fresh database, manual clock), called by a

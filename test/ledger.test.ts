@@ -1,4 +1,4 @@
-// Goal: the ledger core's semantics, command by command, as DESIGN.md sections 2-3 state them.
+// Goal: the ledger core's semantics, command by command, as docs/architecture.md ("Domain model", "The public contract") states them.
 // Method: drive createLedger directly against a fresh PostgreSQL database with a manual clock,
 // assert each result and refusal, and check every ledger invariant after each test.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";

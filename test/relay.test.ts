@@ -1,5 +1,5 @@
 // Goal: every committed change reaches the JetStream stream exactly once (by event id), in
-// order per wallet, and NATS can never fail or block a ledger command (DESIGN.md section 4).
+// order per wallet, and NATS can never fail or block a ledger command (docs/events.md).
 // Method: a real nats-server of the test's own (stopped and restarted at will) and a fresh
 // database; concurrent commands through the ledger core; then the stream is read back with an
 // ordered consumer and compared with the outbox table, event by event.

@@ -1,4 +1,4 @@
-// Goal: every LedgerService and AdminService RPC behaves as DESIGN.md section 3 states when it
+// Goal: every LedgerService and AdminService RPC behaves as docs/architecture.md ("The public contract") states when it
 // goes through the wire, in each of the four protocols the server speaks (Connect binary over
 // HTTP/2, Connect JSON over HTTP/1.1, gRPC, gRPC-Web), including the refusals' codes and
 // ErrorDetail reasons, idempotent replays, pagination and the WatchWallet stream.

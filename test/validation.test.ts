@@ -2,7 +2,7 @@
 // field is answered with INVALID_ARGUMENT, reason INVALID_FIELD and `field` naming it (the
 // limits of proto/holdfast/v1/ledger.proto and admin.proto); bodies the protocol layer cannot
 // even decode get HTTP 400 / invalid_argument; a sum that would overflow int64 is refused
-// without changing the balance; and no error message carries SQL text (DESIGN.md section 3).
+// without changing the balance; and no error message carries SQL text (docs/architecture.md, "The public contract").
 // Method: a real ledger server on port 0 over a fresh database. Typed requests go through a
 // Connect client (binary over HTTP/2); bodies no typed client can send (not JSON, amounts that
 // are not int64) go as raw Connect JSON with fetch, followed by a valid call to show the

@@ -119,7 +119,7 @@ const PG_CONNECT_TIMEOUT_MS: IntegerSpec = { fallback: 5000, min: 100, max: 120_
 const PG_STATEMENT_TIMEOUT_MS: IntegerSpec = { fallback: 5000, min: 100, max: 10 * 60_000 };
 const MAX_IN_FLIGHT: IntegerSpec = { fallback: 1024, min: 1, max: 1_000_000 };
 const AUTH_CACHE_MS: IntegerSpec = { fallback: 5000, min: 0, max: 5 * 60_000 };
-// DESIGN.md section 2 promises idempotency records live at least 24 hours.
+// docs/architecture.md ("Domain model") promises idempotency records live at least 24 hours.
 const IDEMPOTENCY_RETENTION_HOURS: IntegerSpec = { fallback: 24, min: 24, max: 24 * 366 };
 const DEFAULT_HOLD_TTL_SECONDS: IntegerSpec = { fallback: 300, min: 1, max: 7 * 24 * 3600 };
 

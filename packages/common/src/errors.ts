@@ -1,6 +1,6 @@
 /**
  * The only way errors leave a Holdfast process: a ConnectError carrying a
- * `holdfast.v1.ErrorDetail` whose `reason` names the case (DESIGN.md section 3), so clients
+ * `holdfast.v1.ErrorDetail` whose `reason` names the case (docs/architecture.md, "The public contract"), so clients
  * branch on `reason` and never parse messages.
  *
  * @module

@@ -300,7 +300,7 @@ function createHttpHandler(options: ServerOptions, state: ServerState): (req: No
     compressMinBytes: COMPRESS_MIN_BYTES,
     // Plain curl and fetch calls do not send Connect-Protocol-Version; they are welcome.
     requireConnectProtocolHeader: false,
-    // Newer clients may send fields this server does not know yet (DESIGN.md: add fields freely).
+    // Newer clients may send fields this server does not know yet (docs/architecture.md, "The public contract": fields are added freely).
     jsonOptions: { ignoreUnknownFields: true },
     interceptors: [
       admissionInterceptor(options.maxInFlight, state),

@@ -1,7 +1,7 @@
 import type pg from "pg";
 
 /**
- * The ledger invariants of DESIGN.md section 2, checked against the database as a whole. The
+ * The ledger invariants of docs/architecture.md ("Invariants"), checked against the database as a whole. The
  * concurrency tests and the benchmark run this after every run; an empty list means every
  * invariant holds.
  *

