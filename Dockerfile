@@ -9,7 +9,10 @@
 # Configuration is environment variables (README.md, "Configuration"). The Helm chart in
 # deploy/helm/holdfast runs this image.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# The image runs on Node 24, an LTS line maintained until April 2028 (Node 20's support ended in
+# April 2026, Node 22's ends in April 2027). Development and the tests run on any Node that
+# package.json "engines" accepts, from 20.19 on.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # Build: install every dependency, compile each workspace package to its dist/, then drop what
 # the runtime does not need. Dev dependencies go, and so do optional ones: the only optional
