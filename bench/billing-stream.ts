@@ -20,7 +20,7 @@ import pino from "pino";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
-import { createLedger } from "@holdfast/ledger/domain/ledger";
+import { createLedger } from "@holdfast/ledger/domain";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { createFakeEngine, engineSecret, type EngineType } from "@holdfast/testing/billing-engines";

@@ -4,8 +4,7 @@
 import pino from "pino";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
-import { createLedger } from "@holdfast/ledger/domain/ledger";
-import type { Refusal } from "@holdfast/ledger/domain/types";
+import { createLedger, type Refusal } from "@holdfast/ledger/domain";
 import type { Call, Caller } from "./rpc-client.js";
 
 export interface CoreOptions {

@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import pino from "pino";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
-import { createLedger } from "@holdfast/ledger/domain/ledger";
+import { createLedger } from "@holdfast/ledger/domain";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { createHoldExpirer } from "@holdfast/hold-expiry/expirer";

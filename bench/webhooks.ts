@@ -30,7 +30,7 @@ import { startNatsServer } from "@holdfast/testing/nats-server";
 import { loadConfig } from "@holdfast/common/config";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
-import { createLedger } from "@holdfast/ledger/domain/ledger";
+import { createLedger } from "@holdfast/ledger/domain";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";

@@ -5,12 +5,11 @@
 // clock is injected, so cache expiry is tested without sleeping; a spy on the pool counts
 // database round trips.
 import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
+import { InvalidFieldError, InvalidPageTokenError } from "@holdfast/common/errors";
 import {
   createApiKey,
   createKeyVerifier,
   createTenant,
-  InvalidArgumentError,
-  InvalidPageTokenError,
   listApiKeys,
   revokeApiKey,
   TenantNameTakenError,
@@ -141,13 +140,13 @@ describe("createApiKey and verify", () => {
 
   test("refuses bad input with typed errors", async () => {
     const tenantId = await newTenant();
-    await expect(createApiKey(db.pool, { tenantId, name: "", role: "reader" })).rejects.toThrow(InvalidArgumentError);
+    await expect(createApiKey(db.pool, { tenantId, name: "", role: "reader" })).rejects.toThrow(InvalidFieldError);
     await expect(
       createApiKey(db.pool, { tenantId, name: "k", role: "admin", walletId: "user_1" }),
-    ).rejects.toThrow(InvalidArgumentError);
+    ).rejects.toThrow(InvalidFieldError);
     await expect(
       createApiKey(db.pool, { tenantId, name: "k", role: "reader", walletId: "not a wallet" }),
-    ).rejects.toThrow(InvalidArgumentError);
+    ).rejects.toThrow(InvalidFieldError);
     await expect(
       createApiKey(db.pool, { tenantId: crypto.randomUUID(), name: "k", role: "reader" }),
     ).rejects.toThrow(TenantNotFoundError);
@@ -248,7 +247,7 @@ describe("listApiKeys", () => {
     await createApiKey(db.pool, { tenantId, name: "k", role: "reader" });
     expect((await listApiKeys(db.pool, tenantId, { pageSize: 0 })).keys).toHaveLength(1);
     expect((await listApiKeys(db.pool, tenantId, { pageSize: 1_000_000 })).keys).toHaveLength(1);
-    await expect(listApiKeys(db.pool, tenantId, { pageSize: -1 })).rejects.toThrow(InvalidArgumentError);
+    await expect(listApiKeys(db.pool, tenantId, { pageSize: -1 })).rejects.toThrow(InvalidFieldError);
   });
 
   test("a malformed page token throws InvalidPageTokenError", async () => {

@@ -5,7 +5,7 @@
 // each engine's documented request format, auth header and idempotency key, and dedupe on it
 // as the engine does. No wall-clock assertion except a lower bound on Retry-After.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Transfer } from "@holdfast/ledger/domain/types";
+import type { Transfer } from "@holdfast/ledger/domain";
 import { checkUsage, customerMetadata, ENGINES, engineCustomer, startBillingBench, waitFor, waitForUsage, type BillingBench, type ExpectedUsage } from "./support/billing.js";
 
 let bench: BillingBench;

@@ -8,7 +8,7 @@
 // own transaction, and with group commit (a wallet's queued commands in one transaction).
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Outcome } from "@holdfast/ledger/domain/types";
+import type { Outcome } from "@holdfast/ledger/domain";
 import { checkInvariants } from "@holdfast/ledger/invariants";
 import { createTestLedger, key } from "./support/ledger.js";
 

@@ -3,7 +3,7 @@
 // assert each result and refusal, and check every ledger invariant after each test.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { checkInvariants } from "@holdfast/ledger/invariants";
-import type { Outcome } from "@holdfast/ledger/domain/types";
+import type { Outcome } from "@holdfast/ledger/domain";
 import { createTestLedger, key } from "./support/ledger.js";
 
 let t: Awaited<ReturnType<typeof createTestLedger>>;

@@ -12,10 +12,10 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
 import { DeliveryStatus, DisabledReason, WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
-import { principal_key } from "@holdfast/ledger/rpc/auth";
-import { webhookService } from "@holdfast/ledger/rpc/webhook-service";
+import { createErrorInterceptor, PRINCIPAL_KEY, webhookService } from "@holdfast/ledger/rpc";
 import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
 import { endpoints_per_tenant_max } from "@holdfast/webhooks-core/store";
+import { quietLogger } from "./support/ledger.js";
 import { loopback_networks } from "./support/webhooks.js";
 import { startTestServer, type Protocol } from "./support/server.js";
 
@@ -120,7 +120,7 @@ describe("URL rules without an allow-list (in memory, fake DNS)", () => {
   };
   const client = () => {
     const principal: Interceptor = (next) => (req) => {
-      req.contextValues.set(principal_key, { tenantId: s.tenantId, keyId: "test", role: "admin", walletId: null });
+      req.contextValues.set(PRINCIPAL_KEY, { tenantId: s.tenantId, keyId: "test", role: "admin", walletId: null });
       return next(req);
     };
     const transport = createRouterTransport(
@@ -140,7 +140,7 @@ describe("URL rules without an allow-list (in memory, fake DNS)", () => {
             },
           }),
         ),
-      { router: { interceptors: [principal] } },
+      { router: { interceptors: [createErrorInterceptor(quietLogger), principal] } },
     );
     return createClient(WebhookService, transport);
   };

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { expect } from "vitest";
 import { loadConfig } from "@holdfast/common/config";
 import { createPool } from "@holdfast/common/pg";
-import type { Transfer } from "@holdfast/ledger/domain/types";
+import type { Transfer } from "@holdfast/ledger/domain";
 import { parseBillingConfig } from "@holdfast/billing-core/config";
 import { createBillingWorker } from "@holdfast/billing-stream/worker";
 import { sinkConfigs, sinkEnv, startFakeEngines, type EngineType, type FakeEngine } from "@holdfast/testing/billing-engines";

@@ -3,8 +3,7 @@ import type pg from "pg";
 import pino from "pino";
 import { createManualClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
-import { createLedger } from "@holdfast/ledger/domain/ledger";
-import type { Caller } from "@holdfast/ledger/domain/types";
+import { createLedger, type Caller } from "@holdfast/ledger/domain";
 import { createTestDatabase } from "./db.js";
 
 /** A silent logger for tests. */

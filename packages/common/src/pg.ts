@@ -136,6 +136,18 @@ const CONNECTION_FAILURE_MESSAGES = [
 const ERROR_NESTING_MAX = 4;
 
 /**
+ * The `code` of an error thrown by pg: a SQLSTATE such as `23505` for a server error, or a
+ * Node errno such as `ECONNREFUSED` for a socket error; undefined for anything else. The one
+ * way Holdfast reads it, so that no caller has to guess at the error's shape.
+ */
+export function pgErrorCode(err: unknown): string | undefined {
+  if (typeof err !== "object" || err === null || !("code" in err)) {
+    return undefined;
+  }
+  return typeof err.code === "string" ? err.code : undefined;
+}
+
+/**
  * Tells connection-level failures (refused, reset, timed out, server shutting down, SQLSTATE
  * class 08) from every other error, so callers can answer UNAVAILABLE, which clients retry,
  * instead of INTERNAL, which they should not.
@@ -148,13 +160,9 @@ function isUnavailableAt(err: unknown, depth: number): boolean {
   if (depth > ERROR_NESTING_MAX || typeof err !== "object" || err === null) {
     return false;
   }
-  const { code, message, errors, cause } = err as {
-    code?: unknown;
-    message?: unknown;
-    errors?: unknown;
-    cause?: unknown;
-  };
-  if (typeof code === "string" && matchesCode(code)) {
+  const { message, errors, cause } = err as { message?: unknown; errors?: unknown; cause?: unknown };
+  const code = pgErrorCode(err);
+  if (code !== undefined && matchesCode(code)) {
     return true;
   }
   if (typeof message === "string" && CONNECTION_FAILURE_MESSAGES.some((re) => re.test(message))) {

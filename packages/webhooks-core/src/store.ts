@@ -2,11 +2,15 @@
  * The SQL behind WebhookService: endpoints and their deliveries, always within one tenant.
  * Plain statements with names, as in the rest of the ledger; nothing here holds a lock across
  * an await except the short endpoint-creation transaction, which serialises a tenant's creations
- * so the per-tenant endpoint limit is exact.
+ * so the per-tenant endpoint limit is exact. What the caller names but the tenant does not have
+ * is thrown as a NotFoundError; lists take and return opaque page tokens.
  *
  * @module
  */
 import type pg from "pg";
+import { HoldfastError, NotFoundError } from "@holdfast/common/errors";
+import { decodePageToken, encodePageToken } from "@holdfast/common/page-token";
+import { UUID_PATTERN } from "@holdfast/common/patterns";
 import { inTransaction } from "@holdfast/common/pg";
 import { test_event_type } from "./event-types.js";
 import type { WebhookMessage } from "./messages.js";
@@ -52,8 +56,8 @@ export interface DeliveryRow {
 
 export interface Page<T> {
   items: T[];
-  /** The id to pass as `before` for the next page; null on the last page. */
-  nextBefore: string | null;
+  /** The token of the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** The columns of an {@link EndpointRow}: never the secrets. */
@@ -74,9 +78,9 @@ export interface NewEndpoint {
   secret: string;
 }
 
-/** Inserts an endpoint; "limit" when the tenant already has the most it may. */
-export async function createEndpoint(pool: pg.Pool, input: NewEndpoint): Promise<EndpointRow | "limit"> {
-  return inTransaction(pool, async (client) => {
+/** Inserts an endpoint; throws WEBHOOK_ENDPOINT_LIMIT when the tenant already has the most it may. */
+export async function createEndpoint(pool: pg.Pool, input: NewEndpoint): Promise<EndpointRow> {
+  const created = await inTransaction(pool, async (client) => {
     // One creation per tenant at a time, so the count below cannot be raced past the limit.
     await client.query("select pg_advisory_xact_lock(hashtext('holdfast.webhooks'), hashtext($1))", [input.tenantId]);
     const { rows } = await client.query<EndpointRow>({
@@ -88,12 +92,17 @@ export async function createEndpoint(pool: pg.Pool, input: NewEndpoint): Promise
         returning ${endpoint_columns}`,
       values: [input.tenantId, input.endpointId, input.url, input.eventTypes, input.description, input.secret, endpoints_per_tenant_max],
     });
-    return rows[0] ?? "limit";
+    return rows[0];
   });
+  if (created === undefined) {
+    throw new HoldfastError("WEBHOOK_ENDPOINT_LIMIT", `a tenant may have at most ${endpoints_per_tenant_max} webhook endpoints`);
+  }
+  return created;
 }
 
-/** The tenant's endpoints, newest first (endpoint ids are UUIDv7), before `before` if given. */
-export async function listEndpoints(pool: pg.Pool, tenantId: string, pageSize: number, before: string | null): Promise<Page<EndpointRow>> {
+/** The tenant's endpoints, newest first (endpoint ids are UUIDv7). */
+export async function listEndpoints(pool: pg.Pool, tenantId: string, pageSize: number, pageToken: string): Promise<Page<EndpointRow>> {
+  const before = cursorId(pageToken);
   const { rows } = await pool.query<EndpointRow>({
     name: "webhooks_list_endpoints",
     text: `
@@ -105,13 +114,13 @@ export async function listEndpoints(pool: pg.Pool, tenantId: string, pageSize: n
   return page(rows, pageSize, (row) => row.endpoint_id);
 }
 
-export async function getEndpoint(pool: pg.Pool, tenantId: string, endpointId: string): Promise<EndpointRow | null> {
+export async function getEndpoint(pool: pg.Pool, tenantId: string, endpointId: string): Promise<EndpointRow> {
   const { rows } = await pool.query<EndpointRow>({
     name: "webhooks_get_endpoint",
     text: `select ${endpoint_columns} from webhook_endpoints where tenant_id = $1 and endpoint_id = $2`,
     values: [tenantId, endpointId],
   });
-  return rows[0] ?? null;
+  return foundEndpoint(rows[0]);
 }
 
 /** A change to an endpoint; null fields stay as they are. */
@@ -126,7 +135,7 @@ export interface EndpointPatch {
  * Applies the patch. Disabling records reason "manual"; enabling clears the reason and the
  * failure record, so an endpoint that was failing gets the whole disable period again.
  */
-export async function updateEndpoint(pool: pg.Pool, tenantId: string, endpointId: string, patch: EndpointPatch): Promise<EndpointRow | null> {
+export async function updateEndpoint(pool: pg.Pool, tenantId: string, endpointId: string, patch: EndpointPatch): Promise<EndpointRow> {
   const { rows } = await pool.query<EndpointRow>({
     name: "webhooks_update_endpoint",
     text: `
@@ -144,17 +153,19 @@ export async function updateEndpoint(pool: pg.Pool, tenantId: string, endpointId
       returning ${endpoint_columns}`,
     values: [tenantId, endpointId, patch.url, patch.eventTypes, patch.description, patch.enabled],
   });
-  return rows[0] ?? null;
+  return foundEndpoint(rows[0]);
 }
 
-/** Deletes the endpoint and, by cascade, its deliveries. False when there was none. */
-export async function deleteEndpoint(pool: pg.Pool, tenantId: string, endpointId: string): Promise<boolean> {
+/** Deletes the endpoint and, by cascade, its deliveries. */
+export async function deleteEndpoint(pool: pg.Pool, tenantId: string, endpointId: string): Promise<void> {
   const result = await pool.query({
     name: "webhooks_delete_endpoint",
     text: "delete from webhook_endpoints where tenant_id = $1 and endpoint_id = $2",
     values: [tenantId, endpointId],
   });
-  return result.rowCount === 1;
+  if (result.rowCount !== 1) {
+    throw endpointNotFound();
+  }
 }
 
 /**
@@ -167,7 +178,7 @@ export async function rotateSecret(
   endpointId: string,
   secret: string,
   overlapSeconds: number,
-): Promise<EndpointRow | null> {
+): Promise<EndpointRow> {
   const { rows } = await pool.query<EndpointRow>({
     name: "webhooks_rotate_secret",
     text: `
@@ -179,21 +190,20 @@ export async function rotateSecret(
       returning ${endpoint_columns}`,
     values: [tenantId, endpointId, secret, overlapSeconds],
   });
-  return rows[0] ?? null;
+  return foundEndpoint(rows[0]);
 }
 
-/** An endpoint's deliveries, newest first; null when the endpoint does not exist. */
+/** An endpoint's deliveries, newest first. */
 export async function listDeliveries(
   pool: pg.Pool,
   tenantId: string,
   endpointId: string,
   status: DeliveryStatus | null,
   pageSize: number,
-  before: string | null,
-): Promise<Page<DeliveryRow> | null> {
-  if ((await getEndpoint(pool, tenantId, endpointId)) === null) {
-    return null;
-  }
+  pageToken: string,
+): Promise<Page<DeliveryRow>> {
+  const before = cursorId(pageToken);
+  await getEndpoint(pool, tenantId, endpointId);
   const { rows } = await pool.query<DeliveryRow>({
     name: "webhooks_list_deliveries",
     text: `
@@ -211,7 +221,7 @@ export async function listDeliveries(
  * progress is dropped: the attempt running under it will not record its outcome, and the
  * delivery is sent again (at least once, as always).
  */
-export async function retryDelivery(pool: pg.Pool, tenantId: string, deliveryId: string): Promise<DeliveryRow | "not_found" | "disabled"> {
+export async function retryDelivery(pool: pg.Pool, tenantId: string, deliveryId: string): Promise<DeliveryRow> {
   const { rows } = await pool.query<DeliveryRow>({
     name: "webhooks_retry_delivery",
     text: `
@@ -232,7 +242,7 @@ export async function retryDelivery(pool: pg.Pool, tenantId: string, deliveryId:
     text: "select 1 from webhook_deliveries where tenant_id = $1 and delivery_id = $2",
     values: [tenantId, deliveryId],
   });
-  return rowCount === 0 ? "not_found" : "disabled";
+  throw rowCount === 0 ? new NotFoundError("WEBHOOK_DELIVERY_NOT_FOUND", "webhook delivery not found") : endpointDisabled();
 }
 
 /** Stores a test message and its delivery to one endpoint, whatever the endpoint's filters. */
@@ -240,7 +250,7 @@ export async function queueTestEvent(
   pool: pg.Pool,
   endpointId: string,
   message: WebhookMessage,
-): Promise<DeliveryRow | "not_found" | "disabled"> {
+): Promise<DeliveryRow> {
   if (message.type !== test_event_type) {
     throw new Error(`queueTestEvent: ${message.type} is not ${test_event_type}`);
   }
@@ -251,7 +261,7 @@ export async function queueTestEvent(
     );
     const endpoint = endpoints[0];
     if (endpoint === undefined || !endpoint.enabled) {
-      return endpoint === undefined ? "not_found" : "disabled";
+      throw endpoint === undefined ? endpointNotFound() : endpointDisabled();
     }
     await client.query(
       "insert into webhook_events (tenant_id, event_id, type, body, occurred_at) values ($1, $2, $3, $4, $5)",
@@ -269,26 +279,28 @@ export async function queueTestEvent(
 function page<T>(rows: T[], pageSize: number, idOf: (row: T) => string): Page<T> {
   const items = rows.slice(0, pageSize);
   const more = rows.length > pageSize;
-  return { items, nextBefore: more ? idOf(items.at(-1)!) : null };
+  return { items, nextPageToken: more ? encodePageToken([idOf(items.at(-1)!)]) : "" };
 }
 
-/** An opaque page token for a cursor id (base64url of a JSON array, as the ledger's tokens). */
-export function encodePageToken(before: string | null): string {
-  return before === null ? "" : Buffer.from(JSON.stringify([before])).toString("base64url");
+/** The id a list continues after; null for the first page. */
+function cursorId(pageToken: string): string | null {
+  return decodePageToken(pageToken, [(part) => is_uuid.test(part)])?.[0] ?? null;
 }
 
-/** The cursor id of a page token; null for the first page; undefined when the token is forged. */
-export function decodePageToken(token: string): string | null | undefined {
-  if (token === "") {
-    return null;
+function foundEndpoint(row: EndpointRow | undefined): EndpointRow {
+  if (row === undefined) {
+    throw endpointNotFound();
   }
-  try {
-    const parts: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    const valid = Array.isArray(parts) && parts.length === 1 && typeof parts[0] === "string" && is_uuid.test(parts[0]);
-    return valid ? (parts[0] as string) : undefined;
-  } catch {
-    return undefined;
-  }
+  return row;
 }
 
-export const is_uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const endpointNotFound = () => new NotFoundError("WEBHOOK_ENDPOINT_NOT_FOUND", "webhook endpoint not found");
+
+const endpointDisabled = () =>
+  new HoldfastError("WEBHOOK_ENDPOINT_DISABLED", "the webhook endpoint is disabled; enable it with UpdateEndpoint first");
+
+/**
+ * A UUID as the database prints it (lowercase): the ids of webhook rows and of the events the
+ * worker reads. The worker checks its input with it before anything reaches a uuid column.
+ */
+export const is_uuid = new RegExp(UUID_PATTERN.source);

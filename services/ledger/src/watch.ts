@@ -1,7 +1,6 @@
-import { Code } from "@connectrpc/connect";
 import type pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ledgerError } from "@holdfast/common/errors";
+import { OverloadedError } from "@holdfast/common/errors";
 import type { Balance } from "./domain/types.js";
 import { parseBalance } from "./domain/rows.js";
 
@@ -16,7 +15,7 @@ export interface WalletFeedOptions {
   pool: pg.Pool;
   /** How often an idle watcher looks for new events. */
   pollIntervalMs: number;
-  /** Concurrent watchers per process; more get RESOURCE_EXHAUSTED. */
+  /** Concurrent watchers per process; more are refused as OVERLOADED. */
   watchersMax: number;
   /** Events read per query. */
   batchMax: number;
@@ -35,7 +34,7 @@ export function createWalletFeed({ pool, pollIntervalMs, watchersMax, batchMax }
 
   async function* follow(tenantId: string, walletId: string, afterSeq: bigint, signal: AbortSignal): AsyncGenerator<WalletChange> {
     if (watchers >= watchersMax) {
-      throw ledgerError(Code.ResourceExhausted, "OVERLOADED", `at most ${watchersMax} wallets can be watched at once`);
+      throw new OverloadedError(`at most ${watchersMax} wallets can be watched at once`);
     }
     watchers++;
     try {

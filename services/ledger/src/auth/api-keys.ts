@@ -1,5 +1,9 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import type { QueryConfig, QueryResult, QueryResultRow } from "pg";
+import { InvalidFieldError } from "@holdfast/common/errors";
+import { decodePageToken, encodePageToken } from "@holdfast/common/page-token";
+import { isUuid, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, WALLET_ID_PATTERN } from "@holdfast/common/patterns";
+import { pgErrorCode } from "@holdfast/common/pg";
 
 /** What a key may call: reader ⊂ writer ⊂ admin (see `Role` in holdfast/v1/admin.proto). */
 export type Role = "admin" | "writer" | "reader";
@@ -55,35 +59,14 @@ const API_KEY_PATTERN = /^hf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 const API_KEY_LENGTH = API_KEY_PREFIX.length + 16 + 1 + 43;
 
 const NAME_LENGTH_MAX = 128;
-const WALLET_ID_PATTERN = /^[A-Za-z0-9_:-]{1,128}$/;
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A page cursor's time: created_at in UTC with microseconds, as listApiKeys prints it. */
+const CURSOR_TIME_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const KEY_ID_PATTERN = /^[0-9a-f]{16}$/;
 
-/** Page sizes follow ListApiKeysRequest: 0 (or absent) means the default, at most the max. */
-export const PAGE_SIZE_DEFAULT = 50;
-export const PAGE_SIZE_MAX = 500;
-/** A real token is about 60 characters; anything far longer is not ours. */
-const PAGE_TOKEN_LENGTH_MAX = 256;
-/** The cursor inside a page token: created_at in UTC with microseconds, then the key id. */
-const PAGE_CURSOR_PATTERN = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{16})$/;
-
-/** Thrown when a page token was not produced by {@link listApiKeys}. */
-export class InvalidPageTokenError extends Error {
-  override readonly name = "InvalidPageTokenError";
-  constructor() {
-    super("page_token is malformed");
-  }
-}
-
-/** Thrown when an argument is malformed; `field` names it, as in the wire error detail. */
-export class InvalidArgumentError extends Error {
-  override readonly name = "InvalidArgumentError";
-  constructor(
-    readonly field: string,
-    reason: string,
-  ) {
-    super(`${field}: ${reason}`);
-  }
-}
+/** unique_violation: another tenant already has the name. */
+const UNIQUE_VIOLATION_SQLSTATE = "23505";
+/** foreign_key_violation: the tenant of a new key does not exist. */
+const FOREIGN_KEY_VIOLATION_SQLSTATE = "23503";
 
 /** Thrown by {@link createApiKey} when the tenant does not exist. */
 export class TenantNotFoundError extends Error {
@@ -108,7 +91,7 @@ export async function createTenant(db: Queryable, name: string): Promise<{ tenan
   try {
     await db.query({ text: "insert into tenants (id, name) values ($1, $2)", values: [tenantId, name] });
   } catch (error) {
-    if (pgErrorCode(error) === "23505") throw new TenantNameTakenError(name);
+    if (pgErrorCode(error) === UNIQUE_VIOLATION_SQLSTATE) throw new TenantNameTakenError(name);
     throw error;
   }
   return { tenantId };
@@ -142,7 +125,7 @@ export async function createApiKey(
     });
     return { key: toRecord(firstRow(rows)), secret: `${API_KEY_PREFIX}${keyId}_${secret}` };
   } catch (error) {
-    if (pgErrorCode(error) === "23503") throw new TenantNotFoundError(input.tenantId);
+    if (pgErrorCode(error) === FOREIGN_KEY_VIOLATION_SQLSTATE) throw new TenantNotFoundError(input.tenantId);
     throw error;
   }
 }
@@ -150,7 +133,7 @@ export async function createApiKey(
 /**
  * Pages through a tenant's keys, oldest first. The page token is an opaque cursor on
  * (created_at, key_id), so pages stay stable while keys are added; a token that this
- * function did not produce throws {@link InvalidPageTokenError}.
+ * function did not produce throws an InvalidPageTokenError (@holdfast/common/errors).
  */
 export async function listApiKeys(
   db: Queryable,
@@ -159,7 +142,7 @@ export async function listApiKeys(
 ): Promise<ApiKeyPage> {
   checkTenantId(tenantId);
   const pageSize = normalizePageSize(options.pageSize);
-  const cursor = decodePageToken(options.pageToken ?? "");
+  const [afterTime, afterKeyId] = decodePageToken(options.pageToken ?? "", [isCursorTime, isKeyId]) ?? ["-infinity", ""];
   const { rows } = await db.query<ApiKeyRow & { cursor_created_at: string }>({
     text: `select ${API_KEY_COLUMNS},
                   to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_created_at
@@ -167,12 +150,12 @@ export async function listApiKeys(
            where tenant_id = $1 and (created_at, key_id) > ($2::timestamptz, $3)
            order by created_at, key_id
            limit $4`,
-    values: [tenantId, cursor.createdAt, cursor.keyId, pageSize + 1],
+    values: [tenantId, afterTime, afterKeyId, pageSize + 1],
   });
   const page = rows.slice(0, pageSize);
   const last = page[page.length - 1];
   const nextPageToken =
-    rows.length > pageSize && last !== undefined ? encodePageToken(last.cursor_created_at, last.key_id) : "";
+    rows.length > pageSize && last !== undefined ? encodePageToken([last.cursor_created_at, last.key_id]) : "";
   return { keys: page.map(toRecord), nextPageToken };
 }
 
@@ -340,31 +323,25 @@ function firstRow<T>(rows: readonly T[]): T {
   return row;
 }
 
-function encodePageToken(createdAt: string, keyId: string): string {
-  return Buffer.from(`${createdAt}|${keyId}`, "utf8").toString("base64url");
+/**
+ * A cursor time this module could have printed. The pattern admits impossible dates such as
+ * February 30, which Postgres would reject with an error that is the caller's fault: a real
+ * date survives a round trip through Date.
+ */
+function isCursorTime(text: string): boolean {
+  if (!CURSOR_TIME_PATTERN.test(text)) return false;
+  const ms = Date.parse(text);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === text.slice(0, 19);
 }
 
-/** The cursor before every key when the token is empty, else the one the token carries. */
-function decodePageToken(token: string): { createdAt: string; keyId: string } {
-  if (token === "") return { createdAt: "-infinity", keyId: "" };
-  if (token.length > PAGE_TOKEN_LENGTH_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) {
-    throw new InvalidPageTokenError();
-  }
-  const match = PAGE_CURSOR_PATTERN.exec(Buffer.from(token, "base64url").toString("utf8"));
-  if (match === null || match[1] === undefined || match[2] === undefined) throw new InvalidPageTokenError();
-  // The pattern admits impossible dates such as February 30, which Postgres would reject with
-  // an error that is the caller's fault: a real date survives a round trip through Date.
-  const ms = Date.parse(match[1]);
-  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 19) !== match[1].slice(0, 19)) {
-    throw new InvalidPageTokenError();
-  }
-  return { createdAt: match[1], keyId: match[2] };
+function isKeyId(text: string): boolean {
+  return KEY_ID_PATTERN.test(text);
 }
 
 function normalizePageSize(pageSize: number | undefined): number {
   if (pageSize === undefined || pageSize === 0) return PAGE_SIZE_DEFAULT;
   if (!Number.isInteger(pageSize) || pageSize < 0) {
-    throw new InvalidArgumentError("page_size", `must be an integer from 0 to ${PAGE_SIZE_MAX}`);
+    throw new InvalidFieldError("page_size", `must be an integer from 0 to ${PAGE_SIZE_MAX}`);
   }
   return Math.min(pageSize, PAGE_SIZE_MAX);
 }
@@ -372,25 +349,25 @@ function normalizePageSize(pageSize: number | undefined): number {
 function checkCreateInput(input: CreateApiKeyInput): string | null {
   checkTenantId(input.tenantId);
   checkName("name", input.name);
-  if (!ROLES.includes(input.role)) throw new InvalidArgumentError("role", `must be one of ${ROLES.join(", ")}`);
+  if (!ROLES.includes(input.role)) throw new InvalidFieldError("role", `must be one of ${ROLES.join(", ")}`);
   const walletId = input.walletId === undefined || input.walletId === "" ? null : input.walletId;
   if (walletId === null) return null;
   if (!WALLET_ID_PATTERN.test(walletId)) {
-    throw new InvalidArgumentError("wallet_id", "must be 1-128 characters of A-Z a-z 0-9 _ : -");
+    throw new InvalidFieldError("wallet_id", "must be 1-128 characters of A-Z a-z 0-9 _ : -");
   }
-  if (input.role === "admin") throw new InvalidArgumentError("wallet_id", "an admin key cannot be scoped to a wallet");
+  if (input.role === "admin") throw new InvalidFieldError("wallet_id", "an admin key cannot be scoped to a wallet");
   return walletId;
 }
 
 function checkTenantId(tenantId: string): void {
-  if (!UUID_PATTERN.test(tenantId)) throw new InvalidArgumentError("tenant_id", "must be a UUID");
+  if (!isUuid(tenantId)) throw new InvalidFieldError("tenant_id", "must be a UUID");
 }
 
 /** Counts code points, as Postgres's length() does, not UTF-16 units. */
 function checkName(field: string, name: string): void {
   const length = [...name].length;
   if (length < 1 || length > NAME_LENGTH_MAX) {
-    throw new InvalidArgumentError(field, `must be 1-${NAME_LENGTH_MAX} characters`);
+    throw new InvalidFieldError(field, `must be 1-${NAME_LENGTH_MAX} characters`);
   }
 }
 
@@ -401,10 +378,4 @@ function checkVerifierOptions(options: KeyVerifierOptions): void {
   if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
     throw new RangeError("maxEntries must be an integer >= 1");
   }
-}
-
-/** The SQLSTATE of a Postgres error, or undefined for any other error. */
-function pgErrorCode(error: unknown): string | undefined {
-  if (typeof error !== "object" || error === null || !("code" in error)) return undefined;
-  return typeof error.code === "string" ? error.code : undefined;
 }

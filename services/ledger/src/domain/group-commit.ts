@@ -1,27 +1,14 @@
-import { Code } from "@connectrpc/connect";
 import type pg from "pg";
-import { ledgerError } from "@holdfast/common/errors";
-
-type Json = Record<string, unknown>;
-
-/** One command, ready for ledger_command (see migrations/0003_commands.sql). */
-export interface QueuedCommand {
-  tenantId: string;
-  command: string;
-  key: string;
-  fingerprint: Buffer;
-  now: Date;
-  args: Json;
-}
+import { OverloadedError } from "@holdfast/common/errors";
+import { runCommand, runCommandBatch, type QueuedCommand } from "./commands.js";
+import type { Json } from "./types.js";
 
 export interface GroupCommitOptions {
   pool: pg.Pool;
   /** Most commands in one batch (one transaction). */
   batchMax: number;
-  /** Most commands waiting for one wallet; more get RESOURCE_EXHAUSTED. */
+  /** Most commands waiting for one wallet; more are refused as OVERLOADED. */
   queueMax: number;
-  /** Runs one command alone: the fallback when a batch fails as a whole. */
-  runSingle: (command: QueuedCommand) => Promise<Json>;
 }
 
 interface Pending {
@@ -32,7 +19,7 @@ interface Pending {
 
 interface WalletQueue {
   waiting: Pending[];
-  /** Batches of this wallet in flight: at most batches_in_flight_max. */
+  /** Batches of this wallet in flight: at most BATCHES_IN_FLIGHT_MAX. */
   flushing: number;
 }
 
@@ -42,7 +29,7 @@ interface WalletQueue {
  * on the results overlap with the next batch instead of leaving the wallet idle. More than two
  * would only queue on the same lock.
  */
-const batches_in_flight_max = 2;
+const BATCHES_IN_FLIGHT_MAX = 2;
 
 /**
  * Group commit: a single writer per wallet. The first command for an idle wallet goes out at
@@ -50,12 +37,13 @@ const batches_in_flight_max = 2;
  * and go out together as the next batch, in one transaction, so a hot wallet pays one commit
  * flush per batch instead of one per command. Batches shrink back to one when traffic stops.
  *
- * Correctness never depends on this: the wallet's row lock still serializes every writer, so
+ * This module only queues: running a batch is the command layer's job (commands.ts).
+ * Correctness never depends on it: the wallet's row lock still serializes every writer, so
  * two replicas batching the same wallet are only slower, not wrong. Routing a wallet's traffic
  * to one replica (consistent hashing on the wallet id at the load balancer) is what makes its
  * batches large.
  */
-export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: GroupCommitOptions) {
+export function createGroupCommit({ pool, batchMax, queueMax }: GroupCommitOptions) {
   const queues = new Map<string, WalletQueue>();
   const stats = { batches: 0, commands: 0, batchSizeMax: 0, fallbacks: 0 };
 
@@ -66,10 +54,10 @@ export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: Group
       queues.set(walletKey, queue);
     }
     if (queue.waiting.length >= queueMax) {
-      return Promise.reject(ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many commands queued for this wallet"));
+      return Promise.reject(new OverloadedError("too many commands queued for this wallet"));
     }
     const result = new Promise<Json>((resolve, reject) => queue.waiting.push({ command, resolve, reject }));
-    if (queue.flushing < batches_in_flight_max) {
+    if (queue.flushing < BATCHES_IN_FLIGHT_MAX) {
       void flush(walletKey, queue);
     }
     return result;
@@ -79,6 +67,9 @@ export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: Group
     queue.flushing++;
     while (queue.waiting.length > 0) {
       const batch = queue.waiting.splice(0, batchMax);
+      stats.batches++;
+      stats.commands += batch.length;
+      stats.batchSizeMax = Math.max(stats.batchSizeMax, batch.length);
       await runBatch(batch);
     }
     queue.flushing--;
@@ -87,36 +78,21 @@ export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: Group
     }
   }
 
+  /** Settles every command of the batch; never throws. */
   async function runBatch(batch: Pending[]): Promise<void> {
-    stats.batches++;
-    stats.commands += batch.length;
-    stats.batchSizeMax = Math.max(stats.batchSizeMax, batch.length);
     if (batch.length === 1) {
       const [only] = batch as [Pending];
-      await runSingle(only.command).then(only.resolve, only.reject);
+      await runCommand(pool, only.command).then(only.resolve, only.reject);
       return;
     }
     let results: Json[];
     try {
-      const payload = batch.map(({ command: c }) => ({
-        tenant_id: c.tenantId,
-        command: c.command,
-        key: c.key,
-        fingerprint: c.fingerprint.toString("hex"),
-        now: c.now.toISOString(),
-        args: c.args,
-      }));
-      const { rows } = await pool.query<{ r: Json[] }>({
-        name: "ledger_command_batch",
-        text: "select ledger_command_batch($1) as r",
-        values: [JSON.stringify(payload)],
-      });
-      results = rows[0]!.r;
+      results = await runCommandBatch(pool, batch.map((p) => p.command));
     } catch {
       stats.fallbacks++;
       // The batch rolled back as a whole; run each command alone so that only the one at
       // fault sees its error, with the single path's retries and error mapping.
-      await Promise.all(batch.map((p) => runSingle(p.command).then(p.resolve, p.reject)));
+      await Promise.all(batch.map((p) => runCommand(pool, p.command).then(p.resolve, p.reject)));
       return;
     }
     batch.forEach((p, i) => p.resolve(results[i]!));
@@ -126,18 +102,3 @@ export function createGroupCommit({ pool, batchMax, queueMax, runSingle }: Group
 }
 
 export type GroupCommit = ReturnType<typeof createGroupCommit>;
-
-/** A bounded map from hold id to wallet, so that captures and releases join their wallet's batches. */
-export function createHoldRoutes(entriesMax: number) {
-  const routes = new Map<string, string>();
-  return {
-    remember(tenantId: string, holdId: string, walletId: string): void {
-      routes.delete(`${tenantId}/${holdId}`);
-      routes.set(`${tenantId}/${holdId}`, walletId);
-      if (routes.size > entriesMax) {
-        routes.delete(routes.keys().next().value!);
-      }
-    },
-    walletOf: (tenantId: string, holdId: string): string | undefined => routes.get(`${tenantId}/${holdId}`),
-  };
-}

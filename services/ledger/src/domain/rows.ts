@@ -1,13 +1,20 @@
 import type {
   Balance,
+  CaptureResult,
   Hold,
+  HoldResult,
   HoldStatus,
+  Json,
   Metadata,
+  Outcome,
   Refusal,
   RefusalReason,
   Transfer,
+  TransferBetweenResult,
   TransferKind,
+  TransferResult,
   Wallet,
+  WalletResult,
   WalletStatus,
 } from "./types.js";
 
@@ -15,8 +22,6 @@ import type {
  * Parsers for the JSON the SQL functions return (see migrations/0002_ledger.sql: the
  * ledger_*_json functions). Amounts arrive as decimal strings so that int64 survives JSON.
  */
-
-type Json = Record<string, unknown>;
 
 function str(row: Json, key: string): string {
   const value = row[key];
@@ -111,4 +116,38 @@ export function parseRefusal(row: Json): Refusal {
     message: str(row, "message"),
     metadata: (row["metadata"] ?? {}) as Record<string, string>,
   };
+}
+
+/** A command's row as its outcome: the refusal, or the result `parse` reads from the row. */
+export function parseOutcome<T>(row: Json, parse: (row: Json) => T): Outcome<T> {
+  if (row["ok"] !== true) {
+    return parseRefusal(row);
+  }
+  return { ok: true, replayed: row["replayed"] === true, ...parse(row) };
+}
+
+/** The result of Deposit, Spend and Refund. */
+export function parseTransferResult(row: Json): TransferResult {
+  return { transfer: parseTransfer(row["transfer"] as Json), balance: parseBalance(row["balance"] as Json) };
+}
+
+/** The result of Reserve and Release; `now` decides whether a pending hold has lapsed. */
+export function parseHoldResult(row: Json, now: Date): HoldResult {
+  return { hold: parseHold(row["hold"] as Json, now), balance: parseBalance(row["balance"] as Json) };
+}
+
+export function parseCaptureResult(row: Json, now: Date): CaptureResult {
+  return { ...parseTransferResult(row), hold: parseHold(row["hold"] as Json, now) };
+}
+
+export function parseTransferBetweenResult(row: Json): TransferBetweenResult {
+  return {
+    transfer: parseTransfer(row["transfer"] as Json),
+    fromBalance: parseBalance(row["from_balance"] as Json),
+    toBalance: parseBalance(row["to_balance"] as Json),
+  };
+}
+
+export function parseWalletResult(row: Json): WalletResult {
+  return { wallet: parseWallet(row["wallet"] as Json) };
 }

@@ -1,6 +1,6 @@
 /**
- * The ledger's domain values, as the service core hands them to the RPC layer. Amounts are
- * bigint minor units; nothing here is a float.
+ * The ledger's domain values, as the service core hands them to the RPC layer, and the inputs
+ * it takes from it. Amounts are bigint minor units; nothing here is a float.
  */
 
 export type HoldStatus = "pending" | "captured" | "released" | "expired";
@@ -96,4 +96,92 @@ export type Outcome<T> = ({ ok: true; replayed: boolean } & T) | Refusal;
 export interface Caller {
   tenantId: string;
   scopeWalletId: string | null;
+}
+
+/** A JSON object as the SQL functions take and return it. */
+export type Json = Record<string, unknown>;
+
+export interface DepositInput {
+  walletId: string;
+  asset: string;
+  amount: bigint;
+  idempotencyKey: string;
+  metadata: Metadata;
+}
+export type SpendInput = DepositInput;
+
+export interface ReserveInput extends DepositInput {
+  /** Empty: generate one. */
+  holdId: string;
+  ttlSeconds: number;
+}
+
+export interface CaptureInput {
+  holdId: string;
+  /** Null: the whole hold. */
+  amount: bigint | null;
+  idempotencyKey: string;
+  metadata: Metadata;
+}
+
+export interface HoldCommandInput {
+  holdId: string;
+  idempotencyKey: string;
+}
+
+export interface ExtendHoldInput extends HoldCommandInput {
+  ttlSeconds: number;
+}
+
+export interface RefundInput {
+  transferId: string;
+  /** Null: all that remains refundable. */
+  amount: bigint | null;
+  idempotencyKey: string;
+  metadata: Metadata;
+}
+
+export interface TransferInput {
+  fromWalletId: string;
+  toWalletId: string;
+  asset: string;
+  amount: bigint;
+  idempotencyKey: string;
+  metadata: Metadata;
+}
+
+export interface UpdateWalletInput {
+  walletId: string;
+  status: WalletStatus | null;
+  creditLimits: { asset: string; creditLimit: bigint }[];
+  metadata: Metadata;
+}
+
+/** The results of the commands, before the outcome wraps them. */
+export interface TransferResult {
+  transfer: Transfer;
+  balance: Balance;
+}
+export interface HoldResult {
+  hold: Hold;
+  balance: Balance;
+}
+export interface CaptureResult {
+  transfer: Transfer;
+  hold: Hold;
+  balance: Balance;
+}
+export interface TransferBetweenResult {
+  transfer: Transfer;
+  fromBalance: Balance;
+  toBalance: Balance;
+}
+export interface WalletResult {
+  wallet: Wallet;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Opaque cursor for the next page; empty on the last page. */
+  nextPageToken: string;
 }

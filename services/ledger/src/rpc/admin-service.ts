@@ -1,8 +1,8 @@
-import { Code, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
-import { ledgerError, invalidArgument } from "@holdfast/common/errors";
+import { InvalidFieldError, NotFoundError } from "@holdfast/common/errors";
 import { AdminService, Role, type ApiKeySchema } from "@holdfast/gen/holdfast/v1/admin_pb";
 import * as keys from "../auth/api-keys.js";
 import type { Ledger } from "../domain/ledger.js";
@@ -10,12 +10,12 @@ import { callerOf } from "./auth.js";
 import { fromWalletStatus, toWallet, unwrap } from "./convert.js";
 import * as v from "./validate.js";
 
-const roles: Record<keys.Role, Role> = { reader: Role.READER, writer: Role.WRITER, admin: Role.ADMIN };
+const WIRE_ROLES: Record<keys.Role, Role> = { reader: Role.READER, writer: Role.WRITER, admin: Role.ADMIN };
 
 function fromRole(role: Role): keys.Role {
-  const found = Object.entries(roles).find(([, value]) => value === role);
+  const found = Object.entries(WIRE_ROLES).find(([, value]) => value === role);
   if (!found) {
-    throw invalidArgument("role", "must be ROLE_READER, ROLE_WRITER or ROLE_ADMIN");
+    throw new InvalidFieldError("role", "must be ROLE_READER, ROLE_WRITER or ROLE_ADMIN");
   }
   return found[0] as keys.Role;
 }
@@ -24,29 +24,17 @@ function toApiKey(k: keys.ApiKeyRecord): MessageInitShape<typeof ApiKeySchema> {
   return {
     keyId: k.keyId,
     name: k.name,
-    role: roles[k.role],
+    role: WIRE_ROLES[k.role],
     walletId: k.walletId ?? "",
     createdAt: timestampFromDate(k.createdAt),
     revokedAt: k.revokedAt ? timestampFromDate(k.revokedAt) : undefined,
   };
 }
 
-/** Maps the key store's argument errors onto INVALID_ARGUMENT naming the field. */
-async function keyCall<T>(call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (err) {
-    if (err instanceof keys.InvalidArgumentError) {
-      throw invalidArgument(err.field, err.message.slice(err.field.length + 2));
-    }
-    if (err instanceof keys.InvalidPageTokenError) {
-      throw invalidArgument("page_token", err.message);
-    }
-    throw err;
-  }
-}
-
-/** AdminService handlers: wallet administration and API keys of the caller's tenant. */
+/**
+ * AdminService handlers: wallet administration and API keys of the caller's tenant. The key
+ * store's errors (invalid fields, page tokens) are answered by the routes' error interceptor.
+ */
 export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }): ServiceImpl<typeof AdminService> {
   return {
     async updateWallet(req, ctx) {
@@ -68,29 +56,27 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
       const role = fromRole(req.role);
       const walletId = req.walletId === "" ? undefined : v.walletId(req.walletId);
       if (role === "admin" && walletId !== undefined) {
-        throw invalidArgument("wallet_id", "an admin key cannot be limited to one wallet");
+        throw new InvalidFieldError("wallet_id", "an admin key cannot be limited to one wallet");
       }
       const name = v.label(req.name, "name", 128);
-      const created = await keyCall(() => keys.createApiKey(pool, { tenantId, name, role, walletId }));
+      const created = await keys.createApiKey(pool, { tenantId, name, role, walletId });
       return { apiKey: toApiKey(created.key), secret: created.secret };
     },
 
     async listApiKeys(req, ctx) {
       const { tenantId } = callerOf(ctx);
-      const page = await keyCall(() =>
-        keys.listApiKeys(pool, tenantId, { pageSize: v.pageSize(req.pageSize), pageToken: req.pageToken }),
-      );
+      const page = await keys.listApiKeys(pool, tenantId, { pageSize: v.pageSize(req.pageSize), pageToken: req.pageToken });
       return { apiKeys: page.keys.map(toApiKey), nextPageToken: page.nextPageToken };
     },
 
     async revokeApiKey(req, ctx) {
       const { tenantId } = callerOf(ctx);
       if (req.keyId === "") {
-        throw invalidArgument("key_id", "is required");
+        throw new InvalidFieldError("key_id", "is required");
       }
-      const revoked = await keyCall(() => keys.revokeApiKey(pool, tenantId, req.keyId));
+      const revoked = await keys.revokeApiKey(pool, tenantId, req.keyId);
       if (!revoked) {
-        throw ledgerError(Code.NotFound, "API_KEY_NOT_FOUND", "API key not found");
+        throw new NotFoundError("API_KEY_NOT_FOUND", "API key not found");
       }
       return { apiKey: toApiKey(revoked) };
     },
@@ -98,14 +84,14 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
 }
 
 /** Far beyond any real limit, and low enough that no balance sum with it overflows int64. */
-const credit_limit_max = 2n ** 62n;
+const CREDIT_LIMIT_MAX = 2n ** 62n;
 
 function creditLimit(value: bigint, field: string): bigint {
   if (value < 0n) {
-    throw invalidArgument(field, "must not be negative");
+    throw new InvalidFieldError(field, "must not be negative");
   }
-  if (value > credit_limit_max) {
-    throw invalidArgument(field, `must be at most ${credit_limit_max}`);
+  if (value > CREDIT_LIMIT_MAX) {
+    throw new InvalidFieldError(field, `must be at most ${CREDIT_LIMIT_MAX}`);
   }
   return value;
 }

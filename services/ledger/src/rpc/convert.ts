@@ -1,7 +1,6 @@
-import { Code, type ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ledgerError, invalidArgument } from "@holdfast/common/errors";
+import { InvalidFieldError, RefusedError } from "@holdfast/common/errors";
 import {
   HoldStatus,
   TransferKind,
@@ -19,7 +18,7 @@ export function toBalance(b: domain.Balance): MessageInitShape<typeof BalanceSch
   return { asset: b.asset, posted: b.posted, held: b.held, available: b.available, creditLimit: b.creditLimit };
 }
 
-const transfer_kinds: Record<domain.TransferKind, TransferKind> = {
+const TRANSFER_KINDS: Record<domain.TransferKind, TransferKind> = {
   deposit: TransferKind.DEPOSIT,
   spend: TransferKind.SPEND,
   reserve: TransferKind.RESERVE,
@@ -33,7 +32,7 @@ const transfer_kinds: Record<domain.TransferKind, TransferKind> = {
 export function toTransfer(t: domain.Transfer): MessageInitShape<typeof TransferSchema> {
   return {
     transferId: t.transferId,
-    kind: transfer_kinds[t.kind],
+    kind: TRANSFER_KINDS[t.kind],
     debitWalletId: t.debitWalletId,
     creditWalletId: t.creditWalletId,
     asset: t.asset,
@@ -45,7 +44,7 @@ export function toTransfer(t: domain.Transfer): MessageInitShape<typeof Transfer
   };
 }
 
-const hold_statuses: Record<domain.HoldStatus, HoldStatus> = {
+const HOLD_STATUSES: Record<domain.HoldStatus, HoldStatus> = {
   pending: HoldStatus.PENDING,
   captured: HoldStatus.CAPTURED,
   released: HoldStatus.RELEASED,
@@ -59,7 +58,7 @@ export function toHold(h: domain.Hold): MessageInitShape<typeof HoldSchema> {
     asset: h.asset,
     amount: h.amount,
     capturedAmount: h.capturedAmount,
-    status: hold_statuses[h.status],
+    status: HOLD_STATUSES[h.status],
     createdAt: timestampFromDate(h.createdAt),
     expiresAt: timestampFromDate(h.expiresAt),
     closedAt: h.closedAt ? timestampFromDate(h.closedAt) : undefined,
@@ -70,23 +69,23 @@ export function toHold(h: domain.Hold): MessageInitShape<typeof HoldSchema> {
 
 /** The domain status for a HoldStatus filter; null for UNSPECIFIED (every status). */
 export function fromHoldStatus(status: HoldStatus): domain.HoldStatus | null {
-  const found = Object.entries(hold_statuses).find(([, value]) => value === status);
+  const found = Object.entries(HOLD_STATUSES).find(([, value]) => value === status);
   if (status !== HoldStatus.UNSPECIFIED && !found) {
-    throw invalidArgument("status", "is not a known hold status");
+    throw new InvalidFieldError("status", "is not a known hold status");
   }
   return found ? (found[0] as domain.HoldStatus) : null;
 }
 
-const wallet_statuses: Record<domain.WalletStatus, WalletStatus> = {
+const WALLET_STATUSES: Record<domain.WalletStatus, WalletStatus> = {
   active: WalletStatus.ACTIVE,
   frozen: WalletStatus.FROZEN,
   closed: WalletStatus.CLOSED,
 };
 
 export function fromWalletStatus(status: WalletStatus): domain.WalletStatus {
-  const found = Object.entries(wallet_statuses).find(([, value]) => value === status);
+  const found = Object.entries(WALLET_STATUSES).find(([, value]) => value === status);
   if (!found) {
-    throw invalidArgument("status", "must be ACTIVE, FROZEN or CLOSED");
+    throw new InvalidFieldError("status", "must be ACTIVE, FROZEN or CLOSED");
   }
   return found[0] as domain.WalletStatus;
 }
@@ -94,7 +93,7 @@ export function fromWalletStatus(status: WalletStatus): domain.WalletStatus {
 export function toWallet(w: domain.Wallet): MessageInitShape<typeof WalletSchema> {
   return {
     walletId: w.walletId,
-    status: wallet_statuses[w.status],
+    status: WALLET_STATUSES[w.status],
     metadata: w.metadata,
     balances: w.balances.map(toBalance),
     createdAt: timestampFromDate(w.createdAt),
@@ -102,35 +101,13 @@ export function toWallet(w: domain.Wallet): MessageInitShape<typeof WalletSchema
   };
 }
 
-const refusal_codes: Record<domain.RefusalReason, Code> = {
-  INSUFFICIENT_FUNDS: Code.FailedPrecondition,
-  WALLET_FROZEN: Code.FailedPrecondition,
-  WALLET_CLOSED: Code.FailedPrecondition,
-  HOLD_EXPIRED: Code.FailedPrecondition,
-  HOLD_NOT_PENDING: Code.FailedPrecondition,
-  REFUND_EXCEEDS_REMAINING: Code.FailedPrecondition,
-  NOT_REFUNDABLE: Code.FailedPrecondition,
-  WALLET_NOT_FOUND: Code.NotFound,
-  HOLD_NOT_FOUND: Code.NotFound,
-  TRANSFER_NOT_FOUND: Code.NotFound,
-  IDEMPOTENCY_KEY_REUSED: Code.AlreadyExists,
-  HOLD_ALREADY_EXISTS: Code.AlreadyExists,
-  WALLET_ALREADY_EXISTS: Code.AlreadyExists,
-  AMOUNT_OVERFLOW: Code.InvalidArgument,
-};
-
-/** The Connect error for a refusal, with its reason in the ErrorDetail. */
-export function refusalError(refusal: domain.Refusal): ConnectError {
-  if (refusal.reason === "AMOUNT_OVERFLOW") {
-    return invalidArgument(refusal.metadata["field"] ?? "amount", refusal.message);
-  }
-  return ledgerError(refusal_codes[refusal.reason], refusal.reason, refusal.message, { metadata: refusal.metadata });
-}
-
-/** Unwraps an outcome: the result, or a thrown refusal error. */
+/**
+ * Unwraps an outcome: the result, or a thrown refusal, which the routes' error interceptor
+ * answers with the refusal's code and ErrorDetail.
+ */
 export function unwrap<T>(outcome: domain.Outcome<T>): T & { replayed: boolean } {
   if (!outcome.ok) {
-    throw refusalError(outcome);
+    throw new RefusedError(outcome);
   }
   return outcome;
 }

@@ -1,8 +1,8 @@
-import { Code, type ServiceImpl } from "@connectrpc/connect";
-import { ledgerError, invalidArgument } from "@holdfast/common/errors";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { InvalidFieldError, NotFoundError } from "@holdfast/common/errors";
 import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
-import { InvalidPageTokenError, type Ledger, type Page } from "../domain/ledger.js";
-import type { Caller } from "../domain/types.js";
+import type { Ledger } from "../domain/ledger.js";
+import type { Caller, DepositInput } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
 import { callerOf, checkScope } from "./auth.js";
 import { fromHoldStatus, toBalance, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
@@ -14,11 +14,19 @@ export interface LedgerServiceOptions {
   defaultHoldTtlSeconds: number;
 }
 
+type Handlers = ServiceImpl<typeof LedgerService>;
+
 /**
- * LedgerService handlers: decode and validate, call the ledger core, map the outcome. They hold
- * no logic of their own beyond the wallet-scope check of scoped API keys.
+ * LedgerService handlers: validate, call the ledger core, map the outcome. They hold no logic
+ * of their own beyond the wallet-scope check of scoped API keys. What they throw (invalid
+ * fields, refusals, not found) is answered by the routes' error interceptor.
  */
-export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerServiceOptions): ServiceImpl<typeof LedgerService> {
+export function ledgerService(options: LedgerServiceOptions): Handlers {
+  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options) };
+}
+
+/** The commands that move funds at once: Deposit, Spend, Refund, Transfer. */
+function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "deposit" | "spend" | "refund" | "transfer"> {
   return {
     async deposit(req, ctx) {
       const caller = callerOf(ctx);
@@ -32,6 +40,41 @@ export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerSer
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
+    async refund(req, ctx) {
+      const input = {
+        transferId: v.transferId(req.transferId),
+        amount: v.optionalAmount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      const r = unwrap(await ledger.refund(callerOf(ctx), input));
+      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
+    },
+
+    async transfer(req, ctx) {
+      const caller = callerOf(ctx);
+      const input = {
+        fromWalletId: v.walletId(req.fromWalletId, "from_wallet_id"),
+        toWalletId: v.walletId(req.toWalletId, "to_wallet_id"),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      if (input.fromWalletId === input.toWalletId) {
+        throw new InvalidFieldError("to_wallet_id", "must differ from from_wallet_id");
+      }
+      checkScope(caller, input.fromWalletId, "from_wallet_id");
+      const r = unwrap(await ledger.transfer(caller, input));
+      const balances = { fromBalance: toBalance(r.fromBalance), toBalance: toBalance(r.toBalance) };
+      return { transfer: toTransfer(r.transfer), ...balances, replayed: r.replayed };
+    },
+  };
+}
+
+/** The hold lifecycle: Reserve, then Capture, Release or ExtendHold. */
+function holdHandlers({ ledger, defaultHoldTtlSeconds }: LedgerServiceOptions): Pick<Handlers, "reserve" | "capture" | "release" | "extendHold"> {
+  return {
     async reserve(req, ctx) {
       const caller = callerOf(ctx);
       const input = {
@@ -69,94 +112,56 @@ export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerSer
       const r = unwrap(await ledger.extendHold(callerOf(ctx), input));
       return { hold: toHold(r.hold), replayed: r.replayed };
     },
+  };
+}
 
-    async refund(req, ctx) {
-      const input = {
-        transferId: v.transferId(req.transferId),
-        amount: v.optionalAmount(req.amount),
-        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
-        metadata: v.metadata(req.metadata),
-      };
-      const r = unwrap(await ledger.refund(callerOf(ctx), input));
-      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
-    },
-
-    async transfer(req, ctx) {
-      const caller = callerOf(ctx);
-      const input = {
-        fromWalletId: v.walletId(req.fromWalletId, "from_wallet_id"),
-        toWalletId: v.walletId(req.toWalletId, "to_wallet_id"),
-        asset: v.asset(req.asset),
-        amount: v.amount(req.amount),
-        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
-        metadata: v.metadata(req.metadata),
-      };
-      if (input.fromWalletId === input.toWalletId) {
-        throw invalidArgument("to_wallet_id", "must differ from from_wallet_id");
-      }
-      checkScope(caller, input.fromWalletId, "from_wallet_id");
-      const r = unwrap(await ledger.transfer(caller, input));
-      return {
-        transfer: toTransfer(r.transfer),
-        fromBalance: toBalance(r.fromBalance),
-        toBalance: toBalance(r.toBalance),
-        replayed: r.replayed,
-      };
-    },
-
+/** Wallets and the reads: CreateWallet, GetWallet, GetHold, the lists and WatchWallet. */
+function walletHandlers({
+  ledger,
+  feed,
+}: LedgerServiceOptions): Pick<Handlers, "createWallet" | "getWallet" | "getHold" | "listTransfers" | "listHolds" | "watchWallet"> {
+  return {
     async createWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = v.walletId(req.walletId);
-      checkScope(caller, walletId, "wallet_id");
+      const walletId = scopedWalletId(caller, req.walletId);
       const r = unwrap(await ledger.createWallet(caller, walletId, v.metadata(req.metadata)));
       return { wallet: toWallet(r.wallet) };
     },
 
     async getWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = v.walletId(req.walletId);
-      checkScope(caller, walletId, "wallet_id");
-      const wallet = await ledger.getWallet(caller, walletId);
-      if (!wallet) {
-        throw ledgerError(Code.NotFound, "WALLET_NOT_FOUND", "wallet not found");
-      }
+      const wallet = await existingWallet(ledger, caller, scopedWalletId(caller, req.walletId));
       return { wallet: toWallet(wallet) };
-    },
-
-    async listTransfers(req, ctx) {
-      const caller = callerOf(ctx);
-      const walletId = v.walletId(req.walletId);
-      checkScope(caller, walletId, "wallet_id");
-      const asset = req.asset === "" ? "" : v.asset(req.asset);
-      const page = await paged(() => ledger.listTransfers(caller, walletId, asset, v.pageSize(req.pageSize), req.pageToken));
-      return { transfers: page.items.map(toTransfer), nextPageToken: page.nextPageToken };
     },
 
     async getHold(req, ctx) {
       const hold = await ledger.getHold(callerOf(ctx), v.holdId(req.holdId));
       if (!hold) {
-        throw ledgerError(Code.NotFound, "HOLD_NOT_FOUND", "hold not found");
+        throw new NotFoundError("HOLD_NOT_FOUND", "hold not found");
       }
       return { hold: toHold(hold) };
     },
 
+    async listTransfers(req, ctx) {
+      const caller = callerOf(ctx);
+      const walletId = scopedWalletId(caller, req.walletId);
+      const asset = req.asset === "" ? "" : v.asset(req.asset);
+      const page = await ledger.listTransfers(caller, walletId, asset, v.pageSize(req.pageSize), req.pageToken);
+      return { transfers: page.items.map(toTransfer), nextPageToken: page.nextPageToken };
+    },
+
     async listHolds(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = v.walletId(req.walletId);
-      checkScope(caller, walletId, "wallet_id");
+      const walletId = scopedWalletId(caller, req.walletId);
       const status = fromHoldStatus(req.status);
-      const page = await paged(() => ledger.listHolds(caller, walletId, status, v.pageSize(req.pageSize), req.pageToken));
+      const page = await ledger.listHolds(caller, walletId, status, v.pageSize(req.pageSize), req.pageToken);
       return { holds: page.items.map(toHold), nextPageToken: page.nextPageToken };
     },
 
     async *watchWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = v.walletId(req.walletId);
-      checkScope(caller, walletId, "wallet_id");
-      const wallet = await ledger.getWallet(caller, walletId);
-      if (!wallet) {
-        throw ledgerError(Code.NotFound, "WALLET_NOT_FOUND", "wallet not found");
-      }
+      const walletId = scopedWalletId(caller, req.walletId);
+      const wallet = await existingWallet(ledger, caller, walletId);
       for (const balance of wallet.balances) {
         yield { walletId, balance: toBalance(balance), sequence: wallet.eventSeq, eventType: "snapshot" };
       }
@@ -171,7 +176,7 @@ export function ledgerService({ ledger, feed, defaultHoldTtlSeconds }: LedgerSer
 function walletAmountInput(
   caller: Caller,
   req: { walletId: string; asset: string; amount: bigint; idempotencyKey: string; metadata: Record<string, string> },
-) {
+): DepositInput {
   const input = {
     walletId: v.walletId(req.walletId),
     asset: v.asset(req.asset),
@@ -183,13 +188,17 @@ function walletAmountInput(
   return input;
 }
 
-async function paged<T>(list: () => Promise<Page<T>>): Promise<Page<T>> {
-  try {
-    return await list();
-  } catch (err) {
-    if (err instanceof InvalidPageTokenError) {
-      throw invalidArgument("page_token", err.message);
-    }
-    throw err;
+/** A request's wallet_id, validated and checked against the key's scope. */
+function scopedWalletId(caller: Caller, walletId: string): string {
+  const checked = v.walletId(walletId);
+  checkScope(caller, checked, "wallet_id");
+  return checked;
+}
+
+async function existingWallet(ledger: Ledger, caller: Caller, walletId: string) {
+  const wallet = await ledger.getWallet(caller, walletId);
+  if (!wallet) {
+    throw new NotFoundError("WALLET_NOT_FOUND", "wallet not found");
   }
+  return wallet;
 }

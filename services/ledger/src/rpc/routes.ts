@@ -32,12 +32,21 @@ export function createRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
 }
 
 /**
- * The interceptors every route runs behind, outermost first: error mapping (so that no SQL
- * text or stack reaches a caller, including errors raised while a stream is running), then
- * authentication.
+ * The interceptors every route runs behind, outermost first: error mapping, then
+ * authentication, whose refusals the error mapping answers like any other error.
  */
 export function createInterceptors(verifier: KeyVerifier, logger: Logger): Interceptor[] {
-  const errors: Interceptor = (next) => async (req) => {
+  return [createErrorInterceptor(logger), createAuthInterceptor(verifier)];
+}
+
+/**
+ * Where every error of every service becomes its answer: whatever a handler (or an inner
+ * interceptor) throws, including while a stream is running, goes through toConnectError, so
+ * refusals and domain errors get their code and ErrorDetail and no SQL text or stack reaches a
+ * caller.
+ */
+export function createErrorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
     try {
       const res = await next(req);
       if (!res.stream) {
@@ -48,7 +57,6 @@ export function createInterceptors(verifier: KeyVerifier, logger: Logger): Inter
       throw toConnectError(err, logger);
     }
   };
-  return [errors, createAuthInterceptor(verifier)];
 }
 
 async function* mapStreamErrors<T>(messages: AsyncIterable<T>, logger: Logger): AsyncIterable<T> {

@@ -1,8 +1,8 @@
-import { Code, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
-import { invalidArgument, ledgerError } from "@holdfast/common/errors";
+import { InvalidFieldError } from "@holdfast/common/errors";
 import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
 import { DeliveryStatus, WebhookService, WebhookTestEventSchema } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { callerOf } from "./auth.js";
@@ -33,38 +33,52 @@ export interface WebhookServiceDeps {
 /** Re-exported so the route table registers the service with one import. */
 export { WebhookService };
 
-const description_length_max = 512;
-const overlap_seconds_max = 7 * 24 * 3600;
+const DESCRIPTION_LENGTH_MAX = 512;
+const OVERLAP_SECONDS_MAX = 7 * 24 * 3600;
 
-const status_filters: Partial<Record<DeliveryStatus, store.DeliveryStatus>> = {
+const STATUS_FILTERS: Partial<Record<DeliveryStatus, store.DeliveryStatus>> = {
   [DeliveryStatus.PENDING]: "pending",
   [DeliveryStatus.SUCCEEDED]: "succeeded",
   [DeliveryStatus.FAILED]: "failed",
 };
 
-const endpointNotFound = () => ledgerError(Code.NotFound, "WEBHOOK_ENDPOINT_NOT_FOUND", "webhook endpoint not found");
-const endpointDisabled = () =>
-  ledgerError(Code.FailedPrecondition, "WEBHOOK_ENDPOINT_DISABLED", "the webhook endpoint is disabled; enable it with UpdateEndpoint first");
+type Handlers = ServiceImpl<typeof WebhookService>;
+
+/** What the handlers share: the pool, the settings, the id generator and the URL policy. */
+interface WebhookContext {
+  pool: pg.Pool;
+  settings: WebhookServiceSettings;
+  newId: IdGenerator;
+  checkedUrl(url: string): Promise<string>;
+}
 
 /**
  * WebhookService handlers: the caller's tenant's endpoints and deliveries. Sending is the
  * webhook worker's job (workers/webhooks); these handlers only read and write the tables it
- * works from, so they answer without waiting for any receiver.
+ * works from, so they answer without waiting for any receiver. What they or the store throw
+ * (invalid fields, not found, a disabled endpoint, the endpoint limit) is answered by the
+ * routes' error interceptor.
  */
-export function webhookService(deps: WebhookServiceDeps): ServiceImpl<typeof WebhookService> {
-  const { pool } = deps;
-  const settings = deps.webhooks;
-  const newId = deps.newId ?? uuidV7;
-  const policy = createUrlPolicy(settings.allowedNetworks, settings.resolve);
+export function webhookService(deps: WebhookServiceDeps): Handlers {
+  const policy = createUrlPolicy(deps.webhooks.allowedNetworks, deps.webhooks.resolve);
+  const context: WebhookContext = {
+    pool: deps.pool,
+    settings: deps.webhooks,
+    newId: deps.newId ?? uuidV7,
+    async checkedUrl(url) {
+      const check = await policy.checkUrl(url);
+      if (!check.ok) {
+        throw new InvalidFieldError("url", check.why);
+      }
+      return check.url.toString();
+    },
+  };
+  return { ...endpointHandlers(context), ...deliveryHandlers(context) };
+}
 
-  async function checkedUrl(url: string): Promise<string> {
-    const check = await policy.checkUrl(url);
-    if (!check.ok) {
-      throw invalidArgument("url", check.why);
-    }
-    return check.url.toString();
-  }
+type EndpointMethods = "createEndpoint" | "listEndpoints" | "updateEndpoint" | "deleteEndpoint" | "rotateEndpointSecret";
 
+function endpointHandlers({ pool, settings, newId, checkedUrl }: WebhookContext): Pick<Handlers, EndpointMethods> {
   return {
     async createEndpoint(req, ctx) {
       const { tenantId } = callerOf(ctx);
@@ -78,17 +92,14 @@ export function webhookService(deps: WebhookServiceDeps): ServiceImpl<typeof Web
         description: description(req.description),
         secret,
       });
-      if (created === "limit") {
-        throw ledgerError(Code.ResourceExhausted, "WEBHOOK_ENDPOINT_LIMIT", `a tenant may have at most ${store.endpoints_per_tenant_max} webhook endpoints`);
-      }
       // No other response carries the secret: this is the only time it is shown.
       return { endpoint: toEndpoint(created), secret };
     },
 
     async listEndpoints(req, ctx) {
       const { tenantId } = callerOf(ctx);
-      const page = await store.listEndpoints(pool, tenantId, v.pageSize(req.pageSize), pageToken(req.pageToken));
-      return { endpoints: page.items.map(toEndpoint), nextPageToken: store.encodePageToken(page.nextBefore) };
+      const page = await store.listEndpoints(pool, tenantId, v.pageSize(req.pageSize), req.pageToken);
+      return { endpoints: page.items.map(toEndpoint), nextPageToken: page.nextPageToken };
     },
 
     async updateEndpoint(req, ctx) {
@@ -100,59 +111,45 @@ export function webhookService(deps: WebhookServiceDeps): ServiceImpl<typeof Web
         description: req.description === undefined ? null : description(req.description),
         enabled: req.enabled ?? null,
       };
-      const row = await store.updateEndpoint(pool, tenantId, id, patch);
-      if (row === null) {
-        throw endpointNotFound();
-      }
-      return { endpoint: toEndpoint(row) };
+      return { endpoint: toEndpoint(await store.updateEndpoint(pool, tenantId, id, patch)) };
     },
 
     async deleteEndpoint(req, ctx) {
       const { tenantId } = callerOf(ctx);
-      if (!(await store.deleteEndpoint(pool, tenantId, endpointId(req.endpointId)))) {
-        throw endpointNotFound();
-      }
+      await store.deleteEndpoint(pool, tenantId, endpointId(req.endpointId));
       return {};
     },
 
     async rotateEndpointSecret(req, ctx) {
       const { tenantId } = callerOf(ctx);
       const overlap = req.overlapSeconds ?? settings.secretOverlapSeconds;
-      if (overlap > overlap_seconds_max) {
-        throw invalidArgument("overlap_seconds", `must be at most ${overlap_seconds_max}`);
+      if (overlap > OVERLAP_SECONDS_MAX) {
+        throw new InvalidFieldError("overlap_seconds", `must be at most ${OVERLAP_SECONDS_MAX}`);
       }
       const secret = newSigningSecret();
       const row = await store.rotateSecret(pool, tenantId, endpointId(req.endpointId), secret, overlap);
-      if (row === null) {
-        throw endpointNotFound();
-      }
       return { endpoint: toEndpoint(row), secret };
     },
+  };
+}
 
+function deliveryHandlers({ pool, newId }: WebhookContext): Pick<Handlers, "listDeliveries" | "retryDelivery" | "sendTestEvent"> {
+  return {
     async listDeliveries(req, ctx) {
       const { tenantId } = callerOf(ctx);
       const id = endpointId(req.endpointId);
-      const status = req.status === DeliveryStatus.UNSPECIFIED ? null : status_filters[req.status];
+      const status = req.status === DeliveryStatus.UNSPECIFIED ? null : STATUS_FILTERS[req.status];
       if (status === undefined) {
-        throw invalidArgument("status", "must be a DeliveryStatus value");
+        throw new InvalidFieldError("status", "must be a DeliveryStatus value");
       }
-      const page = await store.listDeliveries(pool, tenantId, id, status, v.pageSize(req.pageSize), pageToken(req.pageToken));
-      if (page === null) {
-        throw endpointNotFound();
-      }
-      return { deliveries: page.items.map(toDelivery), nextPageToken: store.encodePageToken(page.nextBefore) };
+      const page = await store.listDeliveries(pool, tenantId, id, status, v.pageSize(req.pageSize), req.pageToken);
+      return { deliveries: page.items.map(toDelivery), nextPageToken: page.nextPageToken };
     },
 
     async retryDelivery(req, ctx) {
       const { tenantId } = callerOf(ctx);
-      const result = await store.retryDelivery(pool, tenantId, uuid(req.deliveryId, "delivery_id", "a delivery id"));
-      if (result === "not_found") {
-        throw ledgerError(Code.NotFound, "WEBHOOK_DELIVERY_NOT_FOUND", "webhook delivery not found");
-      }
-      if (result === "disabled") {
-        throw endpointDisabled();
-      }
-      return { delivery: toDelivery(result) };
+      const delivery = await store.retryDelivery(pool, tenantId, v.uuid(req.deliveryId, "delivery_id", "a delivery id"));
+      return { delivery: toDelivery(delivery) };
     },
 
     async sendTestEvent(req, ctx) {
@@ -162,46 +159,21 @@ export function webhookService(deps: WebhookServiceDeps): ServiceImpl<typeof Web
       const now = new Date();
       const data = create(WebhookTestEventSchema, { eventId, tenantId, endpointId: id, occurredAt: timestampFromDate(now) });
       const message = envelope(tenantId, eventId, test_event_type, now, WebhookTestEventSchema, data);
-      const result = await store.queueTestEvent(pool, id, message);
-      if (result === "not_found") {
-        throw endpointNotFound();
-      }
-      if (result === "disabled") {
-        throw endpointDisabled();
-      }
-      return { delivery: toDelivery(result) };
+      return { delivery: toDelivery(await store.queueTestEvent(pool, id, message)) };
     },
   };
 }
 
-function uuid(value: string, field: string, what: string): string {
-  if (value === "") {
-    throw invalidArgument(field, "is required");
-  }
-  if (!store.is_uuid.test(value)) {
-    throw invalidArgument(field, `must be ${what} (a lowercase UUID)`);
-  }
-  return value;
-}
-
-const endpointId = (value: string) => uuid(value, "endpoint_id", "an endpoint id");
+const endpointId = (value: string) => v.uuid(value, "endpoint_id", "an endpoint id");
 
 function eventTypes(filters: string[], field = "event_types"): string[] {
   const problem = checkEventTypeFilters(filters);
   if (problem !== null) {
-    throw invalidArgument(field, problem);
+    throw new InvalidFieldError(field, problem);
   }
   return filters;
 }
 
 function description(value: string): string {
-  return value === "" ? value : v.label(value, "description", description_length_max);
-}
-
-function pageToken(token: string): string | null {
-  const before = store.decodePageToken(token);
-  if (before === undefined) {
-    throw invalidArgument("page_token", "is not one this server issued");
-  }
-  return before;
+  return value === "" ? value : v.label(value, "description", DESCRIPTION_LENGTH_MAX);
 }

@@ -1,0 +1,288 @@
+import type pg from "pg";
+import type { Clock, IdGenerator } from "@holdfast/common/ids";
+import { pgErrorCode } from "@holdfast/common/pg";
+import { requestFingerprint } from "./fingerprint.js";
+import { createHoldRoutes, type HoldRoutes } from "./hold-routes.js";
+import {
+  parseCaptureResult,
+  parseHold,
+  parseHoldResult,
+  parseOutcome,
+  parseTransferBetweenResult,
+  parseTransferResult,
+  parseWalletResult,
+} from "./rows.js";
+import type {
+  CaptureInput,
+  CaptureResult,
+  Caller,
+  DepositInput,
+  ExtendHoldInput,
+  Hold,
+  HoldCommandInput,
+  HoldResult,
+  Json,
+  Metadata,
+  Outcome,
+  RefundInput,
+  ReserveInput,
+  SpendInput,
+  TransferBetweenResult,
+  TransferInput,
+  TransferResult,
+  UpdateWalletInput,
+  WalletResult,
+} from "./types.js";
+
+/**
+ * The ledger's commands. Every money movement is one call of the SQL function `ledger_command`
+ * (migrations/0003_commands.sql): one round trip, no row lock held across an await. This module
+ * is the only code that calls it, alone (`runCommand`) or in batches (`runCommandBatch`, for
+ * group commit). Refusals come back as values, never as exceptions.
+ */
+
+/** How often a command is run again after a transient conflict (deadlock, racing unique insert). */
+const COMMAND_ATTEMPTS_MAX = 3;
+
+/** SQLSTATEs that mean "run the whole command again": serialization_failure, deadlock_detected, unique_violation. */
+const RETRYABLE_SQLSTATES = new Set(["40001", "40P01", "23505"]);
+
+/** numeric_value_out_of_range: a balance sum would not fit int64. */
+const OVERFLOW_SQLSTATE = "22003";
+
+/** Entries in the hold id → wallet map that routes captures to their wallet's batches. */
+const HOLD_ROUTES_MAX = 100_000;
+
+/** One command, ready for ledger_command. */
+export interface QueuedCommand {
+  tenantId: string;
+  command: string;
+  key: string;
+  fingerprint: Buffer;
+  now: Date;
+  args: Json;
+}
+
+/** Runs one command in its own transaction, retrying transient conflicts. */
+export async function runCommand(pool: pg.Pool, c: QueuedCommand): Promise<Json> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await pool.query<{ r: Json }>({
+        name: "ledger_command",
+        text: "select ledger_command($1, $2, $3, $4, $5, $6) as r",
+        values: [c.tenantId, c.command, c.key, c.fingerprint, c.now, c.args],
+      });
+      return result.rows[0]!.r;
+    } catch (err) {
+      const code = pgErrorCode(err);
+      if (code === OVERFLOW_SQLSTATE) {
+        return { ok: false, reason: "AMOUNT_OVERFLOW", message: "the resulting balance would overflow int64", metadata: {} };
+      }
+      if (attempt >= COMMAND_ATTEMPTS_MAX || code === undefined || !RETRYABLE_SQLSTATES.has(code)) {
+        throw err;
+      }
+    }
+  }
+}
+
+/**
+ * Runs commands in order in one transaction, one result per command. It throws when the batch
+ * fails as a whole (then nothing of it committed), and does not retry: the caller runs the
+ * commands alone instead, so that only the one at fault sees its error.
+ */
+export async function runCommandBatch(pool: pg.Pool, commands: readonly QueuedCommand[]): Promise<Json[]> {
+  const payload = commands.map((c) => ({
+    tenant_id: c.tenantId,
+    command: c.command,
+    key: c.key,
+    fingerprint: c.fingerprint.toString("hex"),
+    now: c.now.toISOString(),
+    args: c.args,
+  }));
+  const { rows } = await pool.query<{ r: Json[] }>({
+    name: "ledger_command_batch",
+    text: "select ledger_command_batch($1) as r",
+    values: [JSON.stringify(payload)],
+  });
+  return rows[0]!.r;
+}
+
+/** A wallet's queue of commands (group commit, see group-commit.ts). */
+export interface CommandQueue {
+  submit(walletKey: string, command: QueuedCommand): Promise<Json>;
+}
+
+export interface CommandsOptions {
+  pool: pg.Pool;
+  clock: Clock;
+  newId: IdGenerator;
+  /** Where commands for a known wallet go; null runs every command alone. */
+  queue: CommandQueue | null;
+}
+
+interface CommandContext extends CommandsOptions {
+  holdRoutes: HoldRoutes;
+}
+
+/** The commands, bound to one pool, clock and id generator. */
+export function createCommands(options: CommandsOptions) {
+  const ctx: CommandContext = { ...options, holdRoutes: createHoldRoutes(HOLD_ROUTES_MAX) };
+  return {
+    deposit: (caller: Caller, input: DepositInput) => deposit(ctx, caller, input),
+    spend: (caller: Caller, input: SpendInput) => spend(ctx, caller, input),
+    reserve: (caller: Caller, input: ReserveInput) => reserve(ctx, caller, input),
+    capture: (caller: Caller, input: CaptureInput) => capture(ctx, caller, input),
+    release: (caller: Caller, input: HoldCommandInput) => release(ctx, caller, input),
+    extendHold: (caller: Caller, input: ExtendHoldInput) => extendHold(ctx, caller, input),
+    refund: (caller: Caller, input: RefundInput) => refund(ctx, caller, input),
+    transfer: (caller: Caller, input: TransferInput) => transfer(ctx, caller, input),
+    createWallet: (caller: Caller, walletId: string, metadata: Metadata) => createWallet(ctx, caller, walletId, metadata),
+    updateWallet: (caller: Caller, input: UpdateWalletInput) => updateWallet(ctx, caller, input),
+  };
+}
+
+export type Commands = ReturnType<typeof createCommands>;
+
+/**
+ * Sends a command: through its wallet's queue when the wallet is known and group commit is on,
+ * alone otherwise. `request` is what the fingerprint covers; `args` is what the SQL gets.
+ */
+async function send(
+  ctx: CommandContext,
+  caller: Caller,
+  command: string,
+  key: string,
+  request: unknown,
+  args: Json,
+  walletId: string | undefined,
+): Promise<Json> {
+  const queued: QueuedCommand = {
+    tenantId: caller.tenantId,
+    command,
+    key,
+    fingerprint: requestFingerprint(caller, command, request),
+    now: ctx.clock(),
+    args: { ...args, scope_wallet_id: caller.scopeWalletId, transfer_id: ctx.newId() },
+  };
+  if (ctx.queue !== null && walletId !== undefined) {
+    return ctx.queue.submit(`${caller.tenantId}/${walletId}`, queued);
+  }
+  return runCommand(ctx.pool, queued);
+}
+
+async function deposit(ctx: CommandContext, caller: Caller, input: DepositInput): Promise<Outcome<TransferResult>> {
+  const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
+  const row = await send(ctx, caller, "Deposit", input.idempotencyKey, args, args, input.walletId);
+  return parseOutcome(row, parseTransferResult);
+}
+
+async function spend(ctx: CommandContext, caller: Caller, input: SpendInput): Promise<Outcome<TransferResult>> {
+  const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
+  const row = await send(ctx, caller, "Spend", input.idempotencyKey, args, args, input.walletId);
+  return parseOutcome(row, parseTransferResult);
+}
+
+/** Reserves funds; an empty hold id gets a generated one, which the fingerprint does not cover. */
+async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput): Promise<Outcome<HoldResult>> {
+  const request = {
+    wallet_id: input.walletId,
+    asset: input.asset,
+    amount: String(input.amount),
+    hold_id: input.holdId,
+    ttl_seconds: input.ttlSeconds,
+    metadata: input.metadata,
+  };
+  const args = { ...request, hold_id: input.holdId === "" ? `hold_${ctx.newId()}` : input.holdId };
+  const row = await send(ctx, caller, "Reserve", input.idempotencyKey, request, args, input.walletId);
+  const now = ctx.clock();
+  const result = parseOutcome(row, (r) => parseHoldResult(r, now));
+  if (result.ok) {
+    ctx.holdRoutes.remember(caller.tenantId, result.hold.holdId, result.hold.walletId);
+  }
+  return result;
+}
+
+async function capture(ctx: CommandContext, caller: Caller, input: CaptureInput): Promise<Outcome<CaptureResult>> {
+  const args = {
+    hold_id: input.holdId,
+    amount: input.amount === null ? null : String(input.amount),
+    metadata: input.metadata,
+  };
+  const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
+  const row = await send(ctx, caller, "Capture", input.idempotencyKey, args, args, walletId);
+  const now = ctx.clock();
+  return parseOutcome(row, (r) => parseCaptureResult(r, now));
+}
+
+async function release(ctx: CommandContext, caller: Caller, input: HoldCommandInput): Promise<Outcome<HoldResult>> {
+  const args = { hold_id: input.holdId };
+  const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
+  const row = await send(ctx, caller, "Release", input.idempotencyKey, args, args, walletId);
+  const now = ctx.clock();
+  return parseOutcome(row, (r) => parseHoldResult(r, now));
+}
+
+async function extendHold(ctx: CommandContext, caller: Caller, input: ExtendHoldInput): Promise<Outcome<{ hold: Hold }>> {
+  const args = { hold_id: input.holdId, ttl_seconds: input.ttlSeconds };
+  const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
+  const row = await send(ctx, caller, "ExtendHold", input.idempotencyKey, args, args, walletId);
+  const now = ctx.clock();
+  return parseOutcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now) }));
+}
+
+/** Refunds are not routed to a wallet's queue: the wallet is known only to the SQL. */
+async function refund(ctx: CommandContext, caller: Caller, input: RefundInput): Promise<Outcome<TransferResult>> {
+  const args = {
+    refund_transfer_id: input.transferId,
+    amount: input.amount === null ? null : String(input.amount),
+    metadata: input.metadata,
+  };
+  const row = await send(ctx, caller, "Refund", input.idempotencyKey, args, args, undefined);
+  return parseOutcome(row, parseTransferResult);
+}
+
+/** Transfers touch two wallets, so they run alone rather than in either wallet's queue. */
+async function transfer(ctx: CommandContext, caller: Caller, input: TransferInput): Promise<Outcome<TransferBetweenResult>> {
+  const args = {
+    from_wallet_id: input.fromWalletId,
+    to_wallet_id: input.toWalletId,
+    asset: input.asset,
+    amount: String(input.amount),
+    metadata: input.metadata,
+  };
+  const row = await send(ctx, caller, "Transfer", input.idempotencyKey, args, args, undefined);
+  return parseOutcome(row, parseTransferBetweenResult);
+}
+
+async function createWallet(ctx: CommandContext, caller: Caller, walletId: string, metadata: Metadata): Promise<Outcome<WalletResult>> {
+  const result = await ctx.pool.query<{ r: Json }>({
+    name: "ledger_create_wallet",
+    text: "select ledger_create_wallet($1, $2, $3) as r",
+    values: [caller.tenantId, ctx.clock(), { wallet_id: walletId, metadata }],
+  });
+  return parseOutcome(result.rows[0]!.r, parseWalletResult);
+}
+
+/** A credit limit so high that the available balance would overflow int64 is refused, naming the field. */
+async function updateWallet(ctx: CommandContext, caller: Caller, input: UpdateWalletInput): Promise<Outcome<WalletResult>> {
+  const args = {
+    wallet_id: input.walletId,
+    status: input.status,
+    credit_limits: input.creditLimits.map((l) => ({ asset: l.asset, credit_limit: String(l.creditLimit) })),
+    metadata: input.metadata,
+  };
+  try {
+    const result = await ctx.pool.query<{ r: Json }>({
+      name: "ledger_update_wallet",
+      text: "select ledger_update_wallet($1, $2, $3) as r",
+      values: [caller.tenantId, ctx.clock(), args],
+    });
+    return parseOutcome(result.rows[0]!.r, parseWalletResult);
+  } catch (err) {
+    if (pgErrorCode(err) === OVERFLOW_SQLSTATE) {
+      const message = "the resulting available balance would overflow int64";
+      return { ok: false, reason: "AMOUNT_OVERFLOW", message, metadata: { field: "credit_limits" } };
+    }
+    throw err;
+  }
+}
