@@ -5,11 +5,13 @@ import http2 from "node:http2";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pg from "pg";
+import { createLogger } from "@holdfast/common/logger";
+import { stopOnSignals } from "@holdfast/common/process";
 import { naiveRoutes } from "./naive-service.js";
 
-const connect_timeout_ms = 5000;
+const CONNECT_TIMEOUT_MS = 5000;
 /** The same server-side statement bound as the ledger's default (HOLDFAST_PG_STATEMENT_TIMEOUT_MS). */
-const statement_timeout_ms = 5000;
+const STATEMENT_TIMEOUT_MS = 5000;
 
 const { values: args } = parseArgs({
   options: { port: { type: "string" }, database: { type: "string" }, "pool-max": { type: "string", default: "16" } },
@@ -20,10 +22,10 @@ if (!args.port || !args.database) {
 const pool = new pg.Pool({
   connectionString: args.database,
   max: Number(args["pool-max"]),
-  connectionTimeoutMillis: connect_timeout_ms,
-  statement_timeout: statement_timeout_ms,
+  connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+  statement_timeout: STATEMENT_TIMEOUT_MS,
 });
 const server = http2.createServer(connectNodeAdapter({ routes: naiveRoutes(pool) }));
 server.listen(Number(args.port), "127.0.0.1", () => process.stdout.write("ready\n"));
 // Nothing to drain: the benchmark stops this process only after its last run.
-process.on("SIGTERM", () => void pool.end().finally(() => process.exit(0)));
+stopOnSignals(createLogger("naive", "warn"), () => pool.end());

@@ -2,13 +2,12 @@
 // run, all children of the orchestrator, each with its own CPU and event loop.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { openSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freePort } from "@holdfast/testing/nats-server";
+import { freePort, portAccepts } from "@holdfast/common/net";
 import type { LoadResult } from "./measure.js";
 
 /** The repository root: this file runs from bench/dist/, and every entry point is compiled. */
@@ -52,17 +51,6 @@ async function waitFor(what: string, probe: () => Promise<boolean>): Promise<voi
   }
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
 export interface LedgerProcessOptions {
   name: string;
   databaseUrl: string;
@@ -95,7 +83,7 @@ export async function startNaive(databaseUrl: string, poolMax: number): Promise<
   const port = await freePort();
   const argv = ["--port", String(port), "--database", databaseUrl, "--pool-max", String(poolMax)];
   const { child, log } = startChild("naive service", "bench/dist/naive-main.js", argv, {});
-  await waitFor("naive service", () => accepts(port));
+  await waitFor("naive service", () => portAccepts(port));
   return { name: "naive service", target: `127.0.0.1:${port}`, pid: child.pid!, log };
 }
 

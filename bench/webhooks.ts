@@ -27,13 +27,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { startNatsServer } from "@holdfast/testing/nats-server";
-import { loadConfig } from "@holdfast/common/config";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
 import { createLedger } from "@holdfast/ledger/domain";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
+import { readWebhookSettings } from "@holdfast/webhooks/config";
 import { createWebhookWorker } from "@holdfast/webhooks/worker";
 import { recreateDatabase } from "./databases.js";
 
@@ -102,14 +102,14 @@ const relay = createOutboxRelay({
   batchMax: 256, idleMs: 5, standbyPollMs: 1000, retryDelayMsMax: 1000, publishTimeoutMs: 5000, statusLogMs: 60_000,
 });
 relay.start();
-const settings = loadConfig({
+const settings = readWebhookSettings({
   HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.0/8",
   HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY: args["endpoint-concurrency"],
 });
 const startWorker = (timeoutMs?: number) => {
   const worker = createWebhookWorker({
     pool, logger, natsUrl: nats.url, stream,
-    settings: timeoutMs === undefined ? settings : { ...settings, webhookTimeoutMs: timeoutMs },
+    settings: timeoutMs === undefined ? settings : { ...settings, timeoutMs },
   });
   worker.start();
   return worker;

@@ -10,9 +10,9 @@
 // values.schema.json with ajv (draft-07), the way `helm install` does after merging a user's
 // values file over the defaults; and read the templates as text: every `.Values.a.b` path must
 // resolve in values.yaml, blocks must balance, every included helper must exist, and the env
-// entries of each Deployment, evaluated against the default values, must pass the processes'
-// own loadConfig. No cluster, database or network is involved; the file runs in well under a
-// second.
+// entries of each Deployment, evaluated against the default values, must pass the config loader
+// of the process it runs. No cluster, database or network is involved; the file runs in well
+// under a second.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +21,11 @@ import { Ajv, type ErrorObject } from "ajv";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 
-import { LOG_LEVELS, loadConfig, type Config } from "@holdfast/common/config";
+import { LOG_LEVELS } from "@holdfast/common/env";
+import { loadBillingWorkerConfig } from "@holdfast/billing-core/config";
+import { loadHoldExpiryConfig } from "@holdfast/hold-expiry/config";
+import { loadLedgerConfig } from "@holdfast/ledger/config";
+import { loadWebhookWorkerConfig } from "@holdfast/webhooks/config";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CHART_DIR = path.join(ROOT, "deploy", "helm", "holdfast");
@@ -62,13 +66,44 @@ const EXPECTED_TEMPLATES = [
   "serviceaccount.yaml",
 ];
 
-/** Each Deployment template, its values key, and the process it runs. */
+/**
+ * Each Deployment template, its values key, the process it runs, and that process's config
+ * module and loader: the variables a process reads are declared there and in the shared modules.
+ */
 const DEPLOYMENTS = [
-  { file: "ledger-deployment.yaml", key: "ledger", entry: "services/ledger/dist/main.js" },
-  { file: "hold-expiry-deployment.yaml", key: "holdExpiry", entry: "workers/hold-expiry/dist/main.js" },
-  { file: "webhooks-deployment.yaml", key: "webhooks", entry: "workers/webhooks/dist/main.js" },
-  { file: "billing-stream-deployment.yaml", key: "billingStream", entry: "workers/billing-stream/dist/main.js" },
+  {
+    file: "ledger-deployment.yaml",
+    key: "ledger",
+    entry: "services/ledger/dist/main.js",
+    configModule: "services/ledger/src/config.ts",
+    load: loadLedgerConfig,
+  },
+  {
+    file: "hold-expiry-deployment.yaml",
+    key: "holdExpiry",
+    entry: "workers/hold-expiry/dist/main.js",
+    configModule: "workers/hold-expiry/src/config.ts",
+    load: loadHoldExpiryConfig,
+  },
+  {
+    file: "webhooks-deployment.yaml",
+    key: "webhooks",
+    entry: "workers/webhooks/dist/main.js",
+    configModule: "workers/webhooks/src/config.ts",
+    load: loadWebhookWorkerConfig,
+  },
+  {
+    file: "billing-stream-deployment.yaml",
+    key: "billingStream",
+    entry: "workers/billing-stream/dist/main.js",
+    configModule: "packages/billing-core/src/config.ts",
+    load: loadBillingWorkerConfig,
+  },
 ] as const;
+
+/** The modules that declare variables more than one process reads. */
+const SHARED_CONFIG_MODULES = ["packages/common/src/config.ts", "packages/webhooks-core/src/settings.ts"];
+const readSource = (file: string): string => readFileSync(path.join(ROOT, file), "utf8");
 
 function compileSchema() {
   // strict catches keywords ajv does not know (a misspelt "minimun" would otherwise be ignored).
@@ -161,14 +196,33 @@ function envEntries(text: string): { name: string; expr: string }[] {
 }
 
 /**
- * Evaluates the few pipelines env values use, against the default values: a `.Values` path or
- * `ternary "a" "b" .Values.path`, then `int64` and `quote`. Anything else returns undefined.
+ * The template variables a text defines in the one form env values use,
+ * `$name := printf "%s/%s" (trimSuffix "/" .Values.a) .Values.b`, evaluated against the
+ * default values.
  */
-function evaluateEnvExpr(expr: string): string | undefined {
+function templateVariables(text: string): Map<string, string> {
+  const pattern = /\$(\w+) := printf "%s\/%s" \(trimSuffix "\/" \.Values\.([\w.]+)\) \.Values\.([\w.]+)/g;
+  return new Map(
+    [...text.matchAll(pattern)].map((match) => {
+      const dir = String(resolveValuesPath(match[2] ?? ""));
+      const name = String(resolveValuesPath(match[3] ?? ""));
+      return [`$${match[1]}`, `${dir.endsWith("/") ? dir.slice(0, -1) : dir}/${name}`];
+    }),
+  );
+}
+
+/**
+ * Evaluates the few pipelines env values use, against the default values: a `.Values` path,
+ * `ternary "a" "b" .Values.path` or a variable of `variables`, then `int64` and `quote`.
+ * Anything else returns undefined.
+ */
+function evaluateEnvExpr(expr: string, variables: ReadonlyMap<string, string> = new Map()): string | undefined {
   const [head = "", ...stages] = expr.split("|").map((part) => part.trim());
   let value: Json | undefined;
   const ternary = /^ternary "([^"]*)" "([^"]*)" \.Values\.([\w.]+)$/.exec(head);
-  if (ternary !== null) {
+  if (variables.has(head)) {
+    value = variables.get(head);
+  } else if (ternary !== null) {
     value = resolveValuesPath(ternary[3] ?? "") === true ? (ternary[1] ?? "") : (ternary[2] ?? "");
   } else if (head.startsWith(".Values.")) {
     value = resolveValuesPath(head.slice(".Values.".length));
@@ -186,8 +240,9 @@ function evaluateEnvExpr(expr: string): string | undefined {
 /** The environment a Deployment's container gets from the default values (secret refs left out). */
 function renderedEnv(file: string): Record<string, string> {
   const env: Record<string, string> = {};
+  const variables = templateVariables(template(file));
   for (const { name, expr } of [...envEntries(helper("holdfast.commonEnv")), ...envEntries(template(file))]) {
-    const value = evaluateEnvExpr(expr);
+    const value = evaluateEnvExpr(expr, variables);
     if (value !== undefined) env[name] = value;
   }
   return env;
@@ -309,22 +364,31 @@ describe("templates", () => {
   });
 
   it("set only environment variables that the processes read", () => {
-    const configSource = readFileSync(path.join(ROOT, "packages", "common", "src", "config.ts"), "utf8");
-    const names = [...templates.values()].flatMap((text) =>
-      [...text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value(?:From)?:/g)].map((match) => match[1] ?? ""),
-    );
+    const envNames = (text: string): string[] =>
+      [...text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value(?:From)?:/g)].map((match) => match[1] ?? "");
+    const declared = (modules: readonly string[]): string => modules.map(readSource).join("\n");
+    const shared = [...SHARED_CONFIG_MODULES];
+    // Every name in any template is read by some process...
+    const everyModule = declared([...shared, ...DEPLOYMENTS.map((d) => d.configModule)]);
+    const names = [...templates.values()].flatMap(envNames);
     expect(names).toContain("DATABASE_URL");
-    for (const name of new Set(names)) expect(configSource, name).toContain(`"${name}"`);
+    for (const name of new Set(names)) expect(everyModule, name).toContain(`"${name}"`);
+    // ...and what a Deployment sets on its own is read by the process that Deployment runs.
+    for (const { file, configModule } of DEPLOYMENTS) {
+      const own = declared([...shared, configModule]);
+      const names = envNames(template(file));
+      expect(names.length, file).toBeGreaterThan(0);
+      for (const name of names) expect(own, `${file}: ${name}`).toContain(`"${name}"`);
+    }
   });
 
-  it("give each Deployment an environment that the processes' loadConfig accepts", () => {
-    const configs = new Map<string, Config>();
-    for (const { file } of DEPLOYMENTS) {
+  it("give each Deployment an environment that its process's config loader accepts", () => {
+    const configs = new Map<string, object>();
+    for (const { file, load } of DEPLOYMENTS) {
       const env = renderedEnv(file);
-      expect(() => configs.set(file, loadConfig(env)), file).not.toThrow();
+      expect(() => configs.set(file, load(env)), file).not.toThrow();
     }
-    const ledger = configs.get("ledger-deployment.yaml");
-    expect(ledger).toMatchObject({
+    expect(configs.get("ledger-deployment.yaml")).toMatchObject({
       port: numberAt("ledger.port"),
       drainTimeoutMs: numberAt("ledger.drainTimeoutMs"),
       pgPoolMax: numberAt("ledger.pgPoolMax"),
@@ -332,7 +396,16 @@ describe("templates", () => {
       logLevel: resolveValuesPath("config.logLevel"),
       natsUrl: resolveValuesPath("nats.url"),
     });
-    expect(configs.get("webhooks-deployment.yaml")?.webhookConcurrency).toBe(numberAt("webhooks.concurrency"));
+    expect(configs.get("hold-expiry-deployment.yaml")).toMatchObject({ pgPoolMax: numberAt("holdExpiry.pgPoolMax") });
+    expect(configs.get("webhooks-deployment.yaml")).toMatchObject({
+      pgPoolMax: numberAt("webhooks.pgPoolMax"),
+      webhooks: { concurrency: numberAt("webhooks.concurrency"), timeoutMs: numberAt("webhooks.timeoutMs") },
+    });
+    const billingPath = `${String(resolveValuesPath("billingStream.configMountPath"))}/${String(resolveValuesPath("billingStream.configFileName"))}`;
+    expect(configs.get("billing-stream-deployment.yaml")).toMatchObject({
+      pgPoolMax: numberAt("billingStream.pgPoolMax"),
+      billingConfigPath: billingPath,
+    });
   });
 
   it("hold no inline secret: no Secret objects, secrets only by secretKeyRef, no credentials", () => {

@@ -6,7 +6,6 @@
 // a fresh database for every filter × type pair.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
-import { loadConfig } from "@holdfast/common/config";
 import {
   checkEventTypeFilters,
   known_event_types,
@@ -14,6 +13,7 @@ import {
   sqlMatchesEventType,
 } from "@holdfast/webhooks-core/event-types";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
+import { readWebhookSettings } from "@holdfast/webhooks/config";
 import { parseRetryAfter, retry_after_ms_max, verdictOf } from "@holdfast/webhooks/schedule";
 import { signatureHeaders } from "@holdfast/webhooks/signing";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
@@ -82,17 +82,17 @@ describe("event type filters", () => {
 
 describe("webhook configuration", () => {
   it("has a schedule of about a day by default", () => {
-    const config = loadConfig({});
-    expect(config.webhookRetryScheduleMs).toHaveLength(7);
-    const totalHours = config.webhookRetryScheduleMs.reduce((a, b) => a + b, 0) / 3_600_000;
+    const config = readWebhookSettings({});
+    expect(config.retryScheduleMs).toHaveLength(7);
+    const totalHours = config.retryScheduleMs.reduce((a, b) => a + b, 0) / 3_600_000;
     expect(totalHours).toBeGreaterThan(24);
     expect(totalHours).toBeLessThan(30);
-    expect(config.webhookAllowedNetworks).toEqual([]);
+    expect(config.allowedNetworks).toEqual([]);
   });
   it("parses schedules and networks, and names the variable when they are malformed", () => {
-    const config = loadConfig({ HOLDFAST_WEBHOOK_RETRY_SCHEDULE: "10ms, 2s,3m,1h", HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.0/8, ::1, 10.1.2.3" });
-    expect(config.webhookRetryScheduleMs).toEqual([10, 2000, 180_000, 3_600_000]);
-    expect(config.webhookAllowedNetworks).toEqual(["127.0.0.0/8", "::1/128", "10.1.2.3/32"]);
+    const config = readWebhookSettings({ HOLDFAST_WEBHOOK_RETRY_SCHEDULE: "10ms, 2s,3m,1h", HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.0/8, ::1, 10.1.2.3" });
+    expect(config.retryScheduleMs).toEqual([10, 2000, 180_000, 3_600_000]);
+    expect(config.allowedNetworks).toEqual(["127.0.0.0/8", "::1/128", "10.1.2.3/32"]);
     for (const [name, value] of [
       ["HOLDFAST_WEBHOOK_RETRY_SCHEDULE", "5x"],
       ["HOLDFAST_WEBHOOK_RETRY_SCHEDULE", "25h"],
@@ -103,7 +103,7 @@ describe("webhook configuration", () => {
       ["HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY", "0"],
       ["HOLDFAST_WEBHOOK_TIMEOUT_MS", "50"],
     ] as const) {
-      expect(() => loadConfig({ [name]: value }), `${name}=${value}`).toThrow(name);
+      expect(() => readWebhookSettings({ [name]: value }), `${name}=${value}`).toThrow(name);
     }
   });
 });

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { randomUUID } from "node:crypto";
 import { expect } from "vitest";
-import { loadConfig } from "@holdfast/common/config";
+import { readNatsConfig } from "@holdfast/common/config";
+import { streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
 import type { Transfer } from "@holdfast/ledger/domain";
 import { parseBillingConfig } from "@holdfast/billing-core/config";
@@ -43,18 +44,12 @@ export async function startBillingBench(extra: Parameters<typeof sinkConfigs>[1]
   await writeFile(configPath, JSON.stringify(rawConfig));
   for (const [name, value] of Object.entries(sinkEnv)) process.env[name] = value;
   const pool = createPool({ databaseUrl: server.db.url, pgPoolMax: 5, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 30_000 }, quietLogger);
-  const env = loadConfig({});
   const newWorker = () =>
     createBillingWorker({
       config,
       pool,
       natsUrl: nats.url,
-      stream: {
-        name: env.streamName,
-        maxAgeMs: env.streamMaxAgeHours * 3_600_000,
-        duplicateWindowMs: env.streamDuplicateWindowSeconds * 1000,
-        replicas: 1,
-      },
+      stream: streamSettingsOf(readNatsConfig({})),
       logger: quietLogger,
       statusLogMs: 60_000,
     });

@@ -1,10 +1,10 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
-import { loadConfig } from "@holdfast/common/config";
 import { createManualClock } from "@holdfast/common/ids";
 import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
 import { startLedgerApp } from "@holdfast/ledger/app";
+import { loadLedgerConfig } from "@holdfast/ledger/config";
 import { createTestDatabase } from "./db.js";
 import { quietLogger } from "./ledger.js";
 
@@ -17,7 +17,7 @@ export const protocols: Protocol[] = ["connect", "connect-json", "grpc", "grpc-w
  */
 export async function startTestServer(env: Record<string, string> = {}) {
   const db = await createTestDatabase();
-  const config = loadConfig({ DATABASE_URL: db.url, HOLDFAST_PORT: "0", HOLDFAST_HOST: "127.0.0.1", HOLDFAST_AUTH_CACHE_MS: "0", ...env });
+  const config = loadLedgerConfig({ DATABASE_URL: db.url, HOLDFAST_PORT: "0", HOLDFAST_HOST: "127.0.0.1", HOLDFAST_AUTH_CACHE_MS: "0", ...env });
   const clock = createManualClock(new Date("2026-01-01T00:00:00Z"));
   // The outbox relay runs only for tests that bring their own NATS server (NATS_URL in env).
   const app = await startLedgerApp({ config, logger: quietLogger, clock, migrate: false, relay: env["NATS_URL"] !== undefined });

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { Webhook } from "standardwebhooks";
-import { loadConfig } from "@holdfast/common/config";
+import { readWebhookSettings } from "@holdfast/webhooks/config";
 import { createWebhookWorker } from "@holdfast/webhooks/worker";
 import { quietLogger } from "./ledger.js";
 
@@ -156,7 +156,7 @@ export const loopback_networks = "127.0.0.0/8,::1/128";
  * timeouts. `env` overrides any HOLDFAST_WEBHOOK_* variable.
  */
 export function testWebhookSettings(env: Record<string, string> = {}) {
-  return loadConfig({
+  return readWebhookSettings({
     HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: loopback_networks,
     HOLDFAST_WEBHOOK_RETRY_SCHEDULE: "20ms,40ms,80ms,160ms,320ms,500ms,500ms,500ms,500ms,500ms,500ms,500ms",
     HOLDFAST_WEBHOOK_TIMEOUT_MS: "2000",

@@ -8,10 +8,28 @@
  * refused. Every limit has bounds; a value outside them stops the worker at start with an
  * error naming the sink and the field.
  *
+ * The worker's environment is read here too ({@link loadBillingWorkerConfig}): the shared
+ * settings (packages/common/src/config.ts) and the one variable of its own.
+ *
+ * | variable | default | meaning |
+ * |---|---|---|
+ * | `HOLDFAST_BILLING_CONFIG` | unset | Path of the sink configuration (JSON, see docs/billing-engines.md); the worker refuses to start without it, and `holdfast billing backfill` reads it when `--config` is not given. |
+ *
  * @module
  */
 import { readFile } from "node:fs/promises";
-import type { Env } from "@holdfast/common/config";
+import {
+  readDatabaseConfig,
+  readHostConfig,
+  readLogConfig,
+  readNatsConfig,
+  type DatabaseConfig,
+  type HostConfig,
+  type LogConfig,
+  type NatsConfig,
+} from "@holdfast/common/config";
+import { readPath, type Env, type IntegerSpec } from "@holdfast/common/env";
+import { isUuid } from "@holdfast/common/patterns";
 
 /** The billing engines a sink can feed. */
 export const SINK_TYPES = ["stripe", "openmeter", "lago", "metronome", "http"] as const;
@@ -77,12 +95,6 @@ export interface BillingConfig {
   readonly metricsPort: number | null;
 }
 
-interface Bounds {
-  readonly fallback: number;
-  readonly min: number;
-  readonly max: number;
-}
-
 /**
  * Each engine's documented batch limit. Stripe's v1 meter event endpoint takes one event per
  * request, so its "batch" is how many events one flush sends (with `concurrency` in flight).
@@ -103,21 +115,20 @@ const TENANTS_COUNT_MAX = 1000;
 const PROPERTIES_COUNT_MAX = 64;
 const TEMPLATE_LENGTH_MAX = 200;
 const OPTION_LENGTH_MAX = 200;
-const BATCH_SIZE: Bounds = { fallback: 100, min: 1, max: 1000 };
-const FLUSH_INTERVAL_MS: Bounds = { fallback: 1000, min: 10, max: 60_000 };
-const ATTEMPTS: Bounds = { fallback: 5, min: 1, max: 20 };
-const RETRY_DELAY_MS_MIN: Bounds = { fallback: 200, min: 1, max: 60_000 };
-const RETRY_DELAY_MS_MAX: Bounds = { fallback: 30_000, min: 1, max: 10 * 60_000 };
-const RETRY_AFTER_MS_MAX: Bounds = { fallback: 60_000, min: 0, max: 10 * 60_000 };
-const REQUEST_TIMEOUT_MS: Bounds = { fallback: 10_000, min: 100, max: 120_000 };
-const CONCURRENCY: Bounds = { fallback: 8, min: 1, max: 64 };
-const MAX_ACK_PENDING: Bounds = { fallback: 2000, min: 1, max: 100_000 };
-const WALLET_CACHE_TTL_MS: Bounds = { fallback: 60_000, min: 0, max: 24 * 3_600_000 };
-const PORT: Bounds = { fallback: 0, min: 0, max: 65_535 };
+const BATCH_SIZE_MAX: IntegerSpec = { fallback: 100, min: 1, max: 1000 };
+const FLUSH_INTERVAL_MS: IntegerSpec = { fallback: 1000, min: 10, max: 60_000 };
+const ATTEMPTS_MAX: IntegerSpec = { fallback: 5, min: 1, max: 20 };
+const RETRY_DELAY_MS_MIN: IntegerSpec = { fallback: 200, min: 1, max: 60_000 };
+const RETRY_DELAY_MS_MAX: IntegerSpec = { fallback: 30_000, min: 1, max: 10 * 60_000 };
+const RETRY_AFTER_MS_MAX: IntegerSpec = { fallback: 60_000, min: 0, max: 10 * 60_000 };
+const REQUEST_TIMEOUT_MS: IntegerSpec = { fallback: 10_000, min: 100, max: 120_000 };
+const CONCURRENCY: IntegerSpec = { fallback: 8, min: 1, max: 64 };
+const ACK_PENDING_MAX: IntegerSpec = { fallback: 2000, min: 1, max: 100_000 };
+const WALLET_CACHE_TTL_MS: IntegerSpec = { fallback: 60_000, min: 0, max: 24 * 3_600_000 };
+const PORT: IntegerSpec = { fallback: 0, min: 0, max: 65_535 };
 
 const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const ENV_NAME_PATTERN = /^[A-Z_][A-Z0-9_]{0,127}$/;
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Keys that would hold a secret inline; the file must name an environment variable instead. */
 const INLINE_SECRET_KEYS = /^(api_?key|secret|token|password|bearer|authorization|secret_key)$/i;
 
@@ -133,6 +144,29 @@ const ENGINE_DEFAULTS: Readonly<Record<SinkType, { customer: string; eventName: 
 /** Thrown for a malformed configuration file; the message names the sink and field. */
 export class BillingConfigError extends Error {
   override readonly name = "BillingConfigError";
+}
+
+/** Everything the billing-stream worker reads from its environment, the sinks' secrets aside. */
+export interface BillingWorkerConfig extends DatabaseConfig, NatsConfig, LogConfig, HostConfig {
+  /** Path of the sink configuration file. */
+  readonly billingConfigPath: string;
+}
+
+/** HOLDFAST_BILLING_CONFIG; null when unset. */
+export function readBillingConfigPath(env: Env): string | null {
+  return readPath(env, "HOLDFAST_BILLING_CONFIG");
+}
+
+/**
+ * Reads and validates the worker's environment. Throws an Error naming the first bad variable,
+ * or saying that HOLDFAST_BILLING_CONFIG is not set: the worker has nothing to do without sinks.
+ */
+export function loadBillingWorkerConfig(env: Env = process.env): BillingWorkerConfig {
+  const billingConfigPath = readBillingConfigPath(env);
+  if (billingConfigPath === null) {
+    throw new Error("HOLDFAST_BILLING_CONFIG is not set: point it at the sink configuration (see docs/billing-engines.md)");
+  }
+  return { ...readDatabaseConfig(env), ...readNatsConfig(env), ...readLogConfig(env), ...readHostConfig(env), billingConfigPath };
 }
 
 /** Reads and validates the configuration file at `path`. */
@@ -203,15 +237,15 @@ function parseSink(json: unknown, index: number, env: Env): SinkConfig {
     refunds,
     refundEventName,
     properties: properties(sink, defaults.properties, where),
-    batchSizeMax: integer(sink, "batch_size_max", { ...BATCH_SIZE, max: ENGINE_BATCH_MAX[type], fallback: Math.min(BATCH_SIZE.fallback, ENGINE_BATCH_MAX[type]) }, where),
+    batchSizeMax: integer(sink, "batch_size_max", { ...BATCH_SIZE_MAX, max: ENGINE_BATCH_MAX[type], fallback: Math.min(BATCH_SIZE_MAX.fallback, ENGINE_BATCH_MAX[type]) }, where),
     flushIntervalMs: integer(sink, "flush_interval_ms", FLUSH_INTERVAL_MS, where),
-    attemptsMax: integer(sink, "attempts_max", ATTEMPTS, where),
+    attemptsMax: integer(sink, "attempts_max", ATTEMPTS_MAX, where),
     retryDelayMsMin,
     retryDelayMsMax,
     retryAfterMsMax: integer(sink, "retry_after_ms_max", RETRY_AFTER_MS_MAX, where),
     requestTimeoutMs: integer(sink, "request_timeout_ms", REQUEST_TIMEOUT_MS, where),
     concurrency: integer(sink, "concurrency", CONCURRENCY, where),
-    maxAckPending: integer(sink, "max_ack_pending", MAX_ACK_PENDING, where),
+    maxAckPending: integer(sink, "max_ack_pending", ACK_PENDING_MAX, where),
     start: start(sink, where),
     options: options(sink, type, where),
   };
@@ -258,7 +292,7 @@ function endpoint(sink: Record<string, unknown>, where: string): string {
 function tenants(sink: Record<string, unknown>, where: string): string[] | null {
   const raw = sink["tenants"];
   if (raw === undefined || raw === "*") return null;
-  if (!Array.isArray(raw) || raw.length === 0 || raw.length > TENANTS_COUNT_MAX || !raw.every((t) => typeof t === "string" && UUID_PATTERN.test(t))) {
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > TENANTS_COUNT_MAX || !raw.every((t) => typeof t === "string" && isUuid(t) && t === t.toLowerCase())) {
     throw new BillingConfigError(`${where}: tenants must be "*" or a list of 1 to ${TENANTS_COUNT_MAX} tenant ids (lowercase UUIDs)`);
   }
   return [...new Set(raw as string[])];
@@ -326,7 +360,7 @@ function oneOf<T extends string>(sink: Record<string, unknown>, key: string, all
   return found;
 }
 
-function integer(obj: Record<string, unknown>, key: string, bounds: Bounds, where: string): number {
+function integer(obj: Record<string, unknown>, key: string, bounds: IntegerSpec, where: string): number {
   const raw = obj[key];
   if (raw === undefined) return bounds.fallback;
   if (typeof raw !== "number" || !Number.isSafeInteger(raw) || raw < bounds.min || raw > bounds.max) {

@@ -19,6 +19,7 @@
  * @module
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { backoffDelayMs } from "@holdfast/common/backoff";
 import type { BillableUsage } from "./mapping.js";
 import type { ItemResult, Sink } from "./sinks/index.js";
 
@@ -55,7 +56,7 @@ export async function deliver(sink: Sink, usages: readonly BillableUsage[], opti
   /** The wait before retry number `retry` (1-based), or null when it may not happen in process. */
   function delayFor(retry: number, result: Retry): number | null {
     if (result.retryAfterMs !== null) return result.retryAfterMs <= config.retryAfterMsMax ? result.retryAfterMs : null;
-    const ceiling = Math.min(config.retryDelayMsMax, config.retryDelayMsMin * 2 ** Math.min(retry - 1, 30));
+    const ceiling = backoffDelayMs(retry - 1, { delayMsMin: config.retryDelayMsMin, delayMsMax: config.retryDelayMsMax });
     return Math.round(ceiling / 2 + (random() * ceiling) / 2);
   }
 

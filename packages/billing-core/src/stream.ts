@@ -25,13 +25,13 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
+import { backoffDelayMs } from "@holdfast/common/backoff";
+import { EVENT_SUBJECT_ROOT, EVENT_SUBJECTS_ALL } from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import type { SinkConfig } from "./config.js";
 import { processRecords, type ProcessContext, type RecordOutcome } from "./process.js";
 import { usageFromEvent, type UsageRecord } from "./usage.js";
 
-/** The root of every event subject (see services/ledger/src/relay/event-codec.ts). */
-const SUBJECT_ROOT = "holdfast.events";
 /** Subject tail of each usage kind. */
 const KIND_SUBJECTS = { spend: "spend.completed", capture: "hold.captured", refund: "refund.completed" } as const;
 /** More filter subjects than this and the consumer filters on the root instead. */
@@ -39,8 +39,8 @@ const FILTER_SUBJECTS_MAX = 64;
 /** Margin on ack_wait above the worst flush the worker keeps in process. */
 const ACK_WAIT_SLACK_MS = 5_000;
 /** Pause after the consumer loop fails (NATS away, consumer deleted), doubled up to the max. */
-const LOOP_RETRY_MS_MIN = 250;
-const LOOP_RETRY_MS_MAX = 5_000;
+const LOOP_RETRY_DELAY_MS_MIN = 250;
+const LOOP_RETRY_DELAY_MS_MAX = 5_000;
 
 export interface SinkStreamOptions {
   readonly ctx: ProcessContext;
@@ -68,10 +68,10 @@ export const ackWaitMs = (sink: SinkConfig): number => sink.flushIntervalMs + fl
 /** The narrowest server-side filter: exact subjects when the server takes several. */
 export function filterFor(sink: SinkConfig, multipleFilters: boolean): Pick<ConsumerConfig, "filter_subject" | "filter_subjects"> {
   const tenants = sink.tenants ?? ["*"];
-  const exact = tenants.flatMap((t) => sink.kinds.map((k) => `${SUBJECT_ROOT}.${t}.*.${KIND_SUBJECTS[k]}`));
+  const exact = tenants.flatMap((t) => sink.kinds.map((k) => `${EVENT_SUBJECT_ROOT}.${t}.*.${KIND_SUBJECTS[k]}`));
   if (exact.length === 1) return { filter_subject: exact[0]! };
   if (multipleFilters && exact.length <= FILTER_SUBJECTS_MAX) return { filter_subjects: exact };
-  return { filter_subject: tenants.length === 1 ? `${SUBJECT_ROOT}.${tenants[0]}.>` : `${SUBJECT_ROOT}.>` };
+  return { filter_subject: tenants.length === 1 ? `${EVENT_SUBJECT_ROOT}.${tenants[0]}.>` : EVENT_SUBJECTS_ALL };
 }
 
 function consumerConfig(sink: SinkConfig, multipleFilters: boolean): Partial<ConsumerConfig> {
@@ -144,7 +144,7 @@ export function createSinkStream(options: SinkStreamOptions) {
       } catch (err) {
         if (stopping.signal.aborted) break;
         failures++;
-        const delay = Math.min(LOOP_RETRY_MS_MAX, LOOP_RETRY_MS_MIN * 2 ** Math.min(failures, 10));
+        const delay = backoffDelayMs(failures, { delayMsMin: LOOP_RETRY_DELAY_MS_MIN, delayMsMax: LOOP_RETRY_DELAY_MS_MAX });
         ctx.logger.warn({ err, sink: sink.name, retryInMs: delay }, "billing: consumer loop failed; retrying");
         await sleep(delay, undefined, { signal: stopping.signal }).catch(() => undefined);
       }
@@ -235,7 +235,7 @@ export function createSinkStream(options: SinkStreamOptions) {
       return;
     }
     // Later for each redelivery, so a long outage costs few requests per record.
-    const backoff = Math.min(sink.retryDelayMsMax, sink.retryDelayMsMin * 2 ** Math.min(msg.info.deliveryCount, 30));
+    const backoff = backoffDelayMs(msg.info.deliveryCount, { delayMsMin: sink.retryDelayMsMin, delayMsMax: sink.retryDelayMsMax });
     msg.nak(Math.max(backoff, outcome.retryAfterMs ?? 0));
   }
 

@@ -8,7 +8,7 @@
 import { pino } from "pino";
 import type { DestinationStream, Logger } from "pino";
 
-import type { LogLevel } from "./config.js";
+import type { LogLevel } from "./env.js";
 
 /**
  * Field paths whose values are replaced before a line is written. API keys travel in the

@@ -2,12 +2,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { Config } from "./config.js";
+import type { StreamConfig } from "./config.js";
 
 /** How long one connection attempt may take before it counts as failed. */
-const connect_timeout_ms = 3000;
+const CONNECT_TIMEOUT_MS = 3000;
 /** Pause between reconnection attempts of an established connection. */
-const reconnect_wait_ms = 1000;
+const RECONNECT_WAIT_MS = 1000;
+const HOUR_MS = 3_600_000;
 
 /**
  * Connects to NATS with explicit options: reconnect forever (a NATS outage must never need a
@@ -18,10 +19,10 @@ export async function connectNats(url: string, name: string, logger: Logger): Pr
   const nc = await connect({
     servers: url.split(","),
     name,
-    timeout: connect_timeout_ms,
+    timeout: CONNECT_TIMEOUT_MS,
     reconnect: true,
     maxReconnectAttempts: -1,
-    reconnectTimeWait: reconnect_wait_ms,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
   });
   void (async () => {
     for await (const status of nc.status()) {
@@ -30,6 +31,11 @@ export async function connectNats(url: string, name: string, logger: Logger): Pr
   })();
   return nc;
 }
+
+/** The root of every event subject: holdfast.events.<tenant>.<wallet>.<kind>.<action>. */
+export const EVENT_SUBJECT_ROOT = "holdfast.events";
+/** Every event subject: what the stream captures, and what a consumer of all events filters on. */
+export const EVENT_SUBJECTS_ALL = `${EVENT_SUBJECT_ROOT}.>`;
 
 export interface StreamSettings {
   /** The JetStream stream, e.g. HOLDFAST_EVENTS. */
@@ -43,13 +49,11 @@ export interface StreamSettings {
   replicas: number;
 }
 
-/** The stream settings every process reads from its Config; each adds the subjects it needs. */
-export function streamSettingsOf(
-  config: Pick<Config, "streamName" | "streamMaxAgeHours" | "streamDuplicateWindowSeconds" | "streamReplicas">,
-): Omit<StreamSettings, "subjects"> {
+/** The stream settings as every process reads them from its environment; each adds the subjects it needs. */
+export function streamSettingsOf(config: StreamConfig): Omit<StreamSettings, "subjects"> {
   return {
     name: config.streamName,
-    maxAgeMs: config.streamMaxAgeHours * 3_600_000,
+    maxAgeMs: config.streamMaxAgeHours * HOUR_MS,
     duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
     replicas: config.streamReplicas,
   };

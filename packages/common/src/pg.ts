@@ -7,7 +7,7 @@
 import pg from "pg";
 import type { Logger } from "pino";
 
-import type { Config } from "./config.js";
+import type { DatabaseConfig as Config } from "./config.js";
 
 /** The part of {@link Config} a pool needs, so workers can pass a narrower object. */
 export type PoolConfig = Pick<

@@ -1,17 +1,44 @@
+/**
+ * The start and stop of a Holdfast process: its configuration or a clear exit, a periodic
+ * summary line, and a graceful stop on SIGTERM or SIGINT. Every main.ts uses these, so that
+ * every process fails and stops the same way.
+ *
+ * @module
+ */
 import type { Logger } from "pino";
-import { loadConfig, type Config } from "./config.js";
+import type { Env } from "./env.js";
+
+/** The exit code of a process that refuses its configuration. */
+export const CONFIG_ERROR_EXIT_CODE = 2;
 
 /**
- * The process's configuration, or a one-line error naming the bad variable and exit code 2:
- * a misconfigured process should say what is wrong, not print a stack trace.
+ * Writes one line naming what is wrong with the configuration and exits with
+ * {@link CONFIG_ERROR_EXIT_CODE}: a misconfigured process should say what is wrong, not print a
+ * stack trace. Usable as a `catch` handler for a configuration that loads asynchronously.
  */
-export function loadConfigOrExit(): Config {
+export function exitOnConfigError(err: unknown): never {
+  process.stderr.write(`configuration error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(CONFIG_ERROR_EXIT_CODE);
+}
+
+/**
+ * The process's configuration as `load` reads it from the environment, or, when `load` throws
+ * (naming the bad variable), one line on stderr and exit code 2.
+ */
+export function loadConfigOrExit<T>(load: (env: Env) => T, env: Env = process.env): T {
   try {
-    return loadConfig();
+    return load(env);
   } catch (err) {
-    process.stderr.write(`configuration error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(2);
+    return exitOnConfigError(err);
   }
+}
+
+/**
+ * Logs `summary()` under `message` every `intervalMs`, without keeping the process alive, so an
+ * operator sees a worker's totals move even when nothing goes wrong.
+ */
+export function logPeriodically(logger: Logger, intervalMs: number, message: string, summary: () => object): void {
+  setInterval(() => logger.info(summary(), message), intervalMs).unref();
 }
 
 /**

@@ -1,35 +1,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePort, portAccepts } from "@holdfast/common/net";
 
 /** How long a started nats-server may take to accept connections. */
-const start_timeout_ms = 10_000;
-
-/** A TCP port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
-async function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
+const START_TIMEOUT_MS = 10_000;
+/** Pause between probes of a starting nats-server. */
+const START_POLL_MS = 50;
 
 /**
  * A nats-server with JetStream of its own (from PATH, as the machines of this project have it),
@@ -43,12 +22,12 @@ export async function startNatsServer() {
 
   async function start(): Promise<void> {
     child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir], { stdio: "ignore" });
-    const deadline = Date.now() + start_timeout_ms;
-    while (!(await accepts(port))) {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!(await portAccepts(port))) {
       if (Date.now() > deadline) {
         throw new Error(`nats-server did not start on port ${port}`);
       }
-      await sleep(50);
+      await sleep(START_POLL_MS);
     }
   }
 

@@ -1,6 +1,5 @@
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Config } from "@holdfast/common/config";
 import { systemClock, uuidV7, type Clock, type IdGenerator } from "@holdfast/common/ids";
 import { streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
@@ -9,26 +8,27 @@ import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
+import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
 
 /** Bounds of the WatchWallet feed. */
-const watch_poll_interval_ms = 200;
-const watch_watchers_max = 1000;
-const watch_batch_max = 100;
+const WATCH_POLL_INTERVAL_MS = 200;
+const WATCH_WATCHERS_MAX = 1000;
+const WATCH_BATCH_MAX = 100;
 /** Entries in the API key cache. */
-const auth_cache_entries_max = 10_000;
+const AUTH_CACHE_ENTRIES_MAX = 10_000;
 /** Outbox relay bounds; see createOutboxRelay. */
-const relay_batch_max = 256;
-const relay_idle_ms = 20;
-const relay_standby_poll_ms = 1000;
-const relay_retry_delay_ms_max = 5000;
-const relay_publish_timeout_ms = 5000;
-const relay_status_log_ms = 30_000;
+const RELAY_BATCH_MAX = 256;
+const RELAY_IDLE_MS = 20;
+const RELAY_STANDBY_POLL_MS = 1000;
+const RELAY_RETRY_DELAY_MS_MAX = 5000;
+const RELAY_PUBLISH_TIMEOUT_MS = 5000;
+const RELAY_STATUS_LOG_MS = 30_000;
 
 export interface LedgerAppOptions {
-  config: Config;
+  config: LedgerConfig;
   logger: Logger;
   /** Defaults to the system clock; tests pass a manual one. */
   clock?: Clock;
@@ -69,9 +69,9 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   });
   const feed = createWalletFeed({
     pool,
-    pollIntervalMs: watch_poll_interval_ms,
-    watchersMax: watch_watchers_max,
-    batchMax: watch_batch_max,
+    pollIntervalMs: WATCH_POLL_INTERVAL_MS,
+    watchersMax: WATCH_WATCHERS_MAX,
+    batchMax: WATCH_BATCH_MAX,
   });
   const relay =
     options.relay === false
@@ -81,14 +81,14 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
           logger: logger.child({ component: "relay" }),
           natsUrl: config.natsUrl,
           stream: streamSettingsOf(config),
-          batchMax: relay_batch_max,
-          idleMs: relay_idle_ms,
-          standbyPollMs: relay_standby_poll_ms,
-          retryDelayMsMax: relay_retry_delay_ms_max,
-          publishTimeoutMs: relay_publish_timeout_ms,
-          statusLogMs: relay_status_log_ms,
+          batchMax: RELAY_BATCH_MAX,
+          idleMs: RELAY_IDLE_MS,
+          standbyPollMs: RELAY_STANDBY_POLL_MS,
+          retryDelayMsMax: RELAY_RETRY_DELAY_MS_MAX,
+          publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,
+          statusLogMs: RELAY_STATUS_LOG_MS,
         });
-  const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: auth_cache_entries_max });
+  const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: AUTH_CACHE_ENTRIES_MAX });
   let serving = true;
   const server = createServer({
     routes: createRoutes({
@@ -96,7 +96,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       pool,
       feed,
       defaultHoldTtlSeconds: config.defaultHoldTtlSeconds,
-      webhooks: { allowedNetworks: config.webhookAllowedNetworks, secretOverlapSeconds: config.webhookSecretOverlapSeconds },
+      webhooks: config.webhooks,
       isServing: () => serving,
     }),
     interceptors: createInterceptors(verifier, logger),

@@ -7,9 +7,10 @@
  */
 import type { Command } from "commander";
 import { pino } from "pino";
+import { readLogConfig } from "@holdfast/common/config";
 import { createPool } from "@holdfast/common/pg";
 import { backfill } from "@holdfast/billing-core/backfill";
-import { loadBillingConfig } from "@holdfast/billing-core/config";
+import { loadBillingConfig, readBillingConfigPath } from "@holdfast/billing-core/config";
 
 /** Where the command writes, one line per call (the same shape as CliOutput in main.ts). */
 export interface BillingOutput {
@@ -56,10 +57,10 @@ export function addBillingCommands(program: Command, output: BillingOutput): voi
 async function runBackfill(options: BackfillCliOptions, databaseUrl: string, output: BillingOutput): Promise<void> {
   const since = parseTime("--since", options.since);
   const until = options.until === undefined ? undefined : parseTime("--until", options.until);
-  const configPath = options.config ?? process.env["HOLDFAST_BILLING_CONFIG"];
-  if (configPath === undefined || configPath === "") throw new Error("name the billing configuration with --config or HOLDFAST_BILLING_CONFIG");
+  const configPath = options.config ?? readBillingConfigPath(process.env);
+  if (configPath === null || configPath === "") throw new Error("name the billing configuration with --config or HOLDFAST_BILLING_CONFIG");
   const config = await loadBillingConfig(configPath);
-  const logger = pino({ level: process.env["LOG_LEVEL"] ?? "warn" }, pino.destination(2));
+  const logger = pino({ level: readLogConfig(process.env, "warn").logLevel }, pino.destination(2));
   const pool = createPool(
     { databaseUrl, pgPoolMax: POOL_SIZE_MAX, pgConnectTimeoutMs: CONNECT_TIMEOUT_MS, pgStatementTimeoutMs: STATEMENT_TIMEOUT_MS },
     logger,

@@ -3,7 +3,8 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import type { Command } from "commander";
 import { EventSchema, type Event } from "@holdfast/gen/holdfast/v1/events_pb";
-import { event_subject_root } from "@holdfast/ledger/relay/event-codec";
+import { NATS_URL_DEFAULT, STREAM_NAME_DEFAULT } from "@holdfast/common/config";
+import { EVENT_SUBJECT_ROOT } from "@holdfast/common/nats";
 
 /** Where the CLI writes, one line per call (the same shape as in main.ts). */
 export interface TailOutput {
@@ -40,7 +41,7 @@ export function tailSubject(options: Pick<TailOptions, "tenant" | "wallet" | "ty
     throw new Error("--type must look like hold.captured or hold");
   }
   const tail = type === undefined ? ">" : type.includes(".") ? type : `${type}.*`;
-  return `${event_subject_root}.${options.tenant ?? "*"}.${options.wallet ?? "*"}.${tail}`;
+  return `${EVENT_SUBJECT_ROOT}.${options.tenant ?? "*"}.${options.wallet ?? "*"}.${tail}`;
 }
 
 /** One readable line per event. */
@@ -93,8 +94,8 @@ export function addEventsCommands(program: Command, output: TailOutput): void {
     .description("the event stream")
     .command("tail")
     .description("follow events live, one line each (filter by tenant, wallet or type)")
-    .option("--nats-url <url>", "NATS server URL", process.env["NATS_URL"] ?? "nats://127.0.0.1:4222")
-    .option("--stream <name>", "JetStream stream", process.env["HOLDFAST_STREAM_NAME"] ?? "HOLDFAST_EVENTS")
+    .option("--nats-url <url>", "NATS server URL", process.env["NATS_URL"] ?? NATS_URL_DEFAULT)
+    .option("--stream <name>", "JetStream stream", process.env["HOLDFAST_STREAM_NAME"] ?? STREAM_NAME_DEFAULT)
     .option("--tenant <id>", "only this tenant")
     .option("--wallet <id>", "only this wallet")
     .option("--type <type>", "only this type, e.g. hold.captured, or hold for every hold event")

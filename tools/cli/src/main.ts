@@ -1,15 +1,13 @@
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
 import type { Pool } from "pg";
+import { DATABASE_URL_DEFAULT } from "@holdfast/common/config";
 import { inTransaction } from "@holdfast/common/pg";
 import { createApiKey, createTenant, revokeApiKey, ROLES } from "@holdfast/ledger/auth/api-keys";
 import type { ApiKeyRecord, Role } from "@holdfast/ledger/auth/api-keys";
 import { migrate } from "@holdfast/db/migrate";
 import { addEventsCommands } from "./events-tail.js";
 import { addBillingCommands } from "./billing.js";
-
-/** The database the CLI uses when neither --database-url nor DATABASE_URL says otherwise. */
-export const DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/holdfast";
 
 /** A CLI command is interactive: fail fast when the database does not answer. */
 const CONNECT_TIMEOUT_MS = 5_000;

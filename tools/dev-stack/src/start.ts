@@ -20,18 +20,16 @@
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess, SpawnOptions } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
 import fs from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import pg from "pg";
 import type { Logger } from "pino";
 
-import { loadConfig } from "@holdfast/common/config";
-import type { Config } from "@holdfast/common/config";
+import { readRaw } from "@holdfast/common/env";
 import { createLogger } from "@holdfast/common/logger";
+import { portAccepts } from "@holdfast/common/net";
 import { createPool } from "@holdfast/common/pg";
 import {
   createApiKey,
@@ -39,8 +37,10 @@ import {
   createTenant,
   TenantNameTakenError,
 } from "@holdfast/ledger/auth/api-keys";
+import { loadLedgerConfig, type LedgerConfig } from "@holdfast/ledger/config";
 import { migrate } from "@holdfast/db/migrate";
 import { startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
+import { findNatsServer, NATS_SERVER_INSTALL_HELP } from "@holdfast/dev-servers/nats-server";
 
 const STATE_DIR = path.resolve(".holdfast");
 const PG_DIR = path.join(STATE_DIR, "pg");
@@ -93,7 +93,9 @@ const children: Managed[] = [];
 let stopping: Promise<void> | undefined;
 
 async function run(): Promise<void> {
-  const config = loadConfig(process.env);
+  // npm start reads its settings with the ledger's own loader: it starts the ledger with the
+  // same environment, and a bad value should stop the stack before anything starts.
+  const config = loadLedgerConfig(process.env);
   if (config.port === 0) {
     throw new Error("HOLDFAST_PORT=0 cannot be used with npm start, which must know the port to print it");
   }
@@ -104,27 +106,15 @@ async function run(): Promise<void> {
   const natsUrl = await resolveNats(config, logger);
   await ensureDatabaseExists(database.url, config);
   const adminKey = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
-  const webhookNetworks = config.webhookAllowedNetworks.length > 0 ? config.webhookAllowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
+  const allowedNetworks = config.webhooks.allowedNetworks;
+  const webhookNetworks = allowedNetworks.length > 0 ? allowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
   const env = {
     ...process.env,
     DATABASE_URL: database.url,
     HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: webhookNetworks,
     ...(natsUrl === undefined ? {} : { NATS_URL: natsUrl }),
   };
-  const ledger = startChild("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, {
-    stopSignal: "SIGTERM",
-    stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
-  });
-  const host = config.host === "0.0.0.0" || config.host === "::" ? LOCAL_HOST : config.host;
-  const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
-  await waitFor("the ledger to be ready", () => isReady(endpoint), LEDGER_READY_TIMEOUT_MS, ledger);
-  // Workers start once the ledger has migrated the database they share.
-  for (const worker of WORKERS) {
-    startChild(worker.name, process.execPath, [worker.entry], { env, stdio: "inherit" }, {
-      stopSignal: "SIGTERM",
-      stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS,
-    });
-  }
+  const { ledger, endpoint } = await startServices(config, env);
   printBanner({ endpoint, adminKey, databaseUrl: database.url, embedded: database.embedded, natsUrl, webhookNetworks });
   const code = await ledger.exited;
   if (stopping === undefined) {
@@ -134,17 +124,33 @@ async function run(): Promise<void> {
   await stopAll();
 }
 
+/**
+ * Starts the ledger, waits until it is ready, then the workers: they start once the ledger has
+ * migrated the database they share.
+ */
+async function startServices(config: LedgerConfig, env: NodeJS.ProcessEnv): Promise<{ ledger: Managed; endpoint: string }> {
+  const stop = { stopSignal: "SIGTERM", stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS } as const;
+  const ledger = startChild("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, stop);
+  const host = config.host === "0.0.0.0" || config.host === "::" ? LOCAL_HOST : config.host;
+  const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
+  await waitFor("the ledger to be ready", () => isReady(endpoint), LEDGER_READY_TIMEOUT_MS, ledger);
+  for (const worker of WORKERS) {
+    startChild(worker.name, process.execPath, [worker.entry], { env, stdio: "inherit" }, stop);
+  }
+  return { ledger, endpoint };
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
-async function resolveDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded: boolean }> {
-  if (process.env["DATABASE_URL"] !== undefined && process.env["DATABASE_URL"].trim() !== "") {
+async function resolveDatabase(config: LedgerConfig, logger: Logger): Promise<{ url: string; embedded: boolean }> {
+  if (readRaw(process.env, "DATABASE_URL") !== undefined) {
     return { url: config.databaseUrl, embedded: false };
   }
   // The default URL's database name, on the local port (the same server either way).
   const url = new URL(config.databaseUrl);
   const localUrl = `postgres://${PG_SUPERUSER}@${LOCAL_HOST}:${PG_PORT}${url.pathname}`;
-  if (await isPortOpen(LOCAL_HOST, PG_PORT)) {
+  if (await portAccepts(PG_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS)) {
     logger.info({ port: PG_PORT }, "using the PostgreSQL that answers locally");
     return { url: localUrl, embedded: false };
   }
@@ -165,22 +171,15 @@ async function startEmbeddedPostgres(logger: Logger): Promise<void> {
     detached: true,
     startTimeoutMs: PG_START_TIMEOUT_MS,
     onProgress: (message, fields) => logger.info(fields, message),
-    onSpawn: (child, exited) => {
-      // SIGINT is PostgreSQL's "fast" shutdown.
-      const stop = { stopSignal: "SIGINT", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS } as const;
-      const managed: Managed = { name: "postgres", child, exited, hasExited: false, ...stop };
-      void exited.then(() => {
-        managed.hasExited = true;
-      });
-      children.push(managed);
-    },
+    // SIGINT is PostgreSQL's "fast" shutdown.
+    onSpawn: (child, exited) => void manage("postgres", child, exited, { stopSignal: "SIGINT", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS }),
   }).catch((err: unknown) => {
     throw new Error(`${err instanceof Error ? err.message : String(err)} (or set DATABASE_URL to a PostgreSQL server)`);
   });
 }
 
 /** Creates the database named in the URL if it does not exist, from the `postgres` database. */
-async function ensureDatabaseExists(databaseUrl: string, config: Config): Promise<void> {
+async function ensureDatabaseExists(databaseUrl: string, config: LedgerConfig): Promise<void> {
   const url = new URL(databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1));
   if (name === "" || name === "postgres") {
@@ -208,7 +207,7 @@ async function ensureDatabaseExists(databaseUrl: string, config: Config): Promis
 }
 
 /** Migrates and returns the development admin key, creating it on first start. */
-async function prepareLedgerDatabase(config: Config, logger: Logger): Promise<string> {
+async function prepareLedgerDatabase(config: LedgerConfig, logger: Logger): Promise<string> {
   const pool = createPool(config, logger, { applicationName: "holdfast-start" });
   try {
     const { applied } = await migrate(pool, logger);
@@ -258,15 +257,15 @@ async function devTenantId(pool: pg.Pool): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // NATS
 
-async function resolveNats(config: Config, logger: Logger): Promise<string | undefined> {
-  if (process.env["NATS_URL"] !== undefined && process.env["NATS_URL"].trim() !== "") {
+async function resolveNats(config: LedgerConfig, logger: Logger): Promise<string | undefined> {
+  if (readRaw(process.env, "NATS_URL") !== undefined) {
     return config.natsUrl;
   }
-  if (await isPortOpen(LOCAL_HOST, NATS_PORT)) {
+  if (await portAccepts(NATS_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS)) {
     logger.info({ port: NATS_PORT }, "using the NATS server that answers locally");
     return `nats://${LOCAL_HOST}:${NATS_PORT}`;
   }
-  const binary = await findOnPath("nats-server");
+  const binary = await findNatsServer();
   if (binary === undefined) {
     process.stderr.write(NATS_MISSING_HELP);
     return undefined;
@@ -279,7 +278,8 @@ async function resolveNats(config: Config, logger: Logger): Promise<string | und
       stopSignal: "SIGTERM",
       stopTimeoutMs: SERVER_STOP_TIMEOUT_MS,
     });
-    await waitFor("nats-server to listen", () => isPortOpen(LOCAL_HOST, NATS_PORT), NATS_START_TIMEOUT_MS, server);
+    const listening = () => portAccepts(NATS_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS);
+    await waitFor("nats-server to listen", listening, NATS_START_TIMEOUT_MS, server);
   } finally {
     await log.close();
   }
@@ -291,22 +291,10 @@ const NATS_MISSING_HELP = `
 NATS is not running: nothing answers on ${LOCAL_HOST}:${NATS_PORT} and nats-server is not on PATH.
 The ledger runs without it for now (events wait in PostgreSQL until NATS is reachable).
 To install it:
-  Debian/Ubuntu:  apt-get install nats-server
-  elsewhere:      download nats-server from https://github.com/nats-io/nats-server/releases
-                  and put the nats-server binary on PATH
+${NATS_SERVER_INSTALL_HELP}
 Then run npm start again, or set NATS_URL to a running server.
 
 `;
-
-async function findOnPath(command: string): Promise<string | undefined> {
-  for (const dir of (process.env["PATH"] ?? "").split(path.delimiter)) {
-    const candidate = path.join(dir, command);
-    if (dir !== "" && (await fs.access(candidate, fsConstants.X_OK).then(() => true, () => false))) {
-      return candidate;
-    }
-  }
-  return undefined;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -325,6 +313,16 @@ function startChild(
     child.once("exit", (code) => resolve(code));
     child.once("error", () => resolve(null));
   });
+  return manage(name, child, exited, stop);
+}
+
+/** Adds a started child to the ones this script stops, newest first. */
+function manage(
+  name: string,
+  child: ChildProcess,
+  exited: Promise<number | null>,
+  stop: { stopSignal: NodeJS.Signals; stopTimeoutMs: number },
+): Managed {
   const managed: Managed = { name, child, exited, hasExited: false, ...stop };
   void exited.then(() => {
     managed.hasExited = true;
@@ -399,19 +397,6 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
     await sleep(READY_POLL_MS);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-function isPortOpen(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port, timeout: PORT_PROBE_TIMEOUT_MS });
-    const done = (open: boolean): void => {
-      socket.destroy();
-      resolve(open);
-    };
-    socket.once("connect", () => done(true));
-    socket.once("timeout", () => done(false));
-    socket.once("error", () => done(false));
-  });
 }
 
 async function isReady(endpoint: string): Promise<boolean> {

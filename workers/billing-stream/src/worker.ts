@@ -9,7 +9,7 @@ import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
+import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
 import type { BillingConfig } from "@holdfast/billing-core/config";
 import { newSinkMetrics, type SinkMetrics } from "@holdfast/billing-core/metrics";
 import { createResolver } from "@holdfast/billing-core/resolver";
@@ -47,7 +47,7 @@ export function createBillingWorker(options: BillingWorkerOptions) {
     for (;;) {
       try {
         const conn = await connectNats(options.natsUrl, "holdfast-billing-stream", logger);
-        const jsm = await ensureStream(conn, { ...options.stream, subjects: ["holdfast.events.>"] });
+        const jsm = await ensureStream(conn, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
         return { nc: conn, jsm };
       } catch (err) {
         if (stopping.signal.aborted) throw err;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
+import { backoffDelayMs } from "@holdfast/common/backoff";
 import type { Clock } from "@holdfast/common/ids";
 
 export interface ExpirerOptions {
@@ -14,6 +15,9 @@ export interface ExpirerOptions {
   /** Longest pause after a failed pass (database down). */
   retryDelayMsMax: number;
 }
+
+/** The pause after the first failed pass; it doubles per failure up to retryDelayMsMax. */
+const RETRY_DELAY_MS_MIN = 100;
 
 export interface PassResult {
   /** Holds voided by this pass. */
@@ -68,7 +72,7 @@ export function createHoldExpirer(options: ExpirerOptions) {
         }
       } catch (err) {
         failures++;
-        const delay = Math.min(options.retryDelayMsMax, 100 * 2 ** Math.min(failures, 10));
+        const delay = backoffDelayMs(failures, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
         logger.warn({ err, failures, retryInMs: delay }, "hold expiry pass failed; retrying");
         await pause(delay);
       }

@@ -1,30 +1,30 @@
 import { systemClock } from "@holdfast/common/ids";
 import { createLogger } from "@holdfast/common/logger";
 import { createPool } from "@holdfast/common/pg";
-import { loadConfigOrExit, stopOnSignals } from "@holdfast/common/process";
+import { loadConfigOrExit, logPeriodically, stopOnSignals } from "@holdfast/common/process";
+import { loadHoldExpiryConfig } from "./config.js";
 import { createHoldExpirer } from "./expirer.js";
 
 /** The hold-expiry worker process: expire due holds until SIGTERM or SIGINT. */
-const wallets_per_pass_max = 100;
-const idle_ms = 250;
-const retry_delay_ms_max = 5000;
+const WALLETS_PER_PASS_MAX = 100;
+const IDLE_MS = 250;
+const RETRY_DELAY_MS_MAX = 5000;
+const TOTALS_LOG_INTERVAL_MS = 60_000;
 
-const config = loadConfigOrExit();
+const config = loadConfigOrExit(loadHoldExpiryConfig);
 const logger = createLogger("hold-expiry", config.logLevel);
 const pool = createPool(config, logger, { applicationName: "holdfast-hold-expiry" });
 const expirer = createHoldExpirer({
   pool,
   clock: systemClock,
   logger,
-  walletsPerPassMax: wallets_per_pass_max,
-  idleMs: idle_ms,
-  retryDelayMsMax: retry_delay_ms_max,
+  walletsPerPassMax: WALLETS_PER_PASS_MAX,
+  idleMs: IDLE_MS,
+  retryDelayMsMax: RETRY_DELAY_MS_MAX,
 });
 expirer.start();
 logger.info("hold-expiry worker running");
-
-const summary = setInterval(() => logger.info(expirer.totals(), "hold expiry totals"), 60_000);
-summary.unref();
+logPeriodically(logger, TOTALS_LOG_INTERVAL_MS, "hold expiry totals", expirer.totals);
 
 stopOnSignals(logger, async () => {
   await expirer.stop();

@@ -17,13 +17,11 @@ import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg 
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
+import { backoffDelayMs } from "@holdfast/common/backoff";
+import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
+import { isUuid } from "@holdfast/common/patterns";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { fanOut, ledgerEventMessage, type WebhookMessage } from "@holdfast/webhooks-core/messages";
-import { is_uuid } from "@holdfast/webhooks-core/store";
-
-/** The root of every event subject (services/ledger/src/relay/event-codec.ts). */
-const subject_root = "holdfast.events";
 
 export interface IntakeOptions {
   readonly pool: pg.Pool;
@@ -52,7 +50,8 @@ export interface IntakeTotals {
   storeFailures: number;
 }
 
-const loop_retry_delay_ms_min = 250;
+/** The pause after the consumer loop first fails; it doubles per failure up to retryDelayMsMax. */
+const LOOP_RETRY_DELAY_MS_MIN = 250;
 
 export function createIntake(options: IntakeOptions) {
   const { logger } = options;
@@ -72,7 +71,7 @@ export function createIntake(options: IntakeOptions) {
       try {
         if (nc?.isClosed() === true) nc = null;
         nc ??= await connectNats(options.natsUrl, "holdfast-webhooks", logger);
-        const jsm = await ensureStream(nc, { ...options.stream, subjects: [`${subject_root}.>`] });
+        const jsm = await ensureStream(nc, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
         await ensureConsumer(jsm);
         const consumer = await jetstream(nc).consumers.get(options.stream.name, options.consumerName);
         messages = await consumer.consume({
@@ -89,7 +88,7 @@ export function createIntake(options: IntakeOptions) {
       } catch (err) {
         if (stopping) break;
         failures++;
-        const delay = Math.min(options.retryDelayMsMax, loop_retry_delay_ms_min * 2 ** Math.min(failures, 10));
+        const delay = backoffDelayMs(failures, { delayMsMin: LOOP_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
         logger.warn({ err, retryInMs: delay }, "webhooks: event consumer failed; retrying");
         await sleep(delay, undefined, { signal: stopped.signal }).catch(() => undefined);
       }
@@ -113,7 +112,7 @@ export function createIntake(options: IntakeOptions) {
         durable_name: options.consumerName,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
-        filter_subject: `${subject_root}.>`,
+        filter_subject: EVENT_SUBJECTS_ALL,
         max_deliver: -1,
       });
     }
@@ -158,7 +157,7 @@ export function createIntake(options: IntakeOptions) {
   function decode(msg: JsMsg): WebhookMessage | null {
     try {
       const event = fromBinary(EventSchema, msg.data);
-      if (!is_uuid.test(event.tenantId) || !is_uuid.test(event.eventId) || event.type === "") {
+      if (!isUuid(event.tenantId) || !isUuid(event.eventId) || event.type === "") {
         throw new Error("event without tenant id, event id or type");
       }
       return ledgerEventMessage(event);

@@ -17,10 +17,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
+import { backoffDelayMs } from "@holdfast/common/backoff";
 import type { IdGenerator } from "@holdfast/common/ids";
 import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
-import { verdictOf } from "./schedule.js";
+import { verdictOf, type AttemptResult, type Verdict } from "./schedule.js";
 import { signatureHeaders } from "./signing.js";
 
 export interface SenderOptions {
@@ -56,55 +57,41 @@ export interface SenderTotals {
   latencyMsMax: number;
 }
 
-const claim_retry_delay_ms_min = 50;
+/** The pause after the first failed claim; it doubles per failure up to retryDelayMsMax. */
+const CLAIM_RETRY_DELAY_MS_MIN = 50;
 /** Most successes recorded by one statement. */
-const success_batch_max = 256;
+const SUCCESS_BATCH_MAX = 256;
 /**
  * Most deliveries one slot passes along before it goes back to the claim loop. Without a bound,
  * the replica that first claimed a busy endpoint's slots would keep them for good; with it, every
  * replica's claims get a turn, and work follows the replicas with room.
  */
-const chain_length_max = 32;
+const CHAIN_LENGTH_MAX = 32;
+
+/** A success to record, and how many deliveries its slot has passed along so far. */
+interface ChainedSuccess {
+  readonly success: Success;
+  readonly chained: number;
+}
 
 export function createSender(options: SenderOptions) {
-  const { pool, logger, poster } = options;
+  const { pool, logger } = options;
   const totals: SenderTotals = { attempts: 0, succeeded: 0, retried: 0, failed: 0, disabled: 0, inFlight: 0, latencyMsMax: 0 };
   /** Attempts holding one of the `concurrency` slots. */
   let slotsUsed = 0;
   const tasks = new Set<Promise<void>>();
   let stopping = false;
-  let signalled = false;
-  let waiter: (() => void) | null = null;
   let loop: Promise<void> | null = null;
-  const recordSuccess = createBatcher<{ success: Success; chained: number }, boolean>(success_batch_max, recordAndChain);
-
-  /** Ends the current idle wait at once (or the next one, if none is running). */
-  function wake(): void {
-    signalled = true;
-    waiter?.();
-  }
-
-  async function idle(ms: number): Promise<void> {
-    if (!signalled) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, ms);
-        function done() {
-          clearTimeout(timer);
-          waiter = null;
-          resolve();
-        }
-        waiter = done;
-      });
-    }
-    signalled = false;
-  }
+  const waker = createWaker();
+  const recordSuccess = createBatcher<ChainedSuccess, boolean>(SUCCESS_BATCH_MAX, recordAndChain);
+  const attemptDeps: AttemptDeps = { options, totals, recordSuccess, stopping: () => stopping };
 
   async function run(): Promise<void> {
     let failures = 0;
     while (!stopping) {
       const room = options.concurrency - slotsUsed;
       if (room <= 0) {
-        await idle(options.pollIdleMs);
+        await waker.idle(options.pollIdleMs);
         continue;
       }
       let claimed: ClaimedDelivery[];
@@ -118,7 +105,7 @@ export function createSender(options: SenderOptions) {
         failures = 0;
       } catch (err) {
         failures++;
-        const delay = Math.min(options.retryDelayMsMax, claim_retry_delay_ms_min * 2 ** Math.min(failures, 16));
+        const delay = backoffDelayMs(failures, { delayMsMin: CLAIM_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
         logger.warn({ err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
         await sleep(delay);
         continue;
@@ -127,7 +114,7 @@ export function createSender(options: SenderOptions) {
       // Something was due: look again at once, there may be more. Otherwise wait for new work
       // (the intake and finishing attempts wake the loop) or the poll interval.
       if (claimed.length === 0) {
-        await idle(options.pollIdleMs);
+        await waker.idle(options.pollIdleMs);
       }
     }
   }
@@ -139,14 +126,14 @@ export function createSender(options: SenderOptions) {
   function launch(delivery: ClaimedDelivery, chained: number): void {
     if (chained === 0) slotsUsed++;
     totals.inFlight = slotsUsed;
-    const task = attempt(delivery, performance.now(), chained)
+    const task = attemptDelivery(attemptDeps, delivery, performance.now(), chained)
       .then((handedOver) => {
         // A slot handed to the endpoint's next delivery is still taken: waking the claim loop
         // for it would only run a claim that finds no room (measured: one wasted claim
         // transaction per delivery cost a busy endpoint about a fifth of its throughput).
         if (!handedOver) {
           slotsUsed--;
-          wake();
+          waker.wake();
         }
         totals.inFlight = slotsUsed;
       })
@@ -160,7 +147,7 @@ export function createSender(options: SenderOptions) {
    * one delivery to the next without waiting for the claim loop. The new attempts start here and
    * take over the finished ones' slots, so `concurrency` still bounds the total.
    */
-  async function recordAndChain(batch: { success: Success; chained: number }[]): Promise<boolean[]> {
+  async function recordAndChain(batch: ChainedSuccess[]): Promise<boolean[]> {
     const next = await recordSuccesses(pool, batch.map((item) => item.success), options.leaseMs);
     // Slots are interchangeable: the new attempts inherit from the chaining successes in order.
     const heirs = batch.filter((item) => item.success.chain);
@@ -169,62 +156,115 @@ export function createSender(options: SenderOptions) {
     return batch.map((item) => item.success.chain && handedOver-- > 0);
   }
 
-  /**
-   * One attempt: sign, post, record. Resolves whether its slot was handed to a next delivery.
-   * Never rejects; a failure to record is logged and the lease left to expire.
-   */
-  async function attempt(d: ClaimedDelivery, claimedAtMs: number, chained: number): Promise<boolean> {
-    const log = logger.child({ deliveryId: d.delivery_id, endpointId: d.endpoint_id, eventId: d.event_id, attempt: d.attempts });
-    try {
-      const secrets = d.previous_secret === null ? [d.secret] : [d.secret, d.previous_secret];
-      const headers = signatureHeaders(d.event_id, d.body, secrets, new Date());
-      const result = await poster.post(d.url, headers, d.body);
-      totals.attempts++;
-      totals.latencyMsMax = Math.max(totals.latencyMsMax, result.latencyMs);
-      const verdict = verdictOf(result, d.attempts, options.retryScheduleMs, options.random);
-      const outcome = { status: result.status, error: result.error, latencyMs: result.latencyMs };
-      if (verdict.kind === "succeeded") {
-        // Chain only while the lease is young: a slot whose lease ran out may already be counted
-        // free by a claim, and handing it on could put the endpoint over its limit.
-        const young = performance.now() - claimedAtMs < options.leaseMs / 2;
-        const chain = !stopping && young && chained < chain_length_max;
-        const success = { delivery: d, status: result.status!, latencyMs: result.latencyMs, chain };
-        const handedOver = await recordSuccess({ success, chained });
-        totals.succeeded++;
-        return handedOver;
-      }
-      const final = verdict.kind === "failed";
-      const recorded = await recordFailure(pool, d, outcome, { final, delayMs: final ? 0 : verdict.delayMs }, options.disableAfterSeconds);
-      totals[final ? "failed" : "retried"]++;
-      log[final ? "warn" : "debug"]({ status: result.status, error: result.error, final }, "webhooks: attempt failed");
-      if (recorded !== null && (verdict.gone || recorded.failingTooLong)) {
-        const reason = verdict.gone ? "gone" : "failing";
-        const lastError = result.error ?? "";
-        if (await disableEndpoint(pool, options.newId, { tenantId: d.tenant_id, endpointId: d.endpoint_id, reason, lastError })) {
-          totals.disabled++;
-          log.warn({ reason }, "webhooks: endpoint disabled");
-        }
-      }
-    } catch (err) {
-      log.error({ err }, "webhooks: could not record an attempt; the delivery is retried when its lease expires");
-    }
-    return false;
-  }
-
   return {
     start(): void {
       loop ??= run();
     },
-    wake,
+    wake: waker.wake,
     totals: (): SenderTotals => ({ ...totals }),
     /** Stops claiming and waits for the attempts in flight (each bounded by the request timeout). */
     async stop(): Promise<void> {
       stopping = true;
-      wake();
+      waker.wake();
       await loop;
       while (tasks.size > 0) {
         await Promise.allSettled([...tasks]);
       }
+    },
+  };
+}
+
+/** What one attempt needs from its sender. */
+interface AttemptDeps {
+  readonly options: SenderOptions;
+  readonly totals: SenderTotals;
+  readonly recordSuccess: (item: ChainedSuccess) => Promise<boolean>;
+  readonly stopping: () => boolean;
+}
+
+/**
+ * One attempt: sign, post, record. Resolves whether its slot was handed to a next delivery.
+ * Never rejects; a failure to record is logged and the lease left to expire.
+ */
+async function attemptDelivery(deps: AttemptDeps, d: ClaimedDelivery, claimedAtMs: number, chained: number): Promise<boolean> {
+  const { options, totals } = deps;
+  const log = options.logger.child({ deliveryId: d.delivery_id, endpointId: d.endpoint_id, eventId: d.event_id, attempt: d.attempts });
+  try {
+    const secrets = d.previous_secret === null ? [d.secret] : [d.secret, d.previous_secret];
+    const headers = signatureHeaders(d.event_id, d.body, secrets, new Date());
+    const result = await options.poster.post(d.url, headers, d.body);
+    totals.attempts++;
+    totals.latencyMsMax = Math.max(totals.latencyMsMax, result.latencyMs);
+    const verdict = verdictOf(result, d.attempts, options.retryScheduleMs, options.random);
+    if (verdict.kind === "succeeded") {
+      // Chain only while the lease is young: a slot whose lease ran out may already be counted
+      // free by a claim, and handing it on could put the endpoint over its limit.
+      const young = performance.now() - claimedAtMs < options.leaseMs / 2;
+      const chain = !deps.stopping() && young && chained < CHAIN_LENGTH_MAX;
+      const success = { delivery: d, status: result.status!, latencyMs: result.latencyMs, chain };
+      const handedOver = await deps.recordSuccess({ success, chained });
+      totals.succeeded++;
+      return handedOver;
+    }
+    await recordFailedAttempt(options, totals, log, d, result, verdict);
+  } catch (err) {
+    log.error({ err }, "webhooks: could not record an attempt; the delivery is retried when its lease expires");
+  }
+  return false;
+}
+
+/** Records a failed attempt, and disables the endpoint when it is gone or has failed too long. */
+async function recordFailedAttempt(
+  options: SenderOptions,
+  totals: SenderTotals,
+  log: Logger,
+  d: ClaimedDelivery,
+  result: AttemptResult,
+  verdict: Exclude<Verdict, { kind: "succeeded" }>,
+): Promise<void> {
+  const { pool } = options;
+  const final = verdict.kind === "failed";
+  const outcome = { status: result.status, error: result.error, latencyMs: result.latencyMs };
+  const delayMs = verdict.kind === "retry" ? verdict.delayMs : 0;
+  const recorded = await recordFailure(pool, d, outcome, { final, delayMs }, options.disableAfterSeconds);
+  totals[final ? "failed" : "retried"]++;
+  log[final ? "warn" : "debug"]({ status: result.status, error: result.error, final }, "webhooks: attempt failed");
+  const gone = verdict.gone;
+  if (recorded !== null && (gone || recorded.failingTooLong)) {
+    const reason = gone ? "gone" : "failing";
+    const lastError = result.error ?? "";
+    if (await disableEndpoint(pool, options.newId, { tenantId: d.tenant_id, endpointId: d.endpoint_id, reason, lastError })) {
+      totals.disabled++;
+      log.warn({ reason }, "webhooks: endpoint disabled");
+    }
+  }
+}
+
+/**
+ * The claim loop's idle wait: `idle(ms)` waits up to `ms`, and `wake()` ends the current wait
+ * at once (or the next one, if none is running), so new work never waits for the poll interval.
+ */
+function createWaker() {
+  let signalled = false;
+  let waiter: (() => void) | null = null;
+  return {
+    wake(): void {
+      signalled = true;
+      waiter?.();
+    },
+    async idle(ms: number): Promise<void> {
+      if (!signalled) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, ms);
+          function done() {
+            clearTimeout(timer);
+            waiter = null;
+            resolve();
+          }
+          waiter = done;
+        });
+      }
+      signalled = false;
     },
   };
 }

@@ -10,26 +10,14 @@
  */
 import type pg from "pg";
 import type { Logger } from "pino";
-import type { Config } from "@holdfast/common/config";
 import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
 import type { StreamSettings } from "@holdfast/common/nats";
 import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
+import type { WebhookSettings } from "./config.js";
 import { pruneOld } from "./deliveries.js";
 import { createHttpPoster } from "./http-post.js";
 import { createIntake, type IntakeTotals } from "./intake.js";
 import { createSender, type SenderTotals } from "./sender.js";
-
-/** The part of Config the worker reads. */
-export type WebhookSettings = Pick<
-  Config,
-  | "webhookAllowedNetworks"
-  | "webhookRetryScheduleMs"
-  | "webhookTimeoutMs"
-  | "webhookConcurrency"
-  | "webhookEndpointConcurrency"
-  | "webhookDisableAfterSeconds"
-  | "webhookRetentionHours"
->;
 
 export interface WebhookWorkerOptions {
   readonly pool: pg.Pool;
@@ -44,74 +32,74 @@ export interface WebhookWorkerOptions {
 }
 
 /** The durable consumer every replica shares. */
-export const default_consumer_name = "holdfast-webhooks";
+export const CONSUMER_NAME_DEFAULT = "holdfast-webhooks";
 /**
  * A claim's lease: twice the request timeout plus this. The attempt itself takes at most one
  * timeout; the second covers recording the outcome and clock skew between replicas. An attempt
  * cut short by a crash is retried once the lease runs out.
  */
-const lease_slack_ms = 1000;
+const LEASE_SLACK_MS = 1000;
 /** Pause between claims when nothing is due; new events and finished attempts wake it sooner. */
-const poll_idle_ms = 100;
-const claim_endpoints_max = 256;
-const intake_batch_max = 256;
-/** Must exceed intake_batch_max, or one worker could starve the others of messages. */
-const intake_ack_pending_max = 4096;
+const POLL_IDLE_MS = 100;
+const CLAIM_ENDPOINTS_MAX = 256;
+const INTAKE_BATCH_MAX = 256;
+/** Must exceed INTAKE_BATCH_MAX, or one worker could starve the others of messages. */
+const INTAKE_ACK_PENDING_MAX = 4096;
 /**
  * Storing a batch is one statement (bounded by the statement timeout, 5 s by default), so a
  * message unacknowledged for this long belongs to a worker that died: hand it to another. A
  * slow database that overruns it costs only a redelivery, which adds nothing.
  */
-const intake_ack_wait_ms = 10_000;
-const intake_nak_delay_ms = 1000;
-const retry_delay_ms_max = 5000;
-const response_bytes_max = 4096;
-const prune_interval_ms = 60_000;
-const prune_batch_max = 1000;
-const user_agent = "Holdfast-Webhooks/0.1 (+https://www.standardwebhooks.com)";
+const INTAKE_ACK_WAIT_MS = 10_000;
+const INTAKE_NAK_DELAY_MS = 1000;
+const RETRY_DELAY_MS_MAX = 5000;
+const RESPONSE_BYTES_MAX = 4096;
+const PRUNE_INTERVAL_MS = 60_000;
+const PRUNE_BATCH_MAX = 1000;
+const USER_AGENT = "Holdfast-Webhooks/0.1 (+https://www.standardwebhooks.com)";
 
 export function createWebhookWorker(options: WebhookWorkerOptions) {
   const { pool, logger, settings } = options;
   const newId = options.newId ?? uuidV7;
   const poster = createHttpPoster({
-    policy: createUrlPolicy(settings.webhookAllowedNetworks),
-    timeoutMs: settings.webhookTimeoutMs,
-    socketsMax: settings.webhookConcurrency,
-    responseBytesMax: response_bytes_max,
-    userAgent: user_agent,
+    policy: createUrlPolicy(settings.allowedNetworks),
+    timeoutMs: settings.timeoutMs,
+    socketsMax: settings.concurrency,
+    responseBytesMax: RESPONSE_BYTES_MAX,
+    userAgent: USER_AGENT,
   });
   const sender = createSender({
     pool,
     logger,
     poster,
     newId,
-    concurrency: settings.webhookConcurrency,
-    endpointConcurrency: settings.webhookEndpointConcurrency,
-    retryScheduleMs: settings.webhookRetryScheduleMs,
-    disableAfterSeconds: settings.webhookDisableAfterSeconds,
-    leaseMs: 2 * settings.webhookTimeoutMs + lease_slack_ms,
-    claimEndpointsMax: claim_endpoints_max,
-    pollIdleMs: options.pollIdleMs ?? poll_idle_ms,
-    retryDelayMsMax: retry_delay_ms_max,
+    concurrency: settings.concurrency,
+    endpointConcurrency: settings.endpointConcurrency,
+    retryScheduleMs: settings.retryScheduleMs,
+    disableAfterSeconds: settings.disableAfterSeconds,
+    leaseMs: 2 * settings.timeoutMs + LEASE_SLACK_MS,
+    claimEndpointsMax: CLAIM_ENDPOINTS_MAX,
+    pollIdleMs: options.pollIdleMs ?? POLL_IDLE_MS,
+    retryDelayMsMax: RETRY_DELAY_MS_MAX,
   });
   const intake = createIntake({
     pool,
     logger,
     natsUrl: options.natsUrl,
     stream: options.stream,
-    consumerName: options.consumerName ?? default_consumer_name,
-    batchMax: intake_batch_max,
-    ackPendingMax: intake_ack_pending_max,
-    ackWaitMs: intake_ack_wait_ms,
-    nakDelayMs: intake_nak_delay_ms,
-    retryDelayMsMax: retry_delay_ms_max,
+    consumerName: options.consumerName ?? CONSUMER_NAME_DEFAULT,
+    batchMax: INTAKE_BATCH_MAX,
+    ackPendingMax: INTAKE_ACK_PENDING_MAX,
+    ackWaitMs: INTAKE_ACK_WAIT_MS,
+    nakDelayMs: INTAKE_NAK_DELAY_MS,
+    retryDelayMsMax: RETRY_DELAY_MS_MAX,
     onStored: () => sender.wake(),
   });
   let pruner: NodeJS.Timeout | null = null;
 
   async function prune(): Promise<void> {
     try {
-      while ((await pruneOld(pool, settings.webhookRetentionHours, prune_batch_max)) >= prune_batch_max) {
+      while ((await pruneOld(pool, settings.retentionHours, PRUNE_BATCH_MAX)) >= PRUNE_BATCH_MAX) {
         // A full batch: there may be more.
       }
     } catch (err) {
@@ -123,7 +111,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     start(): void {
       sender.start();
       intake.start();
-      pruner ??= setInterval(() => void prune(), prune_interval_ms);
+      pruner ??= setInterval(() => void prune(), PRUNE_INTERVAL_MS);
       pruner.unref();
     },
     totals: (): { intake: IntakeTotals; sender: SenderTotals } => ({ intake: intake.totals(), sender: sender.totals() }),

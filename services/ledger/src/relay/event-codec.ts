@@ -1,6 +1,7 @@
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
+import { EVENT_SUBJECT_ROOT } from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { parseBalance, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
 import { toBalance, toHold, toTransfer, toWallet } from "../rpc/convert.js";
@@ -21,11 +22,8 @@ type Json = Record<string, unknown>;
 type EventInit = MessageInitShape<typeof EventSchema>;
 type Payload = EventInit["payload"];
 
-/** The root of every event subject: holdfast.events.<tenant>.<wallet>.<kind>.<action>. */
-export const event_subject_root = "holdfast.events";
-
 /** Which oneof case of Event.payload carries each event type, and what it holds. */
-const payloads: Record<string, (data: Json, at: Date) => Payload> = {
+const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.deposit.completed": (d) => ({ case: "depositCompleted", value: transferEvent(d) }),
   "holdfast.spend.completed": (d) => ({ case: "spendCompleted", value: transferEvent(d) }),
   "holdfast.refund.completed": (d) => ({ case: "refundCompleted", value: transferEvent(d) }),
@@ -53,7 +51,7 @@ function holdEvent(data: Json, at: Date) {
 
 /** The holdfast.v1.Event of an outbox row. */
 export function toEvent(row: OutboxRow) {
-  const payload = payloads[row.type];
+  const payload = PAYLOADS[row.type];
   if (!payload) {
     // The SQL functions and this table are written together; an unknown type is a bug.
     throw new Error(`event-codec: unknown event type ${row.type}`);
@@ -75,7 +73,7 @@ export function toEvent(row: OutboxRow) {
 
 /** The NATS subject of an event: filterable by tenant, wallet and type with wildcards. */
 export function eventSubject(row: Pick<OutboxRow, "tenant_id" | "wallet_id" | "type">): string {
-  return `${event_subject_root}.${row.tenant_id}.${row.wallet_id}.${row.type.replace(/^holdfast\./, "")}`;
+  return `${EVENT_SUBJECT_ROOT}.${row.tenant_id}.${row.wallet_id}.${row.type.replace(/^holdfast\./, "")}`;
 }
 
 /**

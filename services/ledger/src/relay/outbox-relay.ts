@@ -3,11 +3,14 @@ import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, type StreamSettings } from "@holdfast/common/nats";
-import { encodeEvent, event_subject_root, type OutboxRow } from "./event-codec.js";
+import { backoffDelayMs } from "@holdfast/common/backoff";
+import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
+import { encodeEvent, type OutboxRow } from "./event-codec.js";
 
 /** The advisory lock whose holder is the one active relay among the ledger replicas. */
-export const relay_lock_key = "5219509671615886197";
+export const RELAY_LOCK_KEY = "5219509671615886197";
+/** The pause after the first failed attempt; it doubles per failure up to retryDelayMsMax. */
+const RETRY_DELAY_MS_MIN = 100;
 
 export interface RelayOptions {
   pool: pg.Pool;
@@ -58,13 +61,69 @@ export function createOutboxRelay(options: RelayOptions) {
   const { pool, logger } = options;
   const status: RelayStatus = { role: "standby", nats: "disconnected", backlog: 0, lagMs: 0, publishedTotal: 0 };
   const stopping = new AbortController();
-  let lockClient: pg.PoolClient | null = null;
-  let nc: NatsConnection | null = null;
-  let js: JetStreamClient | null = null;
+  const leadership = createLeadership(pool, logger, status);
+  const publisher = createPublisher(options, status);
 
-  async function acquireLock(): Promise<boolean> {
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!stopping.signal.aborted) {
+      try {
+        if (!leadership.held() && !(await leadership.acquire())) {
+          await pause(options.standbyPollMs);
+          continue;
+        }
+        const published = await publisher.publishBatch();
+        failures = 0;
+        if (published < options.batchMax) {
+          await pause(options.idleMs);
+        }
+      } catch (err) {
+        failures++;
+        status.nats = "disconnected";
+        const delay = backoffDelayMs(failures, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
+        logger.warn({ err, failures, retryInMs: delay }, "outbox relay: publish failed; the backlog waits in Postgres");
+        await pause(delay);
+      }
+    }
+  }
+
+  async function pause(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
+  }
+
+  const refresh = () => refreshStatus(pool, status);
+  let loop: Promise<void> | null = null;
+  let statusTimer: NodeJS.Timeout | null = null;
+  return {
+    start() {
+      loop ??= run();
+      statusTimer ??= logStatusPeriodically(logger, options.statusLogMs, refresh);
+    },
+    status: () => ({ ...status }),
+    refreshStatus: refresh,
+    async stop() {
+      stopping.abort();
+      if (statusTimer) clearInterval(statusTimer);
+      await loop;
+      status.role = "stopped";
+      leadership.release();
+      await publisher.close();
+    },
+  };
+}
+
+export type OutboxRelay = ReturnType<typeof createOutboxRelay>;
+
+/**
+ * The advisory lock that makes one replica's relay the active one. It lives on a dedicated
+ * connection: the session lock is freed when that connection closes.
+ */
+function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus) {
+  let lockClient: pg.PoolClient | null = null;
+
+  async function acquire(): Promise<boolean> {
     const client = await pool.connect();
-    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [relay_lock_key]);
+    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [RELAY_LOCK_KEY]);
     if (!result.rows[0]?.locked) {
       client.release();
       return false;
@@ -85,18 +144,37 @@ export function createOutboxRelay(options: RelayOptions) {
     return true;
   }
 
+  return {
+    acquire,
+    held: (): boolean => lockClient !== null,
+    release(): void {
+      // Destroy rather than return the connection: it still holds the session advisory lock.
+      lockClient?.release(true);
+      lockClient = null;
+    },
+  };
+}
+
+/** The NATS side of the relay: one connection, and a batch at a time from the outbox to it. */
+function createPublisher(options: RelayOptions, status: RelayStatus) {
+  const { pool } = options;
+  let nc: NatsConnection | null = null;
+  let js: JetStreamClient | null = null;
+
   async function ensureNats(): Promise<JetStreamClient> {
     if (js && nc && !nc.isClosed()) {
       return js;
     }
-    nc = await connectNats(options.natsUrl, "holdfast-ledger-relay", logger);
-    await ensureStream(nc, { ...options.stream, subjects: [`${event_subject_root}.>`] });
+    nc = await connectNats(options.natsUrl, "holdfast-ledger-relay", options.logger);
+    await ensureStream(nc, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
     js = jetstream(nc, { timeout: options.publishTimeoutMs });
     return js;
   }
 
   /** Publishes one batch; returns how many events it published. */
-  async function publishBatch(client: JetStreamClient): Promise<number> {
+  async function publishBatch(): Promise<number> {
+    const client = await ensureNats();
+    status.nats = "connected";
     const { rows } = await pool.query<OutboxRow>({
       name: "relay_unpublished",
       text: `select event_id, tenant_id, wallet_id, seq, type, asset, occurred_at, data
@@ -124,78 +202,34 @@ export function createOutboxRelay(options: RelayOptions) {
     return rows.length;
   }
 
-  async function run(): Promise<void> {
-    let failures = 0;
-    while (!stopping.signal.aborted) {
-      try {
-        if (!lockClient && !(await acquireLock())) {
-          await pause(options.standbyPollMs);
-          continue;
-        }
-        const client = await ensureNats();
-        status.nats = "connected";
-        const published = await publishBatch(client);
-        failures = 0;
-        if (published < options.batchMax) {
-          await pause(options.idleMs);
-        }
-      } catch (err) {
-        failures++;
-        status.nats = "disconnected";
-        const delay = Math.min(options.retryDelayMsMax, 100 * 2 ** Math.min(failures, 10));
-        logger.warn({ err, failures, retryInMs: delay }, "outbox relay: publish failed; the backlog waits in Postgres");
-        await pause(delay);
-      }
-    }
-  }
-
-  async function pause(ms: number): Promise<void> {
-    await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
-  }
-
-  async function refreshStatus(): Promise<RelayStatus> {
-    const { rows } = await pool.query<{ backlog: bigint; lag_ms: bigint }>({
-      name: "relay_backlog",
-      text: `select count(*) as backlog,
-                    coalesce(extract(epoch from now() - min(occurred_at)) * 1000, 0)::bigint as lag_ms
-               from events where published_at is null`,
-    });
-    status.backlog = Number(rows[0]?.backlog ?? 0n);
-    status.lagMs = Number(rows[0]?.lag_ms ?? 0n);
-    return { ...status };
-  }
-
-  function logStatusPeriodically(): NodeJS.Timeout {
-    const timer = setInterval(() => {
-      refreshStatus().then(
-        (s) => logger.info(s, "outbox relay status"),
-        (err: unknown) => logger.warn({ err }, "outbox relay status unavailable"),
-      );
-    }, options.statusLogMs);
-    timer.unref();
-    return timer;
-  }
-
-  let loop: Promise<void> | null = null;
-  let statusTimer: NodeJS.Timeout | null = null;
   return {
-    start() {
-      loop ??= run();
-      statusTimer ??= logStatusPeriodically();
-    },
-    status: () => ({ ...status }),
-    refreshStatus,
-    async stop() {
-      stopping.abort();
-      if (statusTimer) clearInterval(statusTimer);
-      await loop;
-      status.role = "stopped";
-      // Destroy rather than return the connection: it still holds the session advisory lock.
-      lockClient?.release(true);
-      lockClient = null;
+    publishBatch,
+    async close(): Promise<void> {
       await nc?.close().catch(() => undefined);
     },
   };
 }
 
-export type OutboxRelay = ReturnType<typeof createOutboxRelay>;
+/** Reads the backlog and the publish lag into `status`, and returns a copy. */
+async function refreshStatus(pool: pg.Pool, status: RelayStatus): Promise<RelayStatus> {
+  const { rows } = await pool.query<{ backlog: bigint; lag_ms: bigint }>({
+    name: "relay_backlog",
+    text: `select count(*) as backlog,
+                  coalesce(extract(epoch from now() - min(occurred_at)) * 1000, 0)::bigint as lag_ms
+             from events where published_at is null`,
+  });
+  status.backlog = Number(rows[0]?.backlog ?? 0n);
+  status.lagMs = Number(rows[0]?.lag_ms ?? 0n);
+  return { ...status };
+}
+
+function logStatusPeriodically(logger: Logger, intervalMs: number, refresh: () => Promise<RelayStatus>): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    refresh().then(
+      (s) => logger.info(s, "outbox relay status"),
+      (err: unknown) => logger.warn({ err }, "outbox relay status unavailable"),
+    );
+  }, intervalMs);
+  timer.unref();
+  return timer;
+}
