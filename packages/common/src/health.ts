@@ -25,6 +25,12 @@ export interface HealthOptions {
 }
 
 /**
+ * The health service's name. The server keeps its calls outside the command budget and caps
+ * its Watch streams apart (call-admission.ts), because they need no key.
+ */
+export const HEALTH_SERVICE_NAME = Health.typeName;
+
+/**
  * How often Watch re-reads `isServing`. Polling keeps `isServing` a plain function that
  * callers can compute from anything; half a second is well under any probe period.
  */

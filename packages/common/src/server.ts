@@ -6,7 +6,13 @@
  * accepts each connection, reads just enough bytes to see whether they start with the HTTP/2
  * connection preface, puts them back, and hands the socket to an HTTP/2 or an HTTP/1.1 server
  * that never listens on its own. Both run the same Connect handler, so every protocol sees the
- * same routes, limits and interceptors.
+ * same routes, limits and interceptors. With a certificate configured the port speaks TLS instead,
+ * and ALPN picks the server (tls.ts).
+ *
+ * What a caller without a key can hold is bounded: connections per address, streams per
+ * connection, request-body bytes per connection and the time to send a body; credentials are
+ * checked before a body is read (rpc-adapter.ts); health calls stay outside the command budget
+ * and every stream has a maximum lifetime (call-admission.ts). See docs/security.md.
  *
  * @module
  */
@@ -16,12 +22,30 @@ import http2 from "node:http2";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 
+import type tls from "node:tls";
+
 import { Code, ConnectError, cors } from "@connectrpc/connect";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 
+import { admissionInterceptor, onAbort, type AdmissionState } from "./call-admission.js";
 import { ledgerError } from "./errors.js";
+import { malformedBodyInterceptor } from "./malformed-body.js";
+import { createRpcAdapter, type Authenticate } from "./rpc-adapter.js";
+import { resolveServerLimits, type ServerLimitOptions, type ServerLimits } from "./server-limits.js";
+import { createTlsTerminator, type SecureProtocol, type TlsOptions, type TlsTerminator } from "./tls.js";
+
+export type { Authenticate, AuthenticationRequest } from "./rpc-adapter.js";
+export * from "./server-limits.js";
+export {
+  TLS_ALPN_PROTOCOLS,
+  TLS_RELOAD_SIGNAL_DEFAULT,
+  TLS_WATCH_INTERVAL_MS_DEFAULT,
+  TLS_WATCH_INTERVAL_MS_MAX,
+  TLS_WATCH_INTERVAL_MS_MIN,
+  type TlsOptions,
+} from "./tls.js";
 
 /** What `/readyz` reports: whether the process can serve, and why (shown to operators). */
 export interface Readiness {
@@ -29,8 +53,11 @@ export interface Readiness {
   readonly detail: Record<string, unknown>;
 }
 
-/** Options for {@link createServer}. */
-export interface ServerOptions {
+/**
+ * Options for {@link createServer}. The transport limits ({@link ServerLimitOptions}) are
+ * optional; each left out takes its named default from server-limits.ts.
+ */
+export interface ServerOptions extends ServerLimitOptions {
   /** Registers the services, e.g. `(router) => { registerHealth(router, ...); }`. */
   readonly routes: (router: ConnectRouter) => void;
   readonly host: string;
@@ -53,6 +80,19 @@ export interface ServerOptions {
   readonly readiness: () => Promise<Readiness>;
   /** How long `drain()` lets in-flight calls finish before it closes connections. */
   readonly drainTimeoutMs: number;
+  /**
+   * Checks credentials from the headers before the body of any call outside the health service
+   * is read; without it, bodies are read before the interceptors run.
+   */
+  readonly authenticate?: Authenticate;
+  /**
+   * Whether a `/readyz` caller from outside this host may see the readiness detail (backlog,
+   * lag), given its `authorization` header. Loopback callers always see it; without this
+   * option, nobody else does.
+   */
+  readonly readinessDetailAllowed?: (authorization: string) => Promise<boolean>;
+  /** Serve TLS instead of cleartext on the port (docs/security.md, "TLS and mTLS"). */
+  readonly tls?: TlsOptions | null;
 }
 
 /** The address a server is bound to. */
@@ -76,6 +116,11 @@ export interface Server {
   address(): BoundAddress | undefined;
   /** Whether `drain()` has started; health checks report NOT_SERVING from then on. */
   isDraining(): boolean;
+  /**
+   * Reads the TLS files again for new connections (SIGHUP and file changes do the same). Rejects,
+   * keeping the current certificate, if they do not load; a server without TLS resolves at once.
+   */
+  reloadTls(): Promise<void>;
 }
 
 /** The bytes every HTTP/2 client sends first (RFC 9113 section 3.4). */
@@ -93,10 +138,8 @@ const WRITE_MAX_BYTES = 16 * 1024 * 1024;
 // Compressing small messages costs more CPU than it saves on the wire.
 const COMPRESS_MIN_BYTES = 1024;
 const HTTP1_HEADERS_TIMEOUT_MS = 10_000;
-const HTTP1_REQUEST_RECEIVE_TIMEOUT_MS = 30_000;
 const HTTP1_KEEP_ALIVE_TIMEOUT_MS = 5000;
 const HTTP1_TIMEOUT_CHECK_INTERVAL_MS = 1000;
-const HTTP2_STREAMS_PER_SESSION_MAX = 1000;
 const HTTP2_SESSION_MEMORY_MB = 10;
 const HTTP2_SESSION_IDLE_TIMEOUT_MS = 5 * 60_000;
 const CORS_MAX_AGE_SECONDS = 7200;
@@ -113,14 +156,21 @@ type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 /** Mutable state shared by the connection router, the interceptors and `drain()`. */
-interface ServerState {
-  draining: boolean;
-  unaryInFlight: number;
-  streamsInFlight: number;
+interface ServerState extends AdmissionState {
+  readonly limits: ServerLimits;
   readonly sockets: Set<net.Socket>;
+  /** Sockets not yet handed to the HTTP/1.1 or HTTP/2 server (sniffing or in a TLS handshake). */
   readonly sniffing: Set<net.Socket>;
   readonly sessions: Set<http2.ServerHttp2Session>;
+  /** Open connections per remote address. */
+  readonly addresses: Map<string, number>;
   readonly shutdown: AbortController;
+}
+
+/** The HTTP servers connections are handed to once their protocol is known. */
+interface ProtocolServers {
+  readonly h1: http.Server;
+  readonly h2: http2.Http2Server;
 }
 
 /**
@@ -128,34 +178,58 @@ interface ServerState {
  * and calls `drain()` on SIGTERM.
  */
 export function createServer(options: ServerOptions): Server {
+  const limits = resolveServerLimits(options, options.readMaxBytes);
   const state: ServerState = {
     draining: false,
     unaryInFlight: 0,
     streamsInFlight: 0,
+    healthWatchers: 0,
+    limits,
     sockets: new Set(),
     sniffing: new Set(),
     sessions: new Set(),
+    addresses: new Map(),
     shutdown: new AbortController(),
   };
   // Connect links every call's signal to the shutdown signal, so it has one listener per call in
-  // flight; Node warns of a leak past 10. Calls beyond maxInFlight are refused, but they too are
+  // flight; Node warns of a leak past 10. Calls beyond the bounds are refused, but they too are
   // linked until refused, hence the headroom.
-  setMaxListeners(2 * options.maxInFlight, state.shutdown.signal);
+  setMaxListeners(2 * (options.maxInFlight + limits.healthWatchersMax), state.shutdown.signal);
   const handler = createHttpHandler(options, state);
-  const h1 = createHttp1Server(handler);
-  const h2 = createHttp2Server(handler, state);
+  const servers: ProtocolServers = { h1: createHttp1Server(handler, limits), h2: createHttp2Server(handler, state) };
+  const terminator = options.tls ? createTerminator(options.tls, state, servers, options.logger) : undefined;
   const tcp = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true });
   tcp.maxConnections = CONNECTIONS_MAX;
-  tcp.on("connection", (socket) => acceptConnection(socket, state, h1, h2, options.logger));
+  tcp.on("connection", (socket) => acceptConnection(socket, state, servers, terminator, options.logger));
   tcp.on("error", (err) => options.logger.error({ err }, "server socket failed"));
   let drained: Promise<void> | undefined;
   const address = (): BoundAddress | undefined => boundAddress(tcp);
   return {
-    listen: () => listen(tcp, options),
-    drain: () => (drained ??= drain(options, state, { tcp, h1, h2 })),
+    listen: async () => {
+      await terminator?.start();
+      return listen(tcp, options);
+    },
+    drain: () => (drained ??= drain(options, state, { tcp, ...servers }, terminator)),
     address,
     isDraining: () => state.draining,
+    reloadTls: async () => terminator?.reload(),
   };
+}
+
+/** The TLS side of the port: each secured connection goes to the server ALPN chose. */
+function createTerminator(settings: TlsOptions, state: ServerState, servers: ProtocolServers, logger: Logger): TlsTerminator {
+  return createTlsTerminator({
+    tls: settings,
+    handshakeTimeoutMs: PREFACE_WAIT_MS,
+    logger,
+    onSecure: (secure: tls.TLSSocket, plain: net.Socket | undefined, protocol: SecureProtocol) => {
+      if (plain !== undefined) {
+        state.sniffing.delete(plain);
+      }
+      secure.on("error", (err) => logger.debug({ err }, "client connection failed"));
+      handOver(secure, protocol, servers);
+    },
+  });
 }
 
 function boundAddress(tcp: net.Server): BoundAddress | undefined {
@@ -170,18 +244,19 @@ function listen(tcp: net.Server, options: ServerOptions): Promise<BoundAddress> 
     tcp.listen({ host: options.host, port: options.port, backlog: LISTEN_BACKLOG, exclusive: true }, () => {
       tcp.off("error", onError);
       const bound = boundAddress(tcp);
-      options.logger.info({ address: bound }, "listening for gRPC, gRPC-Web and Connect");
+      const transport = options.tls ? "TLS" : "cleartext";
+      options.logger.info({ address: bound, transport }, "listening for gRPC, gRPC-Web and Connect");
       resolve(bound ?? { host: options.host, port: options.port });
     });
   });
 }
 
 /** An HTTP/1.1 server that is only ever handed sockets, never bound. */
-function createHttp1Server(handler: (req: NodeRequest, res: NodeResponse) => void): http.Server {
+function createHttp1Server(handler: (req: NodeRequest, res: NodeResponse) => void, limits: ServerLimits): http.Server {
   const server = http.createServer(
     {
       headersTimeout: HTTP1_HEADERS_TIMEOUT_MS,
-      requestTimeout: HTTP1_REQUEST_RECEIVE_TIMEOUT_MS,
+      requestTimeout: Math.max(limits.bodyReadTimeoutMs, HTTP1_HEADERS_TIMEOUT_MS),
       keepAliveTimeout: HTTP1_KEEP_ALIVE_TIMEOUT_MS,
       connectionsCheckingInterval: HTTP1_TIMEOUT_CHECK_INTERVAL_MS,
       maxHeaderSize: HEADER_BYTES_MAX,
@@ -205,7 +280,7 @@ function createHttp2Server(
     {
       maxSessionMemory: HTTP2_SESSION_MEMORY_MB,
       settings: {
-        maxConcurrentStreams: HTTP2_STREAMS_PER_SESSION_MAX,
+        maxConcurrentStreams: state.limits.http2StreamsPerConnectionMax,
         maxHeaderListSize: HEADER_BYTES_MAX,
       },
     },
@@ -223,22 +298,63 @@ function createHttp2Server(
   return server;
 }
 
-/** Tracks a new connection and routes it once its first bytes show the protocol. */
+/**
+ * Tracks a new connection and routes it: through the TLS handshake when TLS is on, else once
+ * its first bytes show the protocol. A connection past its address's cap is closed at once.
+ */
 function acceptConnection(
   socket: net.Socket,
   state: ServerState,
-  h1: http.Server,
-  h2: http2.Http2Server,
+  servers: ProtocolServers,
+  terminator: TlsTerminator | undefined,
   logger: Logger,
 ): void {
+  // Resets and half-written requests are routine on the internet; they are not our failures.
+  socket.on("error", (err) => logger.debug({ err }, "client connection failed"));
+  if (!admitAddress(socket, state)) {
+    logger.debug({ address: socket.remoteAddress }, "too many connections from one address; closed");
+    socket.destroy();
+    return;
+  }
   state.sockets.add(socket);
   state.sniffing.add(socket);
   socket.once("close", () => {
     state.sockets.delete(socket);
     state.sniffing.delete(socket);
   });
-  // Resets and half-written requests are routine on the internet; they are not our failures.
-  socket.on("error", (err) => logger.debug({ err }, "client connection failed"));
+  if (terminator !== undefined) {
+    terminator.accept(socket);
+    return;
+  }
+  sniffProtocol(socket, state, servers);
+}
+
+/** Counts the connection against its remote address, or returns false when that is full. */
+function admitAddress(socket: net.Socket, state: ServerState): boolean {
+  const address = normaliseAddress(socket.remoteAddress);
+  const open = state.addresses.get(address) ?? 0;
+  if (open >= state.limits.connectionsPerAddressMax) {
+    return false;
+  }
+  state.addresses.set(address, open + 1);
+  socket.once("close", () => {
+    const left = (state.addresses.get(address) ?? 1) - 1;
+    if (left > 0) {
+      state.addresses.set(address, left);
+    } else {
+      state.addresses.delete(address);
+    }
+  });
+  return true;
+}
+
+/** An IPv4 peer on a dual-stack socket shows as `::ffff:a.b.c.d`; count it as `a.b.c.d`. */
+function normaliseAddress(address: string | undefined): string {
+  return address?.startsWith("::ffff:") === true && address.includes(".") ? address.slice("::ffff:".length) : address ?? "";
+}
+
+/** Waits for enough first bytes to tell HTTP/2 from HTTP/1.1, then hands the socket over. */
+function sniffProtocol(socket: net.Socket, state: ServerState, servers: ProtocolServers): void {
   const timer = setTimeout(() => socket.destroy(), PREFACE_WAIT_MS);
   socket.once("close", () => clearTimeout(timer));
   let head = Buffer.alloc(0);
@@ -254,21 +370,21 @@ function acceptConnection(
     clearTimeout(timer);
     state.sniffing.delete(socket);
     socket.unshift(head);
-    handOver(socket, protocol, h1, h2);
+    handOver(socket, protocol, servers);
   };
   socket.on("data", onData);
 }
 
-function handOver(socket: net.Socket, protocol: "h2" | "http1", h1: http.Server, h2: http2.Http2Server): void {
+function handOver(socket: net.Socket, protocol: "h2" | "http1", servers: ProtocolServers): void {
   if (protocol === "h2") {
     // The HTTP/2 session reads what is already buffered (the unshifted preface) itself, on
     // the next tick; resuming the socket here would emit those bytes to no one.
-    h2.emit("connection", socket);
+    servers.h2.emit("connection", socket);
     return;
   }
   // The HTTP/1.1 server consumes the socket natively from now on but finds the unshifted bytes
   // only as 'data' events, which flow once the socket is resumed.
-  h1.emit("connection", socket);
+  servers.h1.emit("connection", socket);
   socket.resume();
 }
 
@@ -287,8 +403,11 @@ export function detectProtocol(head: Buffer): "h2" | "http1" | undefined {
 
 /** The request listener both HTTP servers share: CORS, then probes, then Connect. */
 function createHttpHandler(options: ServerOptions, state: ServerState): (req: NodeRequest, res: NodeResponse) => void {
-  const connectHandler = connectNodeAdapter({
+  const connectHandler = createRpcAdapter({
     routes: options.routes,
+    authenticate: options.authenticate,
+    connectionBodyBytesMax: state.limits.connectionBodyBytesMax,
+    logger: options.logger,
     connect: true,
     grpc: true,
     grpcWeb: true,
@@ -303,12 +422,16 @@ function createHttpHandler(options: ServerOptions, state: ServerState): (req: No
     // Newer clients may send fields this server does not know yet (docs/architecture.md, "The public contract": fields are added freely).
     jsonOptions: { ignoreUnknownFields: true },
     interceptors: [
-      admissionInterceptor(options.maxInFlight, state),
+      malformedBodyInterceptor,
+      admissionInterceptor(options.maxInFlight, state.limits, state),
       deadlineInterceptor(options.defaultTimeoutMs),
       ...(options.interceptors ?? []),
     ],
   });
   return (req, res) => {
+    if ("stream" in req) {
+      limitBodyReadTime(req, state.limits.bodyReadTimeoutMs);
+    }
     if (applyCors(req, res, options.corsOrigins)) {
       return;
     }
@@ -325,6 +448,31 @@ function createHttpHandler(options: ServerOptions, state: ServerState): (req: No
     }
     connectHandler(req, res);
   };
+}
+
+/**
+ * Resets an HTTP/2 stream (CANCEL) whose request body has not fully arrived within the timeout,
+ * as HTTP/1.1's requestTimeout does for a request. Holdfast has no client-streaming methods, so
+ * every request body is one message and ends early in the call.
+ */
+function limitBodyReadTime(req: http2.Http2ServerRequest, timeoutMs: number): void {
+  const stream = req.stream;
+  if (stream.endAfterHeaders || req.complete) {
+    return;
+  }
+  let received = false;
+  const timer = setTimeout(() => {
+    if (!received) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+  }, timeoutMs);
+  const clear = (): void => {
+    received = true;
+    clearTimeout(timer);
+  };
+  // 'end' on the stream means the client sent END_STREAM and every byte has been read.
+  stream.once("end", clear);
+  stream.once("close", clear);
 }
 
 /**
@@ -380,7 +528,32 @@ async function answerProbe(
     return { ready: false, detail: { error: "readiness check failed" } };
   });
   const status = readiness.ready && !state.draining ? 200 : 503;
-  sendJson(req, res, status, { status: status === 200 ? "ready" : "not_ready", detail: readiness.detail });
+  const text = status === 200 ? "ready" : "not_ready";
+  const detailed = await detailAllowed(req, options);
+  sendJson(req, res, status, detailed ? { status: text, detail: readiness.detail } : { status: text });
+}
+
+/**
+ * Whether the `/readyz` caller may see the detail: backlog and lag tell an outsider how busy
+ * the ledger is, so only callers on this host or those the option admits see them.
+ */
+async function detailAllowed(req: NodeRequest, options: ServerOptions): Promise<boolean> {
+  if (isLoopback(req.socket.remoteAddress)) {
+    return true;
+  }
+  const authorization = req.headers.authorization;
+  if (options.readinessDetailAllowed === undefined || authorization === undefined) {
+    return false;
+  }
+  return withTimeout(options.readinessDetailAllowed(authorization), READINESS_TIMEOUT_MS).catch((err: unknown) => {
+    options.logger.warn({ err }, "readiness detail check failed");
+    return false;
+  });
+}
+
+function isLoopback(address: string | undefined): boolean {
+  const plain = normaliseAddress(address);
+  return plain === "::1" || plain.startsWith("127.");
 }
 
 function sendJson(req: NodeRequest, res: NodeResponse, status: number, body: unknown): void {
@@ -402,46 +575,6 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
     timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Refuses calls while draining (UNAVAILABLE, DRAINING) and beyond the in-flight bound
- * (RESOURCE_EXHAUSTED, OVERLOADED), and counts the calls it admits. A unary call counts until
- * it settles; a stream until its handler signal aborts, which Connect does when the call ends
- * for any reason.
- */
-function admissionInterceptor(maxInFlight: number, state: ServerState): Interceptor {
-  return (next) => async (req) => {
-    if (state.draining) {
-      throw ledgerError(Code.Unavailable, "DRAINING", "server is shutting down; retry");
-    }
-    if (state.unaryInFlight + state.streamsInFlight >= maxInFlight) {
-      throw ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many concurrent requests; retry with backoff", {
-        metadata: { max_in_flight: String(maxInFlight) },
-      });
-    }
-    if (req.stream) {
-      state.streamsInFlight += 1;
-      onAbort(req.signal, () => {
-        state.streamsInFlight -= 1;
-      });
-      return next(req);
-    }
-    state.unaryInFlight += 1;
-    try {
-      return await next(req);
-    } finally {
-      state.unaryInFlight -= 1;
-    }
-  };
-}
-
-function onAbort(signal: AbortSignal, listener: () => void): void {
-  if (signal.aborted) {
-    listener();
-  } else {
-    signal.addEventListener("abort", listener, { once: true });
-  }
 }
 
 /**
@@ -483,7 +616,13 @@ interface Servers {
   readonly h2: http2.Http2Server;
 }
 
-async function drain(options: ServerOptions, state: ServerState, servers: Servers): Promise<void> {
+async function drain(
+  options: ServerOptions,
+  state: ServerState,
+  servers: Servers,
+  terminator: TlsTerminator | undefined,
+): Promise<void> {
+  terminator?.close();
   const startMs = Date.now();
   const unaryDeadlineMs = startMs + Math.max(0, options.drainTimeoutMs - STREAM_END_GRACE_MS);
   const finalDeadlineMs = startMs + options.drainTimeoutMs;
