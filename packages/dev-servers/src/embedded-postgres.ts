@@ -91,7 +91,7 @@ export function platformPackageName(): string {
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const host = options.host ?? HOST_DEFAULT;
-  const dataDir = path.join(options.baseDir, "data");
+  const dataDir = path.resolve(options.baseDir, "data");
   const logFile = path.join(options.baseDir, "postgres.log");
   const binaries = await loadPostgresBinaries();
   const owner = await unprivilegedOwner();
@@ -168,7 +168,8 @@ async function waitUntilReady(server: EmbeddedPostgres, timeoutMs: number): Prom
   });
   while (Date.now() < deadlineMs) {
     if (hasExited) throw new Error(`embedded PostgreSQL exited while starting; see ${server.logFile}`);
-    if (await canQuery(server.adminUrl)) return;
+    // Another server may hold the port (then this one exits): only ours counts as ready.
+    if ((await dataDirectoryAt(server.adminUrl)) === server.dataDir) return;
     await sleep(READY_POLL_MS);
   }
   throw new Error(`embedded PostgreSQL did not accept connections within ${timeoutMs} ms; see ${server.logFile}`);
@@ -239,15 +240,16 @@ async function prepareDataDir(dataDir: string, owner: Owner | undefined): Promis
   if (owner !== undefined) await fs.chown(dataDir, owner.uid, owner.gid);
 }
 
-async function canQuery(connectionString: string): Promise<boolean> {
+/** The data folder of the server that answers at `connectionString`, or undefined when none does. */
+async function dataDirectoryAt(connectionString: string): Promise<string | undefined> {
   const client = new pg.Client({ connectionString, connectionTimeoutMillis: READY_PROBE_TIMEOUT_MS });
   client.on("error", () => undefined);
   try {
     await client.connect();
-    await client.query("select 1");
-    return true;
+    const { rows } = await client.query<{ dir: string }>("select current_setting('data_directory') as dir");
+    return rows[0]?.dir;
   } catch {
-    return false;
+    return undefined;
   } finally {
     await client.end().catch(() => undefined);
   }
