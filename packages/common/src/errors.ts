@@ -167,14 +167,21 @@ export interface Refusal {
 export class RefusedError extends HoldfastError {
   override readonly name: string = "RefusedError";
 
-  constructor(readonly refusal: Refusal) {
-    if (refusal.reason === "AMOUNT_OVERFLOW") {
-      const field = refusal.metadata["field"] ?? "amount";
-      super("INVALID_FIELD", `${field}: ${refusal.message}`, { field });
-    } else {
-      super(refusal.reason, refusal.message, { metadata: refusal.metadata });
-    }
+  readonly refusal: Refusal;
+
+  constructor(refusal: Refusal) {
+    super(...wireFormOf(refusal));
+    this.refusal = refusal;
   }
+}
+
+/** The reason, message and extra a refusal travels with. */
+function wireFormOf(refusal: Refusal): [ErrorReason, string, ErrorExtra] {
+  if (refusal.reason === "AMOUNT_OVERFLOW") {
+    const field = refusal.metadata["field"] ?? "amount";
+    return ["INVALID_FIELD", `${field}: ${refusal.message}`, { field }];
+  }
+  return [refusal.reason, refusal.message, { metadata: refusal.metadata }];
 }
 
 /**
