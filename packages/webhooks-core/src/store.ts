@@ -10,7 +10,7 @@
 import type pg from "pg";
 import { HoldfastError, NotFoundError } from "@holdfast/common/errors";
 import { decodePageToken, encodePageToken } from "@holdfast/common/page-token";
-import { UUID_PATTERN } from "@holdfast/common/patterns";
+import { isUuid } from "@holdfast/common/patterns";
 import { inTransaction } from "@holdfast/common/pg";
 import { test_event_type } from "./event-types.js";
 import type { WebhookMessage } from "./messages.js";
@@ -284,7 +284,7 @@ function page<T>(rows: T[], pageSize: number, idOf: (row: T) => string): Page<T>
 
 /** The id a list continues after; null for the first page. */
 function cursorId(pageToken: string): string | null {
-  return decodePageToken(pageToken, [(part) => is_uuid.test(part)])?.[0] ?? null;
+  return decodePageToken(pageToken, [isUuid])?.[0] ?? null;
 }
 
 function foundEndpoint(row: EndpointRow | undefined): EndpointRow {
@@ -298,9 +298,3 @@ const endpointNotFound = () => new NotFoundError("WEBHOOK_ENDPOINT_NOT_FOUND", "
 
 const endpointDisabled = () =>
   new HoldfastError("WEBHOOK_ENDPOINT_DISABLED", "the webhook endpoint is disabled; enable it with UpdateEndpoint first");
-
-/**
- * A UUID as the database prints it (lowercase): the ids of webhook rows and of the events the
- * worker reads. The worker checks its input with it before anything reaches a uuid column.
- */
-export const is_uuid = new RegExp(UUID_PATTERN.source);

@@ -73,7 +73,7 @@ async function listTransfers(
   pageSize: number,
   pageToken: string,
 ): Promise<Page<Transfer>> {
-  const before = decodePageToken(pageToken, [isLowercaseUuid])?.[0] ?? null;
+  const before = decodePageToken(pageToken, [isUuid])?.[0] ?? null;
   const result = await pool.query<{ r: Json }>({
     name: "ledger_list_transfers",
     text: `
@@ -136,7 +136,5 @@ async function listHolds(
   return { items, nextPageToken: more && last ? encodePageToken([last.created_at_text, last.r["hold_id"] as string]) : "" };
 }
 
-/** Transfer ids as the database prints them: lowercase. */
-const isLowercaseUuid = (s: string) => isUuid(s) && s === s.toLowerCase();
 const isHoldCursorTime = (s: string) => HOLD_CURSOR_TIME_PATTERN.test(s);
 const isHoldId = (s: string) => s.length > 0 && s.length <= HOLD_ID_LENGTH_MAX;
