@@ -16,11 +16,11 @@ export interface CoreOptions {
 }
 
 /** The ledger's defaults (README, HOLDFAST_GROUP_COMMIT_BATCH_MAX and _QUEUE_MAX). */
-const group_commit_batch_max = 64;
-const group_commit_queue_max = 4096;
-const connect_timeout_ms = 5000;
-const statement_timeout_ms = 30_000;
-const hold_ttl_seconds = 120;
+const GROUP_COMMIT_BATCH_MAX = 64;
+const GROUP_COMMIT_QUEUE_MAX = 4096;
+const CONNECT_TIMEOUT_MS = 5000;
+const STATEMENT_TIMEOUT_MS = 30_000;
+const HOLD_TTL_SECONDS = 120;
 
 /** The gRPC status the RPC layer would answer for a refusal (README, Errors). */
 function grpcCode(reason: Refusal["reason"]): number {
@@ -39,8 +39,8 @@ export function createCoreCaller(options: CoreOptions): Caller {
     {
       databaseUrl: options.databaseUrl,
       pgPoolMax: options.poolMax,
-      pgConnectTimeoutMs: connect_timeout_ms,
-      pgStatementTimeoutMs: statement_timeout_ms,
+      pgConnectTimeoutMs: CONNECT_TIMEOUT_MS,
+      pgStatementTimeoutMs: STATEMENT_TIMEOUT_MS,
     },
     pino({ level: "silent" }),
   );
@@ -48,7 +48,7 @@ export function createCoreCaller(options: CoreOptions): Caller {
     pool,
     clock: systemClock,
     newId: uuidV7,
-    groupCommit: options.groupCommit ? { batchMax: group_commit_batch_max, queueMax: group_commit_queue_max } : null,
+    groupCommit: options.groupCommit ? { batchMax: GROUP_COMMIT_BATCH_MAX, queueMax: GROUP_COMMIT_QUEUE_MAX } : null,
   });
   const caller = { tenantId: options.tenantId, scopeWalletId: null };
   const call: Call = async (method, r) => {
@@ -56,7 +56,7 @@ export function createCoreCaller(options: CoreOptions): Caller {
     const wallet = { walletId: r["walletId"] as string, asset: r["asset"] as string, amount: r["amount"] as bigint };
     switch (method) {
       case "reserve":
-        return unwrap(await ledger.reserve(caller, { ...base, ...wallet, holdId: r["holdId"] as string, ttlSeconds: hold_ttl_seconds }));
+        return unwrap(await ledger.reserve(caller, { ...base, ...wallet, holdId: r["holdId"] as string, ttlSeconds: HOLD_TTL_SECONDS }));
       case "capture":
         return unwrap(await ledger.capture(caller, { ...base, holdId: r["holdId"] as string, amount: r["amount"] as bigint }));
       case "deposit":

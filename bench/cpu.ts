@@ -6,10 +6,10 @@
 import { readdirSync, readFileSync } from "node:fs";
 
 /** Clock ticks per second of /proc times (USER_HZ; 100 on every Linux the project targets). */
-const ticks_per_second = 100;
+const TICKS_PER_SECOND = 100;
 /** Other processes using less than this are left out of the breakdown. */
-const other_cores_listed_min = 0.02;
-const others_listed_max = 4;
+const OTHER_CORES_LISTED_MIN = 0.02;
+const OTHERS_LISTED_MAX = 4;
 
 interface ProcessTicks {
   name: string;
@@ -121,7 +121,7 @@ function ownerOf(pid: number, p: ProcessTicks, a: Attribution): string {
 export function cpuBetween(start: CpuSnapshot | null, end: CpuSnapshot | null, attribution: Attribution): CpuUse | null {
   if (!start || !end) return null;
   const seconds = (end.atMs - start.atMs) / 1000;
-  const cores = (ticks: number) => ticks / ticks_per_second / seconds;
+  const cores = (ticks: number) => ticks / TICKS_PER_SECOND / seconds;
   const byName = new Map<string, number>();
   for (const [pid, now] of end.processes) {
     const delta = Math.max(0, now.ticks - (start.processes.get(pid)?.ticks ?? 0));
@@ -136,9 +136,9 @@ export function cpuBetween(start: CpuSnapshot | null, end: CpuSnapshot | null, a
   const [service, self, postgres] = [take("<service>"), take("<loadgen>"), take("<postgres>")];
   const others = [...byName.entries()]
     .map(([name, ticks]) => [name, cores(ticks)] as const)
-    .filter(([, c]) => c >= other_cores_listed_min)
+    .filter(([, c]) => c >= OTHER_CORES_LISTED_MIN)
     .sort((a, b) => b[1] - a[1])
-    .slice(0, others_listed_max);
+    .slice(0, OTHERS_LISTED_MAX);
   return {
     machineCores: cores(end.busyTicks - start.busyTicks),
     stealCores: cores(end.stealTicks - start.stealTicks),

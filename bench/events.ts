@@ -6,18 +6,15 @@
 // It uses a database of its own (holdfast_bench_events, recreated on each run) on the server
 // of BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), and a
 // nats-server of its own started from PATH on a free port.
-import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import pino from "pino";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
-import { createPool } from "@holdfast/common/pg";
 import { createLedger } from "@holdfast/ledger/domain";
-import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { createHoldExpirer } from "@holdfast/hold-expiry/expirer";
 import { startNatsServer } from "@holdfast/testing/nats-server";
-import { admin_url as adminUrl, recreateDatabase } from "./databases.js";
+import { ADMIN_URL as adminUrl } from "./databases.js";
+import { BENCH_STREAM, benchLogger, percentile, prepareBenchDatabase, runPool } from "./script-support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -27,43 +24,21 @@ const { values: args } = parseArgs({
     concurrency: { type: "string", default: "32" },
   },
 });
-const events_total = Number(args.events);
-const holds_total = Number(args.holds);
-const wallets_total = Number(args.wallets);
-const concurrency = Number(args.concurrency);
-const stream = "HOLDFAST_EVENTS";
-const database = "holdfast_bench_events";
+const EVENTS_TOTAL = Number(args.events);
+const HOLDS_TOTAL = Number(args.holds);
+const WALLETS_TOTAL = Number(args.wallets);
+const CONCURRENCY = Number(args.concurrency);
+const DATABASE_NAME = "holdfast_bench_events";
 const nats = await startNatsServer();
 const natsUrl = nats.url;
-const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
+const logger = benchLogger();
 
-/** Runs `count` tasks with at most `concurrency` in flight. */
-async function runPool(count: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) {
-        await task(next++);
-      }
-    }),
-  );
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-}
-
-const url = await recreateDatabase(database);
-const pool = createPool({ databaseUrl: url, pgPoolMax: concurrency + 4, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 60_000 }, logger);
-await migrate(pool);
-const tenantId = randomUUID();
-await pool.query("insert into tenants (id, name) values ($1, 'bench')", [tenantId]);
-const caller = { tenantId, scopeWalletId: null };
+const { pool, caller } = await prepareBenchDatabase(DATABASE_NAME, CONCURRENCY + 4, logger);
 const ledger = createLedger({ pool, clock: systemClock, newId: uuidV7 });
-const wallet = (i: number) => `bench_${i % wallets_total}`;
+const wallet = (i: number) => `bench_${i % WALLETS_TOTAL}`;
 
 // 1. Relay throughput: build a backlog with the relay off, then time how fast it drains.
-await runPool(events_total, async (i) => {
+await runPool(EVENTS_TOTAL, CONCURRENCY, async (i) => {
   const r = await ledger.deposit(caller, { walletId: wallet(i), asset: "USD", amount: 10n, idempotencyKey: `e${i}`, metadata: { n: String(i) } });
   if (!r.ok) throw new Error(r.reason);
 });
@@ -71,7 +46,7 @@ const relay = createOutboxRelay({
   pool,
   logger,
   natsUrl,
-  stream: { name: stream, maxAgeMs: 3_600_000, duplicateWindowMs: 600_000, replicas: 1 },
+  stream: BENCH_STREAM,
   batchMax: 256,
   idleMs: 20,
   standbyPollMs: 1000,
@@ -89,7 +64,7 @@ await relay.stop();
 
 // 2. Expiry lag: holds due over the next few seconds, two workers voiding them.
 const expiryStart = Date.now();
-await runPool(holds_total, async (i) => {
+await runPool(HOLDS_TOTAL, CONCURRENCY, async (i) => {
   const r = await ledger.reserve(caller, {
     walletId: wallet(i),
     asset: "USD",
@@ -121,8 +96,8 @@ await pool.end();
 await nats.close();
 
 console.log(`machine: ${(await import("node:os")).cpus().length} cores; PostgreSQL ${adminUrl.replace(/\/\/[^@]*@/, "//")}; a private nats-server`);
-console.log(`relay: ${events_total} events published in ${relaySeconds.toFixed(2)} s = ${Math.round(events_total / relaySeconds)} events/s (batch 256)`);
+console.log(`relay: ${EVENTS_TOTAL} events published in ${relaySeconds.toFixed(2)} s = ${Math.round(EVENTS_TOTAL / relaySeconds)} events/s (batch 256)`);
 console.log(
-  `expiry: ${holds_total} holds (TTL 1-5 s, reserved in ${reserveSeconds.toFixed(1)} s) voided by 2 workers; ` +
+  `expiry: ${HOLDS_TOTAL} holds (TTL 1-5 s, reserved in ${reserveSeconds.toFixed(1)} s) voided by 2 workers; ` +
     `lag after expiry p50 ${percentile(lags, 50).toFixed(0)} ms, p99 ${percentile(lags, 99).toFixed(0)} ms, max ${(lags.at(-1) ?? 0).toFixed(0)} ms`,
 );

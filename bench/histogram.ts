@@ -8,12 +8,12 @@
  */
 
 /** Buckets per doubling of the latency: 2^(1/64) - 1 ≈ 1.1% relative width. */
-const buckets_per_doubling = 64;
+const BUCKETS_PER_DOUBLING = 64;
 /** The smallest latency told apart: 1 µs. Anything faster lands in the first bucket. */
-const latency_min_us = 1;
-/** Doublings above latency_min_us: 2^27 µs ≈ 134 s. Anything slower lands in the last bucket. */
-const doublings_max = 27;
-const buckets_total = buckets_per_doubling * doublings_max + 1;
+const LATENCY_US_MIN = 1;
+/** Doublings above LATENCY_US_MIN: 2^27 µs ≈ 134 s. Anything slower lands in the last bucket. */
+const DOUBLINGS_MAX = 27;
+const BUCKETS_TOTAL = BUCKETS_PER_DOUBLING * DOUBLINGS_MAX + 1;
 
 /** Histogram contents as JSON: [bucket index, count] pairs of the non-empty buckets. */
 export type SparseCounts = [number, number][];
@@ -30,18 +30,18 @@ export interface Histogram {
 
 function bucketOf(latencyMs: number): number {
   const us = latencyMs * 1000;
-  if (!(us > latency_min_us)) return 0;
-  const index = Math.ceil(Math.log2(us / latency_min_us) * buckets_per_doubling);
-  return Math.min(index, buckets_total - 1);
+  if (!(us > LATENCY_US_MIN)) return 0;
+  const index = Math.ceil(Math.log2(us / LATENCY_US_MIN) * BUCKETS_PER_DOUBLING);
+  return Math.min(index, BUCKETS_TOTAL - 1);
 }
 
 /** The upper edge of a bucket, in ms: a percentile never reads lower than the truth. */
 function upperEdgeMs(index: number): number {
-  return (latency_min_us * 2 ** (index / buckets_per_doubling)) / 1000;
+  return (LATENCY_US_MIN * 2 ** (index / BUCKETS_PER_DOUBLING)) / 1000;
 }
 
 export function createHistogram(initial: SparseCounts = []): Histogram {
-  const counts = new Float64Array(buckets_total);
+  const counts = new Float64Array(BUCKETS_TOTAL);
   let total = 0;
   let maxMs = 0;
   for (const [index, count] of initial) {
@@ -58,7 +58,7 @@ export function createHistogram(initial: SparseCounts = []): Histogram {
     percentile(percent) {
       const rank = Math.ceil((percent / 100) * total);
       let seen = 0;
-      for (let i = 0; i < buckets_total && total > 0; i++) {
+      for (let i = 0; i < BUCKETS_TOTAL && total > 0; i++) {
         seen += counts[i]!;
         if (seen >= rank) return Math.min(upperEdgeMs(i), maxMs);
       }

@@ -15,8 +15,8 @@ import { createCoreCaller } from "./core-client.js";
 import { cpuBetween, cpuSnapshot, type CpuSnapshot } from "./cpu.js";
 import { classify, createMeasurement, type Measurement, type Outcome } from "./measure.js";
 import { createRawHotRowCaller } from "./raw-hot-row.js";
-import { client_kinds, createLedgerCaller, type Caller, type ClientKind } from "./rpc-client.js";
-import { createRetryPolicy, freshSteps, workload_names, type RetryPolicy, type Step, type Workload } from "./workloads.js";
+import { CLIENT_KINDS, createLedgerCaller, type Caller, type ClientKind } from "./rpc-client.js";
+import { createRetryPolicy, freshSteps, WORKLOAD_NAMES, type RetryPolicy, type Step, type Workload } from "./workloads.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -42,7 +42,7 @@ const { values: args } = parseArgs({
 });
 
 /** How long the process may take to finish the calls in flight at the end of the window. */
-const drain_timeout_ms = 30_000;
+const DRAIN_TIMEOUT_MS = 30_000;
 
 interface Run {
   caller: Caller;
@@ -118,7 +118,7 @@ async function createCaller(concurrency: number): Promise<{ caller: Caller; clie
     const options = { databaseUrl: args.core, tenantId: args.tenant, groupCommit: args["group-commit"] === "on", poolMax: Number(args["pool-max"]) };
     return { caller: createCoreCaller(options), clients: concurrency };
   }
-  if (!client_kinds.includes(args.client as ClientKind)) throw new Error(`--client must be one of ${client_kinds.join(", ")}`);
+  if (!CLIENT_KINDS.includes(args.client as ClientKind)) throw new Error(`--client must be one of ${CLIENT_KINDS.join(", ")}`);
   return { caller: createLedgerCaller(args.client as ClientKind, args.target, args.key || null), clients: concurrency };
 }
 
@@ -131,7 +131,7 @@ function pidLabels(option: string): Map<number, string> {
 async function main(): Promise<void> {
   const concurrency = Number(args.concurrency);
   const workload = (args.raw ? "raw" : args.workload) as Workload;
-  if (workload !== "raw" && !workload_names.includes(workload)) throw new Error(`unknown workload ${workload}`);
+  if (workload !== "raw" && !WORKLOAD_NAMES.includes(workload)) throw new Error(`unknown workload ${workload}`);
   const { caller, clients } = await createCaller(concurrency);
   const watchedPid = Number(args["watch-pid"]);
   const startMs = performance.now() + Number(args.warmup) * 1000;
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   setTimeout(() => (cpu.end = cpuSnapshot()), stopMs - performance.now());
   const rate = Number(args.rate);
   const load = rate > 0 ? openLoop(run, rate, concurrency) : closedLoop(run, concurrency);
-  await Promise.race([load, sleep(stopMs - performance.now() + drain_timeout_ms)]);
+  await Promise.race([load, sleep(stopMs - performance.now() + DRAIN_TIMEOUT_MS)]);
   caller.close();
   // The end reading is taken on time unless the event loop was too busy to run its timer.
   cpu.end ??= cpuSnapshot();
@@ -157,5 +157,5 @@ async function main(): Promise<void> {
 }
 
 await main();
-// Calls still in flight after drain_timeout_ms are abandoned: the numbers are already out.
+// Calls still in flight after DRAIN_TIMEOUT_MS are abandoned: the numbers are already out.
 process.exit(0);

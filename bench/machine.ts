@@ -7,11 +7,11 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import type pg from "pg";
 
-const pg_test_fsync_paths = ["/usr/lib/postgresql/15/bin/pg_test_fsync", "/usr/lib/postgresql/16/bin/pg_test_fsync", "/usr/lib/postgresql/17/bin/pg_test_fsync"];
+const PG_TEST_FSYNC_PATHS = ["/usr/lib/postgresql/15/bin/pg_test_fsync", "/usr/lib/postgresql/16/bin/pg_test_fsync", "/usr/lib/postgresql/17/bin/pg_test_fsync"];
 /** Seconds per pg_test_fsync test; only the first few tests run (see measureFdatasyncUs). */
-const fsync_test_seconds = 1;
-const fsync_timeout_ms = 20_000;
-const reported_settings = ["synchronous_commit", "shared_buffers", "max_connections", "wal_sync_method", "fsync", "commit_delay", "wal_buffers"];
+const FSYNC_TEST_SECONDS = 1;
+const FSYNC_TIMEOUT_MS = 20_000;
+const REPORTED_SETTINGS = ["synchronous_commit", "shared_buffers", "max_connections", "wal_sync_method", "fsync", "commit_delay", "wal_buffers"];
 
 /**
  * Microseconds per fdatasync of one 8 kB write, from pg_test_fsync on the machine's temporary
@@ -20,13 +20,13 @@ const reported_settings = ["synchronous_commit", "shared_buffers", "max_connecti
  * no pg_test_fsync.
  */
 export async function measureFdatasyncUs(): Promise<number | null> {
-  const tool = pg_test_fsync_paths.find((p) => existsSync(p));
+  const tool = PG_TEST_FSYNC_PATHS.find((p) => existsSync(p));
   if (!tool) return null;
   const file = join(tmpdir(), `holdfast-bench-fsync-${process.pid}`);
-  const child = spawn(tool, ["-s", String(fsync_test_seconds), "-f", file], { stdio: ["ignore", "pipe", "ignore"] });
+  const child = spawn(tool, ["-s", String(FSYNC_TEST_SECONDS), "-f", file], { stdio: ["ignore", "pipe", "ignore"] });
   const found = await new Promise<number | null>((resolve) => {
     let out = "";
-    const timer = setTimeout(() => resolve(null), fsync_timeout_ms);
+    const timer = setTimeout(() => resolve(null), FSYNC_TIMEOUT_MS);
     child.stdout.on("data", (chunk: Buffer) => {
       out += chunk.toString();
       const match = /^\s*fdatasync\s+[\d.]+ ops\/sec\s+(\d+) usecs\/op/m.exec(out);
@@ -49,7 +49,7 @@ export async function machineFacts(pool: pg.Pool, fdatasyncUs: number | null): P
   // current_setting shows values with their units, as SHOW does (128MB, not 16384).
   const settings = await pool.query<{ name: string; value: string }>(
     "select name, current_setting(name) as value from unnest($1::text[]) name",
-    [reported_settings],
+    [REPORTED_SETTINGS],
   );
   const version = await pool.query<{ v: string }>("select current_setting('server_version') as v");
   const facts: Record<string, string> = {

@@ -16,14 +16,14 @@ import { parseArgs } from "node:util";
 import type pg from "pg";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { checkInvariants } from "@holdfast/ledger/invariants";
-import { connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, wallets_total_default, type LedgerDatabase } from "./databases.js";
+import { connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
 import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
 import { reportText, systems, targetLines, type Row, type RunSettings } from "./report.js";
-import { client_kinds, connections_per_client } from "./rpc-client.js";
-import { workload_names } from "./workloads.js";
+import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT } from "./rpc-client.js";
+import { WORKLOAD_NAMES } from "./workloads.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -37,22 +37,22 @@ const { values: args } = parseArgs({
     json: { type: "string", default: "" },
     database: { type: "string", default: "holdfast_bench" },
     nats: { type: "string", default: "on" },
-    wallets: { type: "string", default: String(wallets_total_default) },
+    wallets: { type: "string", default: String(WALLETS_TOTAL_DEFAULT) },
   },
 });
 
 /** PostgreSQL connections per service process (each ledger, the naive service, the core rows). */
-const service_pool_max = 16;
+const SERVICE_POOL_MAX = 16;
 /** Characters of a failed run's error kept for the report. */
-const failure_text_max = 200;
+const FAILURE_TEXT_LENGTH_MAX = 200;
 /** Funded wallets at most: funding is one statement, and 10^6 of them take minutes. */
-const wallets_max = 1_000_000;
+const WALLETS_MAX = 1_000_000;
 /** Callers per row: more would exceed the services' in-flight bound and this machine's memory. */
-const concurrency_max = 4096;
+const CONCURRENCY_MAX = 4096;
 /** The `--systems` names and the table rows they select. */
-const system_flags = ["holdfast", "solo", "naive", "raw", "core"] as const;
+const SYSTEM_FLAGS = ["holdfast", "solo", "naive", "raw", "core"] as const;
 /** Which systems run under which workload: the baselines only where the issue compares them. */
-const workload_systems: Record<string, readonly (typeof system_flags)[number][]> = {
+const WORKLOAD_SYSTEMS: Record<string, readonly (typeof SYSTEM_FLAGS)[number][]> = {
   uniform: ["holdfast", "solo", "naive"],
   hot: ["holdfast", "solo", "naive", "raw", "core"],
   retries: ["holdfast", "naive"],
@@ -72,11 +72,11 @@ interface Planned {
   check: () => Promise<string[]>;
 }
 
-const started_ms = performance.now();
+const STARTED_MS = performance.now();
 
 /** A progress line on stderr, stamped with the seconds since the start. */
 function progress(text: string): void {
-  process.stderr.write(`[${((performance.now() - started_ms) / 1000).toFixed(1)} s] ${text}\n`);
+  process.stderr.write(`[${((performance.now() - STARTED_MS) / 1000).toFixed(1)} s] ${text}\n`);
 }
 
 function listOption<T extends string>(name: string, value: string, allowed: readonly T[]): T[] {
@@ -101,8 +101,8 @@ async function checkRawRow(pool: pg.Pool): Promise<string[]> {
 async function plan(ctx: Context, workload: string, concurrency: number, chosen: string[]): Promise<Planned[]> {
   const holdfastCheck = () => checkInvariants(ctx.ledgerDb.pool);
   const key = ["--key", ctx.ledgerDb.apiKey, "--client", args.client];
-  const core = ["--core", ctx.ledgerDb.url, "--tenant", ctx.ledgerDb.tenantId, "--pool-max", String(service_pool_max)];
-  const wanted = workload_systems[workload]!.filter((s) => chosen.includes(s));
+  const core = ["--core", ctx.ledgerDb.url, "--tenant", ctx.ledgerDb.tenantId, "--pool-max", String(SERVICE_POOL_MAX)];
+  const wanted = WORKLOAD_SYSTEMS[workload]!.filter((s) => chosen.includes(s));
   const labels = [ctx.holdfast, ctx.holdfastSolo, ctx.naive].flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
   const out: Planned[] = [];
   for (const flag of wanted) {
@@ -130,7 +130,7 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
 function failedRun(err: unknown): LoadResult {
   const lines = (err instanceof Error ? err.message : String(err)).split("\n");
   const message = lines.find((l) => /error/i.test(l)) ?? lines[0] ?? "";
-  return emptyResult(message.slice(0, failure_text_max));
+  return emptyResult(message.slice(0, FAILURE_TEXT_LENGTH_MAX));
 }
 
 /**
@@ -154,12 +154,12 @@ async function runMatrix(ctx: Context, settings: RunSettings, workloads: string[
       }
     }
   }
-  const order = (r: Row) => workloads.indexOf(r.workload) * concurrency_max + concurrencies.indexOf(r.concurrency);
+  const order = (r: Row) => workloads.indexOf(r.workload) * CONCURRENCY_MAX + concurrencies.indexOf(r.concurrency);
   return rows.map((row, i) => ({ row, i })).sort((a, b) => order(a.row) - order(b.row) || a.i - b.i).map(({ row }) => row);
 }
 
 /** Where the ledgers' outbox relay publishes while nothing listens: events wait in the outbox. */
-const nats_url_unreachable = "nats://127.0.0.1:1";
+const NATS_URL_UNREACHABLE = "nats://127.0.0.1:1";
 
 /**
  * A private nats-server when one is on PATH, so that the relay publishes every event during the
@@ -167,27 +167,27 @@ const nats_url_unreachable = "nats://127.0.0.1:1";
  * their events waiting in the outbox, which shows what publishing costs.
  */
 async function startNats(wanted: boolean): Promise<{ url: string; note: string; close(): Promise<void> }> {
-  if (!wanted) return { url: nats_url_unreachable, note: "off (--nats off): events wait in the outbox, nothing is published during the runs", close: async () => undefined };
+  if (!wanted) return { url: NATS_URL_UNREACHABLE, note: "off (--nats off): events wait in the outbox, nothing is published during the runs", close: async () => undefined };
   try {
     const nats = await startNatsServer();
     return { url: nats.url, note: "private nats-server (the outbox relay publishes during the runs)", close: () => nats.close() };
   } catch (err) {
     const note = `no nats-server (${(err as Error).message}): events wait in the outbox, nothing is published during the runs`;
-    return { url: nats_url_unreachable, note, close: async () => undefined };
+    return { url: NATS_URL_UNREACHABLE, note, close: async () => undefined };
   }
 }
 
 async function main(): Promise<void> {
-  const workloads = listOption("workloads", args.workloads, workload_names);
-  const chosen = listOption("systems", args.systems, system_flags);
-  const concurrencies = args.concurrency.split(",").map((c) => numberOption("concurrency", c, 1, concurrency_max));
+  const workloads = listOption("workloads", args.workloads, WORKLOAD_NAMES);
+  const chosen = listOption("systems", args.systems, SYSTEM_FLAGS);
+  const concurrencies = args.concurrency.split(",").map((c) => numberOption("concurrency", c, 1, CONCURRENCY_MAX));
   const settings: RunSettings = {
     durationSeconds: numberOption("duration", args.duration, 0.1, 3600),
     warmupSeconds: numberOption("warmup", args.warmup, 0, 600),
     ratePerSecond: numberOption("rate", args.rate, 0, 1_000_000),
-    client: listOption("client", args.client, client_kinds)[0]!,
-    connectionsPerClient: connections_per_client,
-    walletsTotal: numberOption("wallets", args.wallets, 1, wallets_max),
+    client: listOption("client", args.client, CLIENT_KINDS)[0]!,
+    connectionsPerClient: CONNECTIONS_PER_CLIENT,
+    walletsTotal: numberOption("wallets", args.wallets, 1, WALLETS_MAX),
   };
   progress("measuring the disk's fdatasync with pg_test_fsync");
   const fsyncUs = await measureFdatasyncUs();
@@ -197,10 +197,10 @@ async function main(): Promise<void> {
   progress("starting nats-server, the ledgers and the naive service");
   const nats = await startNats(listOption("nats", args.nats, ["on", "off"] as const)[0] === "on");
   try {
-    const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: service_pool_max };
+    const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: SERVICE_POOL_MAX };
     const holdfast = await startLedger({ ...ledger, name: "holdfast ledger", groupCommit: true });
     const holdfastSolo = chosen.includes("solo") ? await startLedger({ ...ledger, name: "holdfast ledger, group commit off", groupCommit: false }) : null;
-    const naive = await startNaive(naiveDb.url, service_pool_max);
+    const naive = await startNaive(naiveDb.url, SERVICE_POOL_MAX);
     const rows = await runMatrix({ ledgerDb, naiveDb, holdfast, holdfastSolo, naive }, settings, workloads, concurrencies, chosen);
     const facts = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
     process.stdout.write(reportText(rows, facts, settings, fsyncUs));

@@ -10,8 +10,8 @@ import type { StepKind } from "./workloads.js";
  */
 export type Outcome = "ok" | "refused" | "conflict" | "error";
 
-const grpc_failed_precondition = 9;
-const grpc_already_exists = 6;
+const GRPC_FAILED_PRECONDITION = 9;
+const GRPC_ALREADY_EXISTS = 6;
 
 /** One run's result, as the load generator prints it (one JSON line on stdout). */
 export interface LoadResult {
@@ -48,8 +48,8 @@ export function emptyResult(failure: string): LoadResult {
 
 export function classify(err: unknown): Outcome {
   const code = (err as { code?: unknown }).code;
-  if (code === grpc_failed_precondition) return "refused";
-  if (code === grpc_already_exists) return "conflict";
+  if (code === GRPC_FAILED_PRECONDITION) return "refused";
+  if (code === GRPC_ALREADY_EXISTS) return "conflict";
   return "error";
 }
 

@@ -12,7 +12,7 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import type pg from "pg";
 import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
-export const naive_schema = `
+export const NAIVE_SCHEMA = `
   create table balances (wallet_id text primary key, asset text not null, balance bigint not null,
     held bigint not null default 0, check (balance - held >= 0));
   create table holds (hold_id text primary key, wallet_id text not null, amount bigint not null, status text not null);

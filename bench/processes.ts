@@ -11,13 +11,13 @@ import { freePort, portAccepts } from "@holdfast/common/net";
 import type { LoadResult } from "./measure.js";
 
 /** The repository root: this file runs from bench/dist/, and every entry point is compiled. */
-const repo_root = fileURLToPath(new URL("../../", import.meta.url));
-const ready_timeout_ms = 30_000;
-const ready_poll_ms = 100;
-const stop_timeout_ms = 10_000;
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const READY_TIMEOUT_MS = 30_000;
+const READY_POLL_MS = 100;
+const STOP_TIMEOUT_MS = 10_000;
 /** A load generator's run may last this much longer than its warm-up plus duration. */
-const loadgen_slack_ms = 60_000;
-const loadgen_output_max_bytes = 1 << 20;
+const LOADGEN_SLACK_MS = 60_000;
+const LOADGEN_OUTPUT_BYTES_MAX = 1 << 20;
 
 export interface Service {
   name: string;
@@ -32,7 +32,7 @@ const children: ChildProcess[] = [];
 function startChild(name: string, script: string, argv: string[], env: Record<string, string>): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
   const out = openSync(log, "w");
-  const child = spawn(process.execPath, [join(repo_root, script), ...argv], {
+  const child = spawn(process.execPath, [join(REPO_ROOT, script), ...argv], {
     env: { ...process.env, ...env },
     stdio: ["ignore", out, out],
   });
@@ -44,10 +44,10 @@ function startChild(name: string, script: string, argv: string[], env: Record<st
 }
 
 async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + ready_timeout_ms;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`${what} did not become ready in ${ready_timeout_ms} ms`);
-    await sleep(ready_poll_ms);
+    if (Date.now() > deadline) throw new Error(`${what} did not become ready in ${READY_TIMEOUT_MS} ms`);
+    await sleep(READY_POLL_MS);
   }
 }
 
@@ -89,9 +89,9 @@ export async function startNaive(databaseUrl: string, poolMax: number): Promise<
 
 /** One load-generator process (loadgen.ts); its last stdout line is the result. */
 export async function runLoadgen(argv: string[], runMs: number): Promise<LoadResult> {
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(repo_root, "bench/dist/loadgen.js"), ...argv], {
-    maxBuffer: loadgen_output_max_bytes,
-    timeout: runMs + loadgen_slack_ms,
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(REPO_ROOT, "bench/dist/loadgen.js"), ...argv], {
+    maxBuffer: LOADGEN_OUTPUT_BYTES_MAX,
+    timeout: runMs + LOADGEN_SLACK_MS,
   });
   if (stderr.trim()) process.stderr.write(`load generator: ${stderr.trim()}\n`);
   return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
@@ -103,7 +103,7 @@ export async function stopAll(): Promise<void> {
   const exited = running.map((c) => new Promise((resolve) => c.once("exit", resolve)));
   running.forEach((c) => c.kill("SIGTERM"));
   // An unref'd timer: once every child has exited it must not keep this process alive.
-  await Promise.race([Promise.all(exited), sleep(stop_timeout_ms, undefined, { ref: false })]);
+  await Promise.race([Promise.all(exited), sleep(STOP_TIMEOUT_MS, undefined, { ref: false })]);
   for (const child of running) {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   }

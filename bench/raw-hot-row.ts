@@ -8,10 +8,10 @@
 import pg from "pg";
 import type { Call, Caller } from "./rpc-client.js";
 
-export const hot_row_table_sql = "create table bench_hot_row (id int primary key, balance bigint not null)";
-const connect_timeout_ms = 5000;
+export const HOT_ROW_TABLE_SQL = "create table bench_hot_row (id int primary key, balance bigint not null)";
+const CONNECT_TIMEOUT_MS = 5000;
 /** PostgreSQL's "sorry, too many clients already". */
-const too_many_connections = "53300";
+const TOO_MANY_CONNECTIONS_SQLSTATE = "53300";
 
 /**
  * Opens up to `wanted` connections, one after another, and stops early (keeping what it has)
@@ -21,11 +21,11 @@ const too_many_connections = "53300";
 async function openClients(databaseUrl: string, wanted: number): Promise<pg.Client[]> {
   const clients: pg.Client[] = [];
   while (clients.length < wanted) {
-    const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connect_timeout_ms });
+    const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     try {
       await client.connect();
     } catch (err) {
-      if ((err as { code?: string }).code !== too_many_connections || clients.length === 0) throw err;
+      if ((err as { code?: string }).code !== TOO_MANY_CONNECTIONS_SQLSTATE || clients.length === 0) throw err;
       break;
     }
     clients.push(client);

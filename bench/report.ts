@@ -32,19 +32,19 @@ export interface RunSettings {
 }
 
 /** A row whose "other" processes used this many cores or more was disturbed by them. */
-const disturbed_other_cores_min = 0.25;
+const DISTURBED_OTHER_CORES_MIN = 0.25;
 /** The concurrency the targets are stated at. */
-const target_concurrency = 64;
+const TARGET_CONCURRENCY = 64;
 const targets = { hotOverRaw: 2, hotOverNaive: 5, uniformOverNaive: 1, uniformP99Ms: 20, replayCostMax: 0.1 };
 
 const fixed = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
 const cores = (v: number | null | undefined) => (v === null || v === undefined ? "-" : v.toFixed(2));
 /** Stolen time below this many cores is not worth a mention. */
-const steal_cores_shown_min = 0.05;
+const STEAL_CORES_SHOWN_MIN = 0.05;
 const machineCores = (cpu: NonNullable<Row["cpu"]>) =>
-  cpu.stealCores >= steal_cores_shown_min ? `${cores(cpu.machineCores)} (+${cores(cpu.stealCores)} stolen)` : cores(cpu.machineCores);
+  cpu.stealCores >= STEAL_CORES_SHOWN_MIN ? `${cores(cpu.machineCores)} (+${cores(cpu.stealCores)} stolen)` : cores(cpu.machineCores);
 
-function find(rows: Row[], workload: string, system: string, concurrency = target_concurrency): Row | undefined {
+function find(rows: Row[], workload: string, system: string, concurrency = TARGET_CONCURRENCY): Row | undefined {
   return rows.find((r) => r.workload === workload && r.system === system && r.concurrency === concurrency);
 }
 
@@ -104,15 +104,15 @@ function uniformTargets(rows: Row[]): string[] {
   const naive = find(rows, "uniform", systems.naive);
   const overNaive = ratio(uniform, naive);
   // Little's law for a closed loop: callers = throughput × mean latency.
-  const meanMs = (target_concurrency / uniform.perSecond) * 1000;
-  const neededPerSecond = target_concurrency / (targets.uniformP99Ms / 1000);
+  const meanMs = (TARGET_CONCURRENCY / uniform.perSecond) * 1000;
+  const neededPerSecond = TARGET_CONCURRENCY / (targets.uniformP99Ms / 1000);
   return [
     ...verdict(overNaive >= targets.uniformOverNaive, `uniform: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${targets.uniformOverNaive}x)`, [
       `Holdfast ${fixed(uniform.perSecond, 0)}/s; ${cpuText(uniform)}.`,
       naive ? `naive service ${fixed(naive.perSecond, 0)}/s; ${cpuText(naive)}.` : "naive service not measured.",
     ]),
     ...verdict(uniform.p99 < targets.uniformP99Ms, `uniform: Holdfast p99 ${fixed(uniform.p99)} ms (target < ${targets.uniformP99Ms} ms)`, [
-      `${target_concurrency} callers in a closed loop at ${fixed(uniform.perSecond, 0)}/s wait ${fixed(meanMs)} ms on average (Little's law); ` +
+      `${TARGET_CONCURRENCY} callers in a closed loop at ${fixed(uniform.perSecond, 0)}/s wait ${fixed(meanMs)} ms on average (Little's law); ` +
         `a p99 under ${targets.uniformP99Ms} ms at this concurrency needs more than ${fixed(neededPerSecond, 0)}/s.`,
     ]),
   ];
@@ -139,7 +139,7 @@ function retriesTargets(rows: Row[]): string[] {
 /** The targets of the performance issue, at concurrency 64, each met or missed with the why. */
 export function targetLines(rows: Row[], fsyncUs: number | null): string[] {
   const lines = [...hotTargets(rows, fsyncUs), ...uniformTargets(rows), ...retriesTargets(rows)];
-  return lines.length > 0 ? lines : [`- no target measured (they need concurrency ${target_concurrency})`];
+  return lines.length > 0 ? lines : [`- no target measured (they need concurrency ${TARGET_CONCURRENCY})`];
 }
 
 function holdfastOver(rows: Row[], row: Row): string {
@@ -185,15 +185,15 @@ export function reportText(rows: Row[], facts: Record<string, string>, settings:
   const failed = rows.filter((r) => r.violations.length > 0);
   lines.push("", failed.length === 0 ? `Invariants: ok after all ${rows.length} rows.` : `Invariants: VIOLATED in ${failed.length} rows:`);
   for (const r of failed) lines.push(`- ${r.workload} ${r.concurrency} ${r.system}: ${r.violations.join("; ")}`);
-  const disturbed = rows.filter((r) => (r.cpu?.otherCores ?? 0) >= disturbed_other_cores_min);
+  const disturbed = rows.filter((r) => (r.cpu?.otherCores ?? 0) >= DISTURBED_OTHER_CORES_MIN);
   if (disturbed.length > 0) {
     lines.push(
-      `Disturbed: in ${disturbed.length} of ${rows.length} rows processes outside the benchmark used ${disturbed_other_cores_min} cores or more ` +
+      `Disturbed: in ${disturbed.length} of ${rows.length} rows processes outside the benchmark used ${DISTURBED_OTHER_CORES_MIN} cores or more ` +
         `(the "other" column; named in the JSON, and for the target rows below), so those rows had less than the machine's ${facts["cores"] ?? "?"} cores.`,
     );
   }
   const errored = rows.filter((r) => r.errors > 0);
   for (const r of errored) lines.push(`- errors in ${r.workload} ${r.concurrency} ${r.system}: ${r.errors}, e.g. ${r.errorSample}`);
-  lines.push("", `## Targets (${target_concurrency} callers, synchronous_commit ${facts["synchronous_commit"] ?? "?"})`, "", ...targetLines(rows, fsyncUs), "");
+  lines.push("", `## Targets (${TARGET_CONCURRENCY} callers, synchronous_commit ${facts["synchronous_commit"] ?? "?"})`, "", ...targetLines(rows, fsyncUs), "");
   return lines.join("\n");
 }

@@ -1,5 +1,5 @@
 // The load generator's LedgerService clients, both over gRPC on HTTP/2 cleartext, each spreading
-// its calls round-robin over several HTTP/2 connections (connections_per_client).
+// its calls round-robin over several HTTP/2 connections (CONNECTIONS_PER_CLIENT).
 import grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
@@ -18,8 +18,8 @@ export interface Caller {
 }
 
 /** The client libraries the load generator can call with (`--client`). */
-export const client_kinds = ["grpc-js", "connect"] as const;
-export type ClientKind = (typeof client_kinds)[number];
+export const CLIENT_KINDS = ["grpc-js", "connect"] as const;
+export type ClientKind = (typeof CLIENT_KINDS)[number];
 
 /**
  * HTTP/2 connections per load generator. One connection serializes every frame through one
@@ -28,7 +28,7 @@ export type ClientKind = (typeof client_kinds)[number];
  * multiplexed, so 256 concurrent calls over 4 connections is 64 streams each, well inside the
  * default limit of 100 concurrent streams per connection of both Node and grpc-js.
  */
-export const connections_per_client = 4;
+export const CONNECTIONS_PER_CLIENT = 4;
 
 export function createLedgerCaller(kind: ClientKind, target: string, apiKey: string | null): Caller {
   return kind === "connect" ? createConnectCaller(target, apiKey) : createGrpcJsCaller(target, apiKey);
@@ -40,12 +40,12 @@ export function createLedgerCaller(kind: ClientKind, target: string, apiKey: str
  */
 function createConnectCaller(target: string, apiKey: string | null): Caller {
   const headers: Record<string, string> = apiKey === null ? {} : { authorization: `Bearer ${apiKey}` };
-  const clients: Client<typeof LedgerService>[] = Array.from({ length: connections_per_client }, () =>
+  const clients: Client<typeof LedgerService>[] = Array.from({ length: CONNECTIONS_PER_CLIENT }, () =>
     createClient(LedgerService, createGrpcTransport({ baseUrl: `http://${target}`, acceptCompression: [] })),
   );
   let next = 0;
   const call: Call = (method, request) => {
-    const client = clients[next++ % connections_per_client]!;
+    const client = clients[next++ % CONNECTIONS_PER_CLIENT]!;
     const unary = client[method] as (req: Record<string, unknown>, options: { headers: Record<string, string> }) => Promise<unknown>;
     return unary(request, { headers });
   };
@@ -61,7 +61,7 @@ function createGrpcJsCaller(target: string, apiKey: string | null): Caller {
   const Client = grpc.makeGenericClientConstructor(grpcDefinition(), "LedgerService");
   // Distinct channel options keep grpc-js from sharing one subchannel between the clients.
   const clients = Array.from(
-    { length: connections_per_client },
+    { length: CONNECTIONS_PER_CLIENT },
     (_, i) => new Client(target, grpc.credentials.createInsecure(), { "grpc.bench_channel": i }),
   );
   const metadata = new grpc.Metadata();
@@ -70,7 +70,7 @@ function createGrpcJsCaller(target: string, apiKey: string | null): Caller {
   let next = 0;
   const call: Call = (method, request) =>
     new Promise((resolve, reject) => {
-      const client = clients[next++ % connections_per_client]!;
+      const client = clients[next++ % CONNECTIONS_PER_CLIENT]!;
       const message = create(LedgerService.method[method].input as DescMessage, request);
       const unary = (client as unknown as Record<string, Unary>)[method]!.bind(client);
       unary(message, metadata, (err, res) => (err ? reject(err) : resolve(res)));

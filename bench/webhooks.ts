@@ -19,23 +19,19 @@
 // flight, 4 per endpoint unless --endpoint-concurrency says otherwise) with loopback allow-listed.
 // Everything runs in this one process except PostgreSQL and NATS, so on a small machine the
 // receivers and the relay compete with the worker for CPU: the figures are a floor.
-import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cpus } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import pino from "pino";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
-import { createPool } from "@holdfast/common/pg";
 import { createLedger } from "@holdfast/ledger/domain";
-import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
 import { readWebhookSettings } from "@holdfast/webhooks/config";
 import { createWebhookWorker } from "@holdfast/webhooks/worker";
-import { recreateDatabase } from "./databases.js";
+import { BENCH_STREAM, benchLogger, percentile, prepareBenchDatabase } from "./script-support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,13 +42,14 @@ const { values: args } = parseArgs({
     "endpoint-concurrency": { type: "string", default: "4" },
   },
 });
-const events_total = Number(args.events);
-const endpoints_total = Number(args.endpoints);
-const rate_per_s = Number(args.rate);
-const seconds = Number(args.seconds);
-const database = "holdfast_bench_webhooks";
-const stream = { name: "HOLDFAST_EVENTS", maxAgeMs: 3_600_000, duplicateWindowMs: 600_000, replicas: 1 };
-const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
+const EVENTS_TOTAL = Number(args.events);
+const ENDPOINTS_TOTAL = Number(args.endpoints);
+const RATE_PER_S = Number(args.rate);
+const RUN_SECONDS = Number(args.seconds);
+const DATABASE_NAME = "holdfast_bench_webhooks";
+const POOL_MAX = 20;
+const stream = BENCH_STREAM;
+const logger = benchLogger();
 
 /** A receiver that answers 200 at once (or hangs) and notes when each webhook-id arrived. */
 async function receiver(hang: boolean) {
@@ -87,15 +84,8 @@ async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: num
   }
 }
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-
 const nats = await startNatsServer();
-const url = await recreateDatabase(database);
-const pool = createPool({ databaseUrl: url, pgPoolMax: 20, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 60_000 }, logger);
-await migrate(pool);
-const tenantId = randomUUID();
-await pool.query("insert into tenants (id, name) values ($1, 'bench')", [tenantId]);
-const caller = { tenantId, scopeWalletId: null };
+const { pool, tenantId, caller } = await prepareBenchDatabase(DATABASE_NAME, POOL_MAX, logger);
 const ledger = createLedger({ pool, clock: systemClock, newId: uuidV7 });
 const relay = createOutboxRelay({
   pool, logger, natsUrl: nats.url, stream,
@@ -130,25 +120,25 @@ const backlog = async () => Number((await pool.query<{ n: string }>("select coun
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, node ${process.version}`);
 
 // 1. Throughput.
-const fastReceivers = await Promise.all(Array.from({ length: endpoints_total }, () => receiver(false)));
+const fastReceivers = await Promise.all(Array.from({ length: ENDPOINTS_TOTAL }, () => receiver(false)));
 for (const r of fastReceivers) await addEndpoint(r.url);
-for (let i = 0; i < events_total; i += 32) {
-  await Promise.all(Array.from({ length: Math.min(32, events_total - i) }, () => deposit()));
+for (let i = 0; i < EVENTS_TOTAL; i += 32) {
+  await Promise.all(Array.from({ length: Math.min(32, EVENTS_TOTAL - i) }, () => deposit()));
 }
 await waitUntil(async () => (await backlog()) === 0, 120_000);
 const started = performance.now();
 const worker = startWorker();
 let intakeDoneS = 0;
 await waitUntil(() => {
-  if (intakeDoneS === 0 && worker.totals().intake.messages >= events_total) intakeDoneS = (performance.now() - started) / 1000;
-  return fastReceivers.every((r) => r.arrivals.size >= events_total);
+  if (intakeDoneS === 0 && worker.totals().intake.messages >= EVENTS_TOTAL) intakeDoneS = (performance.now() - started) / 1000;
+  return fastReceivers.every((r) => r.arrivals.size >= EVENTS_TOTAL);
 }, 600_000);
 const elapsedS = (performance.now() - started) / 1000;
-const deliveries = events_total * endpoints_total;
+const deliveries = EVENTS_TOTAL * ENDPOINTS_TOTAL;
 console.log(
-  `throughput: ${deliveries} deliveries (${events_total} events × ${endpoints_total} endpoints) in ${elapsedS.toFixed(2)} s = ` +
-    `${Math.round(deliveries / elapsedS)} deliveries/s, ${Math.round(events_total / elapsedS)} events/s ` +
-    `(all ${events_total} events taken from the stream and stored after ${intakeDoneS.toFixed(2)} s)`,
+  `throughput: ${deliveries} deliveries (${EVENTS_TOTAL} events × ${ENDPOINTS_TOTAL} endpoints) in ${elapsedS.toFixed(2)} s = ` +
+    `${Math.round(deliveries / elapsedS)} deliveries/s, ${Math.round(EVENTS_TOTAL / elapsedS)} events/s ` +
+    `(all ${EVENTS_TOTAL} events taken from the stream and stored after ${intakeDoneS.toFixed(2)} s)`,
 );
 for (const r of fastReceivers) r.close();
 
@@ -160,16 +150,16 @@ const isolated = startWorker(20_000);
 async function delays(label: string): Promise<number[]> {
   const fast = await receiver(false);
   await addEndpoint(fast.url);
-  const count = rate_per_s * seconds;
+  const count = RATE_PER_S * RUN_SECONDS;
   for (let i = 0; i < count; i++) {
     void deposit();
-    await sleep(1000 / rate_per_s);
+    await sleep(1000 / RATE_PER_S);
   }
   await waitUntil(() => fast.arrivals.size >= count, 120_000);
   fast.close();
   const sorted = [...fast.arrivals.values()].map((a) => a.at - a.occurredAt).sort((a, b) => a - b);
   console.log(
-    `${label}: ${count} events at ${rate_per_s}/s, delay commit → fast receiver p50 ${percentile(sorted, 50)} ms, ` +
+    `${label}: ${count} events at ${RATE_PER_S}/s, delay commit → fast receiver p50 ${percentile(sorted, 50)} ms, ` +
       `p99 ${percentile(sorted, 99)} ms, max ${sorted.at(-1)} ms`,
   );
   return sorted;

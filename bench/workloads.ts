@@ -4,30 +4,30 @@
 import { randomUUID } from "node:crypto";
 import type { Method } from "./rpc-client.js";
 
-export const workload_names = ["uniform", "hot", "retries"] as const;
-export type Workload = (typeof workload_names)[number] | "raw";
+export const WORKLOAD_NAMES = ["uniform", "hot", "retries"] as const;
+export type Workload = (typeof WORKLOAD_NAMES)[number] | "raw";
 
 /** The one wallet of the hot workload. */
-export const hot_wallet_id = "hot";
-export const asset = "USD";
-/** A reserve holds this much; its capture takes capture_amount and the rest goes back. */
-const reserve_amount = 10n;
-const capture_amount = 7n;
-const spend_amount = 5n;
+export const HOT_WALLET_ID = "hot";
+export const ASSET = "USD";
+/** A reserve holds this much; its capture takes CAPTURE_AMOUNT and the rest goes back. */
+const RESERVE_AMOUNT = 10n;
+const CAPTURE_AMOUNT = 7n;
+const SPEND_AMOUNT = 5n;
 /** The amount a retry with the same key but another body sends instead. */
-const conflicting_amount = 1n;
-const hold_ttl_seconds = 120;
+const CONFLICTING_AMOUNT = 1n;
+const HOLD_TTL_SECONDS = 120;
 /** Half of the iterations are Reserve → Capture pairs, half direct Spends. */
-const reserve_share = 0.5;
+const RESERVE_SHARE = 0.5;
 
 /** The retries workload's shares of the commands re-sent after their first answer. */
-const replay_now_share = 0.05;
-const replay_later_share = 0.05;
-const conflict_share = 0.01;
+const REPLAY_NOW_SHARE = 0.05;
+const REPLAY_LATER_SHARE = 0.05;
+const CONFLICT_SHARE = 0.01;
 /** How long a "later" replay waits: long enough to miss any in-process cache of the answer. */
-const replay_delay_ms = 1000;
+const REPLAY_DELAY_MS = 1000;
 /** Replays waiting for their time; the oldest is dropped when full (and counted). */
-const later_queue_max = 100_000;
+const LATER_QUEUE_MAX = 100_000;
 
 export type StepKind = "fresh" | "replay" | "conflict";
 
@@ -44,14 +44,14 @@ export function walletName(index: number): string {
 /** One iteration of a workload: a Reserve → Capture pair or a Spend, on one wallet. */
 export function freshSteps(workload: Workload, walletsTotal: number): Step[] {
   if (workload === "raw") return [{ method: "spend", request: { amount: 1n }, kind: "fresh" }];
-  const walletId = workload === "hot" ? hot_wallet_id : walletName(Math.floor(Math.random() * walletsTotal));
-  if (Math.random() >= reserve_share) {
-    return [fresh("spend", { walletId, asset, amount: spend_amount, idempotencyKey: randomUUID() })];
+  const walletId = workload === "hot" ? HOT_WALLET_ID : walletName(Math.floor(Math.random() * walletsTotal));
+  if (Math.random() >= RESERVE_SHARE) {
+    return [fresh("spend", { walletId, asset: ASSET, amount: SPEND_AMOUNT, idempotencyKey: randomUUID() })];
   }
   const holdId = `h_${randomUUID()}`;
   return [
-    fresh("reserve", { walletId, asset, amount: reserve_amount, holdId, ttlSeconds: hold_ttl_seconds, idempotencyKey: randomUUID() }),
-    fresh("capture", { holdId, amount: capture_amount, idempotencyKey: randomUUID() }),
+    fresh("reserve", { walletId, asset: ASSET, amount: RESERVE_AMOUNT, holdId, ttlSeconds: HOLD_TTL_SECONDS, idempotencyKey: randomUUID() }),
+    fresh("capture", { holdId, amount: CAPTURE_AMOUNT, idempotencyKey: randomUUID() }),
   ];
 }
 
@@ -61,7 +61,7 @@ function fresh(method: Method, request: Record<string, unknown>): Step {
 
 /**
  * The retries workload's re-sends: after a fresh command has its answer, 5% are sent again at
- * once with the same key (a client retrying a timeout), 5% again replay_delay_ms later, and 1%
+ * once with the same key (a client retrying a timeout), 5% again REPLAY_DELAY_MS later, and 1%
  * again at once with the same key and another amount (a client bug: IDEMPOTENCY_KEY_REUSED).
  */
 export function createRetryPolicy() {
@@ -72,17 +72,17 @@ export function createRetryPolicy() {
     followUps(step: Step, nowMs: number): Step[] {
       if (step.kind !== "fresh") return [];
       const dice = Math.random();
-      if (dice < replay_now_share) return [{ ...step, kind: "replay" }];
-      if (dice < replay_now_share + replay_later_share) {
-        later.push({ dueMs: nowMs + replay_delay_ms, step: { ...step, kind: "replay" } });
-        if (later.length > later_queue_max) {
+      if (dice < REPLAY_NOW_SHARE) return [{ ...step, kind: "replay" }];
+      if (dice < REPLAY_NOW_SHARE + REPLAY_LATER_SHARE) {
+        later.push({ dueMs: nowMs + REPLAY_DELAY_MS, step: { ...step, kind: "replay" } });
+        if (later.length > LATER_QUEUE_MAX) {
           later.shift();
           dropped++;
         }
         return [];
       }
-      if (dice < replay_now_share + replay_later_share + conflict_share) {
-        return [{ ...step, request: { ...step.request, amount: conflicting_amount }, kind: "conflict" }];
+      if (dice < REPLAY_NOW_SHARE + REPLAY_LATER_SHARE + CONFLICT_SHARE) {
+        return [{ ...step, request: { ...step.request, amount: CONFLICTING_AMOUNT }, kind: "conflict" }];
       }
       return [];
     },

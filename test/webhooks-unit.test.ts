@@ -8,13 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
 import {
   checkEventTypeFilters,
-  known_event_types,
+  KNOWN_EVENT_TYPES,
   matchesEventType,
   sqlMatchesEventType,
 } from "@holdfast/webhooks-core/event-types";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
 import { readWebhookSettings } from "@holdfast/webhooks/config";
-import { parseRetryAfter, retry_after_ms_max, verdictOf } from "@holdfast/webhooks/schedule";
+import { parseRetryAfter, RETRY_AFTER_MS_MAX, verdictOf } from "@holdfast/webhooks/schedule";
 import { signatureHeaders } from "@holdfast/webhooks/signing";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
 
@@ -52,7 +52,7 @@ describe("retry verdicts", () => {
     expect(parseRetryAfter(" 0 ", now)).toBe(0);
     expect(parseRetryAfter("Thu, 01 Jan 2026 00:00:30 GMT", now)).toBe(30_000);
     expect(parseRetryAfter("Wed, 31 Dec 2025 00:00:30 GMT", now)).toBe(0);
-    expect(parseRetryAfter("9999999999", now)).toBe(retry_after_ms_max);
+    expect(parseRetryAfter("9999999999", now)).toBe(RETRY_AFTER_MS_MAX);
     for (const junk of [undefined, "", "soon", "-5", "1.5"]) expect(parseRetryAfter(junk, now)).toBeNull();
   });
 });
@@ -69,7 +69,7 @@ describe("event type filters", () => {
 
   it("matches in SQL exactly as in TypeScript", async () => {
     const filterSets = [[], ["holdfast.hold.*"], ["holdfast.hold.captured"], ["holdfast.deposit.completed", "holdfast.transfer.*"], ["holdfast.webhook.*"]];
-    const types = [...known_event_types, "holdfast.holdx.created", "holdfast.hold"];
+    const types = [...KNOWN_EVENT_TYPES, "holdfast.holdx.created", "holdfast.hold"];
     for (const filters of filterSets) {
       const { rows } = await db.pool.query<{ type: string; matches: boolean }>(
         `select t as type, ${sqlMatchesEventType("$1::text[]", "t")} as matches from unnest($2::text[]) t`,

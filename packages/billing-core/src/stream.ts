@@ -140,7 +140,7 @@ export function createSinkStream(options: SinkStreamOptions) {
         const consumer = await options.js.consumers.get(options.streamName, consumerName(sink));
         messages = await consumer.consume({ max_messages: sink.batchSizeMax });
         failures = 0;
-        await readBatches(messages);
+        await readBatches(messages, sink, flush);
       } catch (err) {
         if (stopping.signal.aborted) break;
         failures++;
@@ -151,54 +151,9 @@ export function createSinkStream(options: SinkStreamOptions) {
     }
   }
 
-  /** Cuts the message flow into batches of batch_size_max or flush_interval_ms, whichever first. */
-  async function readBatches(source: ConsumerMessages): Promise<void> {
-    const iterator = source[Symbol.asyncIterator]();
-    let pending: Promise<IteratorResult<JsMsg>> | null = null;
-    for (;;) {
-      pending ??= iterator.next();
-      const first: IteratorResult<JsMsg> = await pending;
-      pending = null;
-      if (first.done === true) return;
-      const batch = [first.value];
-      const deadline = Date.now() + sink.flushIntervalMs;
-      let ended = false;
-      while (batch.length < sink.batchSizeMax) {
-        const remaining = deadline - Date.now();
-        if (remaining <= 0) break;
-        pending ??= iterator.next();
-        const next = await raceTimeout(pending, remaining);
-        if (next === null) break;
-        pending = null;
-        if (next.done === true) {
-          ended = true;
-          break;
-        }
-        batch.push(next.value);
-      }
-      await flush(batch);
-      if (ended) return;
-    }
-  }
-
   /** Delivers one batch and settles every message of it. */
   async function flush(batch: JsMsg[]): Promise<void> {
-    const records: UsageRecord[] = [];
-    const owners: JsMsg[][] = [];
-    const byTransfer = new Map<string, number>();
-    for (const msg of batch) {
-      const record = decode(msg);
-      if (record === null) continue;
-      // The same transfer twice in a batch (a re-published event): send it once, settle both.
-      const seen = byTransfer.get(record.transferId);
-      if (seen !== undefined) {
-        owners[seen]!.push(msg);
-        continue;
-      }
-      byTransfer.set(record.transferId, records.length);
-      records.push(record);
-      owners.push([msg]);
-    }
+    const { records, owners } = groupByTransfer(batch, (msg) => decodeUsage(ctx, msg));
     if (records.length === 0) return;
     const outcomes = await processRecords(ctx, records, {
       signal: stopping.signal,
@@ -206,23 +161,6 @@ export function createSinkStream(options: SinkStreamOptions) {
       onAttempt: () => owners.forEach((msgs) => msgs.forEach((m) => m.working())),
     });
     outcomes.forEach((outcome, i) => owners[i]!.forEach((msg) => settle(msg, outcome)));
-  }
-
-  /** The message's usage record; messages that carry none are acknowledged here. */
-  function decode(msg: JsMsg): UsageRecord | null {
-    try {
-      const record = usageFromEvent(fromBinary(EventSchema, msg.data));
-      if (record === null) {
-        ctx.metrics.skipped += 1;
-        msg.ack();
-      }
-      return record;
-    } catch (err) {
-      // Not a holdfast.v1.Event: nothing to bill, and redelivering it would never help.
-      ctx.logger.error({ err, sink: sink.name, subject: msg.subject, seq: msg.seq }, "billing: undecodable event; terminated");
-      msg.term("undecodable holdfast.v1.Event");
-      return null;
-    }
   }
 
   function settle(msg: JsMsg, outcome: RecordOutcome): void {
@@ -259,6 +197,80 @@ export function createSinkStream(options: SinkStreamOptions) {
 }
 
 export type SinkStream = ReturnType<typeof createSinkStream>;
+
+/**
+ * Cuts the message flow into batches of batch_size_max or flush_interval_ms, whichever comes
+ * first, and hands each to `flush`; returns when the flow ends.
+ */
+async function readBatches(source: ConsumerMessages, sink: SinkConfig, flush: (batch: JsMsg[]) => Promise<void>): Promise<void> {
+  const iterator = source[Symbol.asyncIterator]();
+  let pending: Promise<IteratorResult<JsMsg>> | null = null;
+  for (;;) {
+    pending ??= iterator.next();
+    const first: IteratorResult<JsMsg> = await pending;
+    pending = null;
+    if (first.done === true) return;
+    const batch = [first.value];
+    const deadline = Date.now() + sink.flushIntervalMs;
+    let ended = false;
+    while (batch.length < sink.batchSizeMax) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      pending ??= iterator.next();
+      const next = await raceTimeout(pending, remaining);
+      if (next === null) break;
+      pending = null;
+      if (next.done === true) {
+        ended = true;
+        break;
+      }
+      batch.push(next.value);
+    }
+    await flush(batch);
+    if (ended) return;
+  }
+}
+
+/**
+ * The batch's usage records, one per transfer, each with the messages that carry it: the same
+ * transfer twice in a batch (a re-published event) is sent once and settles both.
+ */
+function groupByTransfer(batch: readonly JsMsg[], decode: (msg: JsMsg) => UsageRecord | null): { records: UsageRecord[]; owners: JsMsg[][] } {
+  const records: UsageRecord[] = [];
+  const owners: JsMsg[][] = [];
+  const byTransfer = new Map<string, number>();
+  for (const msg of batch) {
+    const record = decode(msg);
+    if (record === null) continue;
+    const seen = byTransfer.get(record.transferId);
+    if (seen !== undefined) {
+      owners[seen]!.push(msg);
+      continue;
+    }
+    byTransfer.set(record.transferId, records.length);
+    records.push(record);
+    owners.push([msg]);
+  }
+  return { records, owners };
+}
+
+/** The message's usage record; messages that carry none are acknowledged here. */
+function decodeUsage(ctx: ProcessContext, msg: JsMsg): UsageRecord | null {
+  try {
+    const record = usageFromEvent(fromBinary(EventSchema, msg.data));
+    if (record === null) {
+      ctx.metrics.skipped += 1;
+      msg.ack();
+    }
+    return record;
+  } catch (err) {
+    // Not a holdfast.v1.Event: nothing to bill, and redelivering it would never help.
+    const sink = ctx.sink.config.name;
+    ctx.logger.error({ err, sink, subject: msg.subject, seq: msg.seq }, "billing: undecodable event; terminated");
+    msg.term("undecodable holdfast.v1.Event");
+    return null;
+  }
+}
 
 /** The promise's result, or null when `ms` pass first. The promise is left running. */
 async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | null> {

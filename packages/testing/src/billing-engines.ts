@@ -42,155 +42,167 @@ export function engineSecret(type: EngineType): string {
   return SECRET(type);
 }
 
+/**
+ * What an engine's request handler reads and records: the usage stored so far, the customers
+ * it refuses, and the protocol violations it saw (a test fails on any).
+ */
+interface EngineBook {
+  readonly type: EngineType;
+  readonly stored: Map<string, StoredUsage>;
+  /** Arrivals of each key that the engine stored (not counting deduplicated re-sends). */
+  readonly storedCount: Map<string, number>;
+  readonly violations: string[];
+  readonly refusedCustomers: Set<string>;
+}
+
+type Handled = { reply: Reply; keys: string[] };
+type Handler = (book: EngineBook, req: IncomingMessage, body: string, keys: string[]) => Handled;
+
+/** Notes a request that breaks the engine's documented protocol, and answers it 400. */
+function violation(book: EngineBook, message: string): Reply {
+  book.violations.push(message);
+  return { status: 400, body: { error: message } };
+}
+
+/** Stores a usage record unless its key is already stored; true when it was new. */
+function store(book: EngineBook, usage: StoredUsage): boolean {
+  if (book.stored.has(usage.key)) return false;
+  book.stored.set(usage.key, usage);
+  book.storedCount.set(usage.key, (book.storedCount.get(usage.key) ?? 0) + 1);
+  return true;
+}
+
+function stripe(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
+  if (req.url !== "/v1/billing/meter_events") return { reply: violation(book, `path ${req.url}`), keys };
+  if (req.headers["content-type"] !== "application/x-www-form-urlencoded") return { reply: violation(book, "content type"), keys };
+  const form = new URLSearchParams(body);
+  const [name, identifier, timestamp, customer, value] = ["event_name", "identifier", "timestamp", "payload[stripe_customer_id]", "payload[value]"].map((k) => form.get(k));
+  if (!name || !identifier || !customer || !timestamp || !/^\d+$/.test(timestamp) || !value || !INTEGER.test(value)) {
+    return { reply: violation(book, `stripe form ${body}`), keys };
+  }
+  keys.push(identifier);
+  if (book.refusedCustomers.has(customer)) {
+    return { reply: { status: 400, body: { error: { type: "invalid_request_error", message: `No such customer: '${customer}'` } } }, keys };
+  }
+  const properties: Record<string, string> = {};
+  for (const [k, v] of form) {
+    const m = /^payload\[(.+)\]$/.exec(k);
+    if (m && m[1] !== "stripe_customer_id" && m[1] !== "value") properties[m[1]!] = v;
+  }
+  const fresh = store(book, { key: identifier, customer, eventName: name, value: BigInt(value), properties, timestamp });
+  if (!fresh) {
+    return { reply: { status: 400, body: { error: { type: "invalid_request_error", message: `An event already exists with identifier ${identifier}.` } } }, keys };
+  }
+  return { reply: { status: 200, body: { object: "billing.meter_event", identifier, event_name: name } }, keys };
+}
+
+function cloudEvents(book: EngineBook, req: IncomingMessage, body: string, keys: string[], path: string, describe: (e: Record<string, unknown>) => StoredUsage | string): Handled {
+  if (req.url !== path) return { reply: violation(book, `path ${req.url}`), keys };
+  if (req.headers["content-type"] !== "application/cloudevents-batch+json") return { reply: violation(book, "content type"), keys };
+  const events = JSON.parse(body) as Record<string, unknown>[];
+  if (!Array.isArray(events) || events.length === 0) return { reply: violation(book, "not a batch"), keys };
+  const usages: StoredUsage[] = [];
+  for (const e of events) {
+    if (e["specversion"] !== "1.0" || typeof e["id"] !== "string" || typeof e["source"] !== "string" || typeof e["type"] !== "string" || typeof e["subject"] !== "string" || !RFC3339.test(String(e["time"]))) {
+      return { reply: violation(book, `cloudevent ${JSON.stringify(e)}`), keys };
+    }
+    keys.push(e["id"]);
+    const usage = describe(e);
+    if (typeof usage === "string") return { reply: violation(book, usage), keys };
+    if (book.refusedCustomers.has(usage.customer)) return { reply: { status: 400, body: { title: "Bad Request", detail: `unknown subject ${usage.customer}` } }, keys };
+    usages.push(usage);
+  }
+  for (const usage of usages) store(book, usage);
+  return { reply: { status: book.type === "openmeter" ? 204 : 202 }, keys };
+}
+
+function openMeter(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
+  return cloudEvents(book, req, body, keys, "/api/v1/events", (e) => {
+    const data = e["data"] as Record<string, string>;
+    if (!INTEGER.test(String(data["value"]))) return "data.value";
+    const { value, ...properties } = data;
+    // OpenMeter dedupes on id + source.
+    return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(value!), properties: { ...properties, source: String(e["source"]) }, timestamp: String(e["time"]) };
+  });
+}
+
+function httpSink(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
+  return cloudEvents(book, req, body, keys, "/hooks/usage", (e) => {
+    const data = e["data"] as Record<string, unknown>;
+    if (!INTEGER.test(String(data["value"])) || data["transfer_id"] !== e["id"]) return "data";
+    return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(String(data["value"])), properties: data["properties"] as Record<string, string>, timestamp: String(e["time"]) };
+  });
+}
+
+function lago(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
+  if (req.url !== "/api/v1/events/batch") return { reply: violation(book, `path ${req.url}`), keys };
+  if (req.headers["content-type"] !== "application/json") return { reply: violation(book, "content type"), keys };
+  const events = (JSON.parse(body) as { events?: Record<string, unknown>[] }).events;
+  if (!Array.isArray(events) || events.length === 0 || events.length > 100) return { reply: violation(book, "lago batch size"), keys };
+  const errors: Record<string, Record<string, string[]>> = {};
+  const usages: StoredUsage[] = [];
+  events.forEach((e, index) => {
+    const props = e["properties"] as Record<string, string>;
+    if (typeof e["transaction_id"] !== "string" || typeof e["external_subscription_id"] !== "string" || typeof e["code"] !== "string" || !Number.isInteger(e["timestamp"]) || !INTEGER.test(String(props?.["value"]))) {
+      violation(book, `lago event ${JSON.stringify(e)}`);
+      errors[index] = { event: ["invalid"] };
+      return;
+    }
+    keys.push(e["transaction_id"]);
+    if (book.stored.has(e["transaction_id"])) errors[index] = { transaction_id: ["value_already_exist"] };
+    else if (book.refusedCustomers.has(e["external_subscription_id"])) errors[index] = { external_subscription_id: ["subscription_not_found"] };
+    const { value, ...properties } = props;
+    usages.push({ key: e["transaction_id"], customer: e["external_subscription_id"], eventName: e["code"], value: BigInt(value!), properties, timestamp: String(e["timestamp"]) });
+  });
+  // Like Lago (getlago/lago-api#4772): one bad event refuses the batch and stores none of it.
+  if (Object.keys(errors).length > 0) {
+    return { reply: { status: 422, body: { status: 422, error: "Unprocessable Entity", code: "validation_errors", error_details: errors } }, keys };
+  }
+  for (const usage of usages) store(book, usage);
+  return { reply: { status: 200, body: { events: usages.map((u) => ({ transaction_id: u.key })) } }, keys };
+}
+
+function metronome(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
+  if (req.url !== "/v1/ingest") return { reply: violation(book, `path ${req.url}`), keys };
+  if (req.headers["content-type"] !== "application/json") return { reply: violation(book, "content type"), keys };
+  const events = JSON.parse(body) as Record<string, unknown>[];
+  if (!Array.isArray(events) || events.length === 0 || events.length > 100) return { reply: violation(book, "metronome batch size"), keys };
+  const usages: StoredUsage[] = [];
+  for (const e of events) {
+    const props = e["properties"] as Record<string, unknown>;
+    if (typeof e["transaction_id"] !== "string" || typeof e["customer_id"] !== "string" || typeof e["event_type"] !== "string" || !RFC3339.test(String(e["timestamp"])) || !Object.values(props).every((v) => typeof v === "string") || !INTEGER.test(String(props["value"]))) {
+      return { reply: violation(book, `metronome event ${JSON.stringify(e)}`), keys };
+    }
+    keys.push(e["transaction_id"]);
+    // A whole-request 400 that names no event, so the worker has to find it by splitting.
+    if (book.refusedCustomers.has(e["customer_id"])) return { reply: { status: 400, body: { message: "invalid customer in request" } }, keys };
+    const { value, ...properties } = props as Record<string, string>;
+    usages.push({ key: e["transaction_id"], customer: e["customer_id"], eventName: e["event_type"], value: BigInt(value!), properties, timestamp: String(e["timestamp"]) });
+  }
+  // Duplicates (34-day window) are accepted and ignored.
+  for (const usage of usages) store(book, usage);
+  return { reply: { status: 200 }, keys };
+}
+
+const HANDLERS: Readonly<Record<EngineType, Handler>> = { stripe, openmeter: openMeter, lago, metronome, http: httpSink };
+
+/** Checks the method and the engine's auth header, then hands the request to the engine's handler. */
+function handle(book: EngineBook, req: IncomingMessage, body: string): Handled {
+  const keys: string[] = [];
+  if (req.method !== "POST") return { reply: violation(book, `method ${req.method}`), keys };
+  if (req.headers["authorization"] !== `Bearer ${SECRET(book.type)}`) return { reply: { status: 401, body: { error: "bad auth" } }, keys };
+  return HANDLERS[book.type](book, req, body, keys);
+}
+
 /** A fake engine of `type`; `start()` listens (on the same port after the first time). */
 export function createFakeEngine(type: EngineType) {
-  const stored = new Map<string, StoredUsage>();
-  /** Arrivals of each key that the engine stored (not counting deduplicated re-sends). */
-  const storedCount = new Map<string, number>();
+  const book: EngineBook = { type, stored: new Map(), storedCount: new Map(), violations: [], refusedCustomers: new Set() };
   /** Arrivals of each key in any request, accepted or not. */
   const seen = new Map<string, number>();
   const received: Received[] = [];
-  const violations: string[] = [];
   const script: Scripted[] = [];
-  const refusedCustomers = new Set<string>();
   let server: Server | null = null;
   let port = 0;
-
-  function violation(message: string): Reply {
-    violations.push(message);
-    return { status: 400, body: { error: message } };
-  }
-
-  function store(usage: StoredUsage): boolean {
-    if (stored.has(usage.key)) return false;
-    stored.set(usage.key, usage);
-    storedCount.set(usage.key, (storedCount.get(usage.key) ?? 0) + 1);
-    return true;
-  }
-
-  function checkAuth(req: IncomingMessage, header = "authorization", value = `Bearer ${SECRET(type)}`): boolean {
-    return req.headers[header] === value;
-  }
-
-  async function handle(req: IncomingMessage, body: string): Promise<{ reply: Reply; keys: string[] }> {
-    const keys: string[] = [];
-    if (req.method !== "POST") return { reply: violation(`method ${req.method}`), keys };
-    if (!checkAuth(req)) return { reply: { status: 401, body: { error: "bad auth" } }, keys };
-    const handler = { stripe: stripe, openmeter: openMeter, lago: lago, metronome: metronome, http: httpSink }[type];
-    return handler(req, body, keys);
-  }
-
-  function stripe(req: IncomingMessage, body: string, keys: string[]) {
-    if (req.url !== "/v1/billing/meter_events") return { reply: violation(`path ${req.url}`), keys };
-    if (req.headers["content-type"] !== "application/x-www-form-urlencoded") return { reply: violation("content type"), keys };
-    const form = new URLSearchParams(body);
-    const [name, identifier, timestamp, customer, value] = ["event_name", "identifier", "timestamp", "payload[stripe_customer_id]", "payload[value]"].map((k) => form.get(k));
-    if (!name || !identifier || !customer || !timestamp || !/^\d+$/.test(timestamp) || !value || !INTEGER.test(value)) {
-      return { reply: violation(`stripe form ${body}`), keys };
-    }
-    keys.push(identifier);
-    if (refusedCustomers.has(customer)) {
-      return { reply: { status: 400, body: { error: { type: "invalid_request_error", message: `No such customer: '${customer}'` } } }, keys };
-    }
-    const properties: Record<string, string> = {};
-    for (const [k, v] of form) {
-      const m = /^payload\[(.+)\]$/.exec(k);
-      if (m && m[1] !== "stripe_customer_id" && m[1] !== "value") properties[m[1]!] = v;
-    }
-    const fresh = store({ key: identifier, customer, eventName: name, value: BigInt(value), properties, timestamp });
-    if (!fresh) {
-      return { reply: { status: 400, body: { error: { type: "invalid_request_error", message: `An event already exists with identifier ${identifier}.` } } }, keys };
-    }
-    return { reply: { status: 200, body: { object: "billing.meter_event", identifier, event_name: name } }, keys };
-  }
-
-  function cloudEvents(req: IncomingMessage, body: string, keys: string[], path: string, describe: (e: Record<string, unknown>) => StoredUsage | string) {
-    if (req.url !== path) return { reply: violation(`path ${req.url}`), keys };
-    if (req.headers["content-type"] !== "application/cloudevents-batch+json") return { reply: violation("content type"), keys };
-    const events = JSON.parse(body) as Record<string, unknown>[];
-    if (!Array.isArray(events) || events.length === 0) return { reply: violation("not a batch"), keys };
-    const usages: StoredUsage[] = [];
-    for (const e of events) {
-      if (e["specversion"] !== "1.0" || typeof e["id"] !== "string" || typeof e["source"] !== "string" || typeof e["type"] !== "string" || typeof e["subject"] !== "string" || !RFC3339.test(String(e["time"]))) {
-        return { reply: violation(`cloudevent ${JSON.stringify(e)}`), keys };
-      }
-      keys.push(e["id"]);
-      const usage = describe(e);
-      if (typeof usage === "string") return { reply: violation(usage), keys };
-      if (refusedCustomers.has(usage.customer)) return { reply: { status: 400, body: { title: "Bad Request", detail: `unknown subject ${usage.customer}` } }, keys };
-      usages.push(usage);
-    }
-    for (const usage of usages) store(usage);
-    return { reply: { status: type === "openmeter" ? 204 : 202 }, keys };
-  }
-
-  function openMeter(req: IncomingMessage, body: string, keys: string[]) {
-    return cloudEvents(req, body, keys, "/api/v1/events", (e) => {
-      const data = e["data"] as Record<string, string>;
-      if (!INTEGER.test(String(data["value"]))) return "data.value";
-      const { value, ...properties } = data;
-      // OpenMeter dedupes on id + source.
-      return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(value!), properties: { ...properties, source: String(e["source"]) }, timestamp: String(e["time"]) };
-    });
-  }
-
-  function httpSink(req: IncomingMessage, body: string, keys: string[]) {
-    return cloudEvents(req, body, keys, "/hooks/usage", (e) => {
-      const data = e["data"] as Record<string, unknown>;
-      if (!INTEGER.test(String(data["value"])) || data["transfer_id"] !== e["id"]) return "data";
-      return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(String(data["value"])), properties: data["properties"] as Record<string, string>, timestamp: String(e["time"]) };
-    });
-  }
-
-  function lago(req: IncomingMessage, body: string, keys: string[]) {
-    if (req.url !== "/api/v1/events/batch") return { reply: violation(`path ${req.url}`), keys };
-    if (req.headers["content-type"] !== "application/json") return { reply: violation("content type"), keys };
-    const events = (JSON.parse(body) as { events?: Record<string, unknown>[] }).events;
-    if (!Array.isArray(events) || events.length === 0 || events.length > 100) return { reply: violation("lago batch size"), keys };
-    const errors: Record<string, Record<string, string[]>> = {};
-    const usages: StoredUsage[] = [];
-    events.forEach((e, index) => {
-      const props = e["properties"] as Record<string, string>;
-      if (typeof e["transaction_id"] !== "string" || typeof e["external_subscription_id"] !== "string" || typeof e["code"] !== "string" || !Number.isInteger(e["timestamp"]) || !INTEGER.test(String(props?.["value"]))) {
-        violation(`lago event ${JSON.stringify(e)}`);
-        errors[index] = { event: ["invalid"] };
-        return;
-      }
-      keys.push(e["transaction_id"]);
-      if (stored.has(e["transaction_id"])) errors[index] = { transaction_id: ["value_already_exist"] };
-      else if (refusedCustomers.has(e["external_subscription_id"])) errors[index] = { external_subscription_id: ["subscription_not_found"] };
-      const { value, ...properties } = props;
-      usages.push({ key: e["transaction_id"], customer: e["external_subscription_id"], eventName: e["code"], value: BigInt(value!), properties, timestamp: String(e["timestamp"]) });
-    });
-    // Like Lago (getlago/lago-api#4772): one bad event refuses the batch and stores none of it.
-    if (Object.keys(errors).length > 0) {
-      return { reply: { status: 422, body: { status: 422, error: "Unprocessable Entity", code: "validation_errors", error_details: errors } }, keys };
-    }
-    for (const usage of usages) store(usage);
-    return { reply: { status: 200, body: { events: usages.map((u) => ({ transaction_id: u.key })) } }, keys };
-  }
-
-  function metronome(req: IncomingMessage, body: string, keys: string[]) {
-    if (req.url !== "/v1/ingest") return { reply: violation(`path ${req.url}`), keys };
-    if (req.headers["content-type"] !== "application/json") return { reply: violation("content type"), keys };
-    const events = JSON.parse(body) as Record<string, unknown>[];
-    if (!Array.isArray(events) || events.length === 0 || events.length > 100) return { reply: violation("metronome batch size"), keys };
-    const usages: StoredUsage[] = [];
-    for (const e of events) {
-      const props = e["properties"] as Record<string, unknown>;
-      if (typeof e["transaction_id"] !== "string" || typeof e["customer_id"] !== "string" || typeof e["event_type"] !== "string" || !RFC3339.test(String(e["timestamp"])) || !Object.values(props).every((v) => typeof v === "string") || !INTEGER.test(String(props["value"]))) {
-        return { reply: violation(`metronome event ${JSON.stringify(e)}`), keys };
-      }
-      keys.push(e["transaction_id"]);
-      // A whole-request 400 that names no event, so the worker has to find it by splitting.
-      if (refusedCustomers.has(e["customer_id"])) return { reply: { status: 400, body: { message: "invalid customer in request" } }, keys };
-      const { value, ...properties } = props as Record<string, string>;
-      usages.push({ key: e["transaction_id"], customer: e["customer_id"], eventName: e["event_type"], value: BigInt(value!), properties, timestamp: String(e["timestamp"]) });
-    }
-    // Duplicates (34-day window) are accepted and ignored.
-    for (const usage of usages) store(usage);
-    return { reply: { status: 200 }, keys };
-  }
 
   async function onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -203,9 +215,9 @@ export function createFakeEngine(type: EngineType) {
       reply = { status: scripted.status, headers: scripted.headers, body: scripted.body };
     } else {
       try {
-        ({ reply, keys } = await handle(req, body));
+        ({ reply, keys } = handle(book, req, body));
       } catch (error) {
-        reply = violation(`unparseable body: ${String(error)}`);
+        reply = violation(book, `unparseable body: ${String(error)}`);
       }
     }
     for (const key of keys) seen.set(key, (seen.get(key) ?? 0) + 1);
@@ -217,14 +229,14 @@ export function createFakeEngine(type: EngineType) {
   return {
     type,
     secret: SECRET(type),
-    stored,
-    storedCount,
+    stored: book.stored,
+    storedCount: book.storedCount,
     seen,
     received,
-    violations,
+    violations: book.violations,
     /** Customers (or subscriptions) the engine refuses with a 4xx. */
     refuse(customer: string) {
-      refusedCustomers.add(customer);
+      book.refusedCustomers.add(customer);
     },
     /** The next requests get these answers instead of being handled. */
     answerNext(...answers: Scripted[]) {

@@ -9,7 +9,7 @@
  */
 
 /** Ledger event types, as the outbox relay publishes them (services/ledger/src/relay/event-codec.ts). */
-export const ledger_event_types = [
+export const LEDGER_EVENT_TYPES = [
   "holdfast.deposit.completed",
   "holdfast.spend.completed",
   "holdfast.refund.completed",
@@ -24,29 +24,29 @@ export const ledger_event_types = [
 ] as const;
 
 /** Sent to the tenant's other endpoints when the worker disables an endpoint. */
-export const endpoint_disabled_type = "holdfast.webhook.endpoint_disabled";
+export const ENDPOINT_DISABLED_TYPE = "holdfast.webhook.endpoint_disabled";
 /** Sent by SendTestEvent to one endpoint, whatever its filters. */
-export const test_event_type = "holdfast.webhook.test";
+export const TEST_EVENT_TYPE = "holdfast.webhook.test";
 
 /** Every type a filter may name. */
-export const known_event_types: readonly string[] = [...ledger_event_types, endpoint_disabled_type, test_event_type];
+export const KNOWN_EVENT_TYPES: readonly string[] = [...LEDGER_EVENT_TYPES, ENDPOINT_DISABLED_TYPE, TEST_EVENT_TYPE];
 
 /** Most filters on one endpoint. */
-export const event_type_filters_max = 32;
+export const EVENT_TYPE_FILTERS_MAX = 32;
 
-const known_kinds = new Set(known_event_types.map((type) => type.slice(0, type.lastIndexOf("."))));
+const KNOWN_KINDS = new Set(KNOWN_EVENT_TYPES.map((type) => type.slice(0, type.lastIndexOf("."))));
 
 /** Why a filter list is refused, or null when it is fine. Duplicates are refused too. */
 export function checkEventTypeFilters(filters: readonly string[]): string | null {
-  if (filters.length > event_type_filters_max) {
-    return `must have at most ${event_type_filters_max} entries`;
+  if (filters.length > EVENT_TYPE_FILTERS_MAX) {
+    return `must have at most ${EVENT_TYPE_FILTERS_MAX} entries`;
   }
   if (new Set(filters).size !== filters.length) {
     return "must not repeat an entry";
   }
   for (const filter of filters) {
-    const isWildcard = filter.endsWith(".*") && known_kinds.has(filter.slice(0, -2));
-    if (!isWildcard && !known_event_types.includes(filter)) {
+    const isWildcard = filter.endsWith(".*") && KNOWN_KINDS.has(filter.slice(0, -2));
+    if (!isWildcard && !KNOWN_EVENT_TYPES.includes(filter)) {
       return `"${filter.slice(0, 64)}" is neither a known event type nor a wildcard such as holdfast.hold.*`;
     }
   }

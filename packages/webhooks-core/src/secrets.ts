@@ -5,9 +5,9 @@ import { randomBytes } from "node:crypto";
  * (the spec asks for 24 to 64). The secret is the HMAC key itself, so it is stored as is (see
  * docs/webhooks.md, "Secrets") and shown to the caller only when issued.
  */
-export const secret_prefix = "whsec_";
-const secret_bytes = 32;
+export const SECRET_PREFIX = "whsec_";
+const SECRET_BYTES = 32;
 
 export function newSigningSecret(): string {
-  return `${secret_prefix}${randomBytes(secret_bytes).toString("base64")}`;
+  return `${SECRET_PREFIX}${randomBytes(SECRET_BYTES).toString("base64")}`;
 }

@@ -12,7 +12,7 @@ import { HoldfastError, NotFoundError } from "@holdfast/common/errors";
 import { decodePageToken, encodePageToken } from "@holdfast/common/page-token";
 import { isUuid } from "@holdfast/common/patterns";
 import { inTransaction } from "@holdfast/common/pg";
-import { test_event_type } from "./event-types.js";
+import { TEST_EVENT_TYPE } from "./event-types.js";
 import type { WebhookMessage } from "./messages.js";
 
 /** Most endpoints one tenant may have. */
@@ -251,8 +251,8 @@ export async function queueTestEvent(
   endpointId: string,
   message: WebhookMessage,
 ): Promise<DeliveryRow> {
-  if (message.type !== test_event_type) {
-    throw new Error(`queueTestEvent: ${message.type} is not ${test_event_type}`);
+  if (message.type !== TEST_EVENT_TYPE) {
+    throw new Error(`queueTestEvent: ${message.type} is not ${TEST_EVENT_TYPE}`);
   }
   return inTransaction(pool, async (client) => {
     const { rows: endpoints } = await client.query<{ enabled: boolean }>(

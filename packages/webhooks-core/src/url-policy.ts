@@ -16,11 +16,11 @@ import { isIP } from "node:net";
 import ipaddr from "ipaddr.js";
 
 /** Longest accepted URL. */
-export const url_length_max = 2048;
+export const URL_LENGTH_MAX = 2048;
 /** How long the save-time DNS lookup may take. */
-const lookup_timeout_ms = 5000;
+const LOOKUP_TIMEOUT_MS = 5000;
 /** The only range ipaddr.js gives to ordinary public addresses. */
-const public_range = "unicast";
+const PUBLIC_RANGE = "unicast";
 
 export interface UrlPolicy {
   /**
@@ -52,7 +52,7 @@ export function createUrlPolicy(allowedNetworks: readonly string[], resolve: Res
     if (isTrusted(parsed)) {
       return null;
     }
-    if (parsed.range() !== public_range) {
+    if (parsed.range() !== PUBLIC_RANGE) {
       return `resolves to a ${parsed.range()} address (${parsed.toString()}); only public addresses and HOLDFAST_WEBHOOK_ALLOWED_NETWORKS are allowed`;
     }
     if (forHttp) {
@@ -94,8 +94,8 @@ export function parseEndpointUrl(raw: string): UrlCheck {
   if (raw.length === 0) {
     return { ok: false, why: "is required" };
   }
-  if (raw.length > url_length_max) {
-    return { ok: false, why: `must be at most ${url_length_max} characters` };
+  if (raw.length > URL_LENGTH_MAX) {
+    return { ok: false, why: `must be at most ${URL_LENGTH_MAX} characters` };
   }
   if (!URL.canParse(raw)) {
     return { ok: false, why: "must be an absolute URL" };
@@ -121,7 +121,7 @@ export function hostOf(url: URL): string {
 async function resolveHost(host: string): Promise<string[]> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error("DNS lookup timed out")), lookup_timeout_ms);
+    timer = setTimeout(() => reject(new Error("DNS lookup timed out")), LOOKUP_TIMEOUT_MS);
   });
   try {
     const found = await Promise.race([lookup(host, { all: true, verbatim: true }), timeout]);

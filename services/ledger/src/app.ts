@@ -73,21 +73,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     watchersMax: WATCH_WATCHERS_MAX,
     batchMax: WATCH_BATCH_MAX,
   });
-  const relay =
-    options.relay === false
-      ? null
-      : createOutboxRelay({
-          pool,
-          logger: logger.child({ component: "relay" }),
-          natsUrl: config.natsUrl,
-          stream: streamSettingsOf(config),
-          batchMax: RELAY_BATCH_MAX,
-          idleMs: RELAY_IDLE_MS,
-          standbyPollMs: RELAY_STANDBY_POLL_MS,
-          retryDelayMsMax: RELAY_RETRY_DELAY_MS_MAX,
-          publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,
-          statusLogMs: RELAY_STATUS_LOG_MS,
-        });
+  const relay = options.relay === false ? null : createRelay(pool, config, logger);
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: AUTH_CACHE_ENTRIES_MAX });
   let serving = true;
   const server = createServer({
@@ -128,6 +114,22 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       await pool.end();
     },
   };
+}
+
+/** The outbox relay of this process, with the ledger's fixed bounds. */
+function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger): OutboxRelay {
+  return createOutboxRelay({
+    pool,
+    logger: logger.child({ component: "relay" }),
+    natsUrl: config.natsUrl,
+    stream: streamSettingsOf(config),
+    batchMax: RELAY_BATCH_MAX,
+    idleMs: RELAY_IDLE_MS,
+    standbyPollMs: RELAY_STANDBY_POLL_MS,
+    retryDelayMsMax: RELAY_RETRY_DELAY_MS_MAX,
+    publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,
+    statusLogMs: RELAY_STATUS_LOG_MS,
+  });
 }
 
 /**

@@ -2,10 +2,10 @@ import type pg from "pg";
 import type { Logger } from "pino";
 
 /** Rows deleted per statement, so a sweep never holds a long transaction. */
-const sweep_batch_rows_max = 5_000;
+const SWEEP_BATCH_ROWS_MAX = 5_000;
 /** Statements per sweep, so one sweep has a bounded cost. */
-const sweep_batches_max = 20;
-const sweep_interval_ms = 10 * 60 * 1000;
+const SWEEP_BATCHES_MAX = 20;
+const SWEEP_INTERVAL_MS = 10 * 60 * 1000;
 
 /**
  * Deletes idempotency records older than the retention period (at least 24 hours,
@@ -15,16 +15,16 @@ const sweep_interval_ms = 10 * 60 * 1000;
 export function startRetention({ pool, logger, retentionHours }: { pool: pg.Pool; logger: Logger; retentionHours: number }) {
   async function sweep(): Promise<number> {
     let deleted = 0;
-    for (let i = 0; i < sweep_batches_max; i++) {
+    for (let i = 0; i < SWEEP_BATCHES_MAX; i++) {
       const result = await pool.query({
         name: "ledger_retention_sweep",
         text: `delete from idempotency_keys where ctid in (
                  select ctid from idempotency_keys
                   where created_at < now() - make_interval(hours => $1) limit $2)`,
-        values: [retentionHours, sweep_batch_rows_max],
+        values: [retentionHours, SWEEP_BATCH_ROWS_MAX],
       });
       deleted += result.rowCount ?? 0;
-      if ((result.rowCount ?? 0) < sweep_batch_rows_max) {
+      if ((result.rowCount ?? 0) < SWEEP_BATCH_ROWS_MAX) {
         break;
       }
     }
@@ -36,7 +36,7 @@ export function startRetention({ pool, logger, retentionHours }: { pool: pg.Pool
       (deleted) => deleted > 0 && logger.info({ deleted }, "expired idempotency records deleted"),
       (err: unknown) => logger.warn({ err }, "idempotency retention sweep failed; will retry"),
     );
-  }, sweep_interval_ms);
+  }, SWEEP_INTERVAL_MS);
   timer.unref();
   return { sweep, stop: () => clearInterval(timer) };
 }

@@ -27,12 +27,12 @@ export interface TailOptions {
 }
 
 /** A token that may stand in a NATS subject: no dots, spaces or wildcards. */
-const subject_token = /^[A-Za-z0-9_:-]+$/;
+const SUBJECT_TOKEN_PATTERN = /^[A-Za-z0-9_:-]+$/;
 
 /** The subject filter for the options: holdfast.events.<tenant>.<wallet>.<kind>.<action>. */
 export function tailSubject(options: Pick<TailOptions, "tenant" | "wallet" | "type">): string {
   for (const [name, value] of [["--tenant", options.tenant], ["--wallet", options.wallet]] as const) {
-    if (value !== undefined && !subject_token.test(value)) {
+    if (value !== undefined && !SUBJECT_TOKEN_PATTERN.test(value)) {
       throw new Error(`${name} must be 1 or more characters of A-Z, a-z, 0-9, _, : or -`);
     }
   }

@@ -20,7 +20,7 @@ import type { IdGenerator } from "@holdfast/common/ids";
 import { inTransaction } from "@holdfast/common/pg";
 import { WebhookEndpointDisabledEventSchema } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { disabled_reasons, toEndpoint } from "@holdfast/webhooks-core/convert";
-import { endpoint_disabled_type } from "@holdfast/webhooks-core/event-types";
+import { ENDPOINT_DISABLED_TYPE } from "@holdfast/webhooks-core/event-types";
 import { envelope, fanOut } from "@holdfast/webhooks-core/messages";
 import { endpoint_columns, type EndpointRow } from "@holdfast/webhooks-core/store";
 
@@ -57,7 +57,7 @@ export interface ClaimLimits {
  * crash only means the delivery is sent again (at least once), so their commits need not wait
  * for the disk; and these small index-driven statements cost less to run than to compile (JIT).
  */
-const begin_without_flush = "begin; set local synchronous_commit = off; set local jit = off";
+const BEGIN_WITHOUT_FLUSH = "begin; set local synchronous_commit = off; set local jit = off";
 
 /**
  * Claims due deliveries: lock the endpoints, pick within each one's free slots, lease the picks.
@@ -137,7 +137,7 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
       values: [picked.map((p) => p.tenant_id), picked.map((p) => p.delivery_id), limits.leaseMs, tenants, ids],
     });
     return rows;
-  }, begin_without_flush);
+  }, BEGIN_WITHOUT_FLUSH);
 }
 
 /** What an attempt's outcome records. */
@@ -230,7 +230,7 @@ export async function recordSuccesses(pool: pg.Pool, successes: readonly Success
       ],
     });
     return rows;
-  }, begin_without_flush);
+  }, BEGIN_WITHOUT_FLUSH);
 }
 
 /**
@@ -309,7 +309,7 @@ export async function disableEndpoint(
         lastError: target.lastError,
         occurredAt: timestampFromDate(at),
       });
-      await fanOut(client, [envelope(target.tenantId, eventId, endpoint_disabled_type, at, WebhookEndpointDisabledEventSchema, data)]);
+      await fanOut(client, [envelope(target.tenantId, eventId, ENDPOINT_DISABLED_TYPE, at, WebhookEndpointDisabledEventSchema, data)]);
     }
     return endpoint !== undefined;
   });

@@ -37,9 +37,9 @@ export interface HttpPoster {
 }
 
 /** Longest error text kept from one attempt. */
-export const error_length_max = 512;
+export const ERROR_LENGTH_MAX = 512;
 /** How long an idle keep-alive socket is kept for the next delivery to the same origin. */
-const keep_alive_idle_ms = 10_000;
+const KEEP_ALIVE_IDLE_MS = 10_000;
 
 /** A connection refused by the URL policy; never retried on another address. */
 class BlockedAddressError extends Error {
@@ -53,7 +53,7 @@ export function createHttpPoster(options: HttpPosterOptions): HttpPoster {
     maxSockets: options.socketsMax,
     maxTotalSockets: options.socketsMax,
     maxFreeSockets: Math.min(options.socketsMax, 256),
-    timeout: keep_alive_idle_ms,
+    timeout: KEEP_ALIVE_IDLE_MS,
     scheduling: "lifo" as const,
   };
   const agents = { "http:": new http.Agent(agentOptions), "https:": new https.Agent(agentOptions) };
@@ -145,7 +145,7 @@ function responseError(status: number, location: string | undefined, text: strin
   const what = status >= 300 && status <= 399
     ? `redirect ${status} not followed${location ? ` (to ${location})` : ""}`
     : `HTTP ${status}${snippet ? `: ${snippet}` : ""}`;
-  return what.slice(0, error_length_max);
+  return what.slice(0, ERROR_LENGTH_MAX);
 }
 
 /** A short, secret-free description of a failed attempt. */
@@ -155,10 +155,10 @@ function describe(err: unknown, timeoutMs: number): string {
     return `timeout after ${timeoutMs} ms`;
   }
   if (e.name === "BlockedAddressError" || (e.cause as { name?: string } | undefined)?.name === "BlockedAddressError") {
-    return `blocked: ${e.message ?? ""}`.slice(0, error_length_max);
+    return `blocked: ${e.message ?? ""}`.slice(0, ERROR_LENGTH_MAX);
   }
   const code = typeof e.code === "string" ? ` (${e.code})` : "";
-  return `${e.message ?? String(err)}${code}`.slice(0, error_length_max);
+  return `${e.message ?? String(err)}${code}`.slice(0, ERROR_LENGTH_MAX);
 }
 
 /**

@@ -53,6 +53,10 @@ export interface IntakeTotals {
 /** The pause after the consumer loop first fails; it doubles per failure up to retryDelayMsMax. */
 const LOOP_RETRY_DELAY_MS_MIN = 250;
 
+/**
+ * The intake of one worker: a consumer loop that keeps the subscription open through NATS
+ * outages, and a store loop that writes what arrived; `stop` stores what was taken first.
+ */
 export function createIntake(options: IntakeOptions) {
   const { logger } = options;
   const totals: IntakeTotals = { messages: 0, deliveries: 0, storeFailures: 0 };
@@ -72,7 +76,7 @@ export function createIntake(options: IntakeOptions) {
         if (nc?.isClosed() === true) nc = null;
         nc ??= await connectNats(options.natsUrl, "holdfast-webhooks", logger);
         const jsm = await ensureStream(nc, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
-        await ensureConsumer(jsm);
+        await ensureConsumer(jsm, options);
         const consumer = await jetstream(nc).consumers.get(options.stream.name, options.consumerName);
         messages = await consumer.consume({
           max_messages: options.batchMax,
@@ -95,29 +99,6 @@ export function createIntake(options: IntakeOptions) {
     }
   }
 
-  async function ensureConsumer(jsm: Awaited<ReturnType<typeof ensureStream>>): Promise<void> {
-    const settings = {
-      ack_wait: nanos(options.ackWaitMs),
-      max_ack_pending: options.ackPendingMax,
-      description: "Holdfast webhook worker: events to webhook deliveries",
-    };
-    try {
-      await jsm.consumers.info(options.stream.name, options.consumerName);
-      await jsm.consumers.update(options.stream.name, options.consumerName, settings);
-    } catch (err) {
-      if (!(err instanceof Error && /consumer not found/i.test(err.message))) throw err;
-      // Deliver policy all: events published before the worker's first start are not skipped.
-      await jsm.consumers.add(options.stream.name, {
-        ...settings,
-        durable_name: options.consumerName,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        filter_subject: EVENT_SUBJECTS_ALL,
-        max_deliver: -1,
-      });
-    }
-  }
-
   /** Stores what has arrived, batch by batch, until stopped. */
   async function storeLoop(): Promise<void> {
     while (!stopping || buffer.length > 0) {
@@ -128,43 +109,7 @@ export function createIntake(options: IntakeOptions) {
         arrived = null;
         continue;
       }
-      await storeBatch(buffer.splice(0, options.batchMax));
-    }
-  }
-
-  async function storeBatch(batch: JsMsg[]): Promise<void> {
-    const decoded: { msg: JsMsg; message: WebhookMessage }[] = [];
-    for (const msg of batch) {
-      const message = decode(msg);
-      if (message !== null) decoded.push({ msg, message });
-    }
-    try {
-      const added = await fanOut(options.pool, decoded.map((d) => d.message));
-      totals.messages += decoded.length;
-      totals.deliveries += added;
-      for (const { msg } of decoded) msg.ack();
-      if (added > 0) options.onStored();
-    } catch (err) {
-      // The database is away, or an endpoint was deleted mid-statement: JetStream brings the
-      // messages back after the delay and the batch is stored again.
-      totals.storeFailures++;
-      logger.warn({ err, messages: decoded.length }, "webhooks: storing deliveries failed; messages will be redelivered");
-      for (const { msg } of decoded) msg.nak(options.nakDelayMs);
-    }
-  }
-
-  /** The message's webhook message; a message that is not a Holdfast event is terminated. */
-  function decode(msg: JsMsg): WebhookMessage | null {
-    try {
-      const event = fromBinary(EventSchema, msg.data);
-      if (!isUuid(event.tenantId) || !isUuid(event.eventId) || event.type === "") {
-        throw new Error("event without tenant id, event id or type");
-      }
-      return ledgerEventMessage(event);
-    } catch (err) {
-      logger.error({ err, subject: msg.subject, seq: msg.seq }, "webhooks: undecodable event; terminated");
-      msg.term("undecodable holdfast.v1.Event");
-      return null;
+      await storeBatch(options, totals, buffer.splice(0, options.batchMax));
     }
   }
 
@@ -186,3 +131,67 @@ export function createIntake(options: IntakeOptions) {
 }
 
 export type Intake = ReturnType<typeof createIntake>;
+
+/** Creates the shared durable consumer, or brings its settings up to date. */
+async function ensureConsumer(jsm: Awaited<ReturnType<typeof ensureStream>>, options: IntakeOptions): Promise<void> {
+  const settings = {
+    ack_wait: nanos(options.ackWaitMs),
+    max_ack_pending: options.ackPendingMax,
+    description: "Holdfast webhook worker: events to webhook deliveries",
+  };
+  try {
+    await jsm.consumers.info(options.stream.name, options.consumerName);
+    await jsm.consumers.update(options.stream.name, options.consumerName, settings);
+  } catch (err) {
+    if (!(err instanceof Error && /consumer not found/i.test(err.message))) throw err;
+    // Deliver policy all: events published before the worker's first start are not skipped.
+    await jsm.consumers.add(options.stream.name, {
+      ...settings,
+      durable_name: options.consumerName,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      filter_subject: EVENT_SUBJECTS_ALL,
+      max_deliver: -1,
+    });
+  }
+}
+
+/**
+ * Stores one batch's deliveries in one statement, then acknowledges its messages; when that
+ * fails, hands them back to JetStream for redelivery after `nakDelayMs`.
+ */
+async function storeBatch(options: IntakeOptions, totals: IntakeTotals, batch: JsMsg[]): Promise<void> {
+  const decoded: { msg: JsMsg; message: WebhookMessage }[] = [];
+  for (const msg of batch) {
+    const message = decode(msg, options.logger);
+    if (message !== null) decoded.push({ msg, message });
+  }
+  try {
+    const added = await fanOut(options.pool, decoded.map((d) => d.message));
+    totals.messages += decoded.length;
+    totals.deliveries += added;
+    for (const { msg } of decoded) msg.ack();
+    if (added > 0) options.onStored();
+  } catch (err) {
+    // The database is away, or an endpoint was deleted mid-statement: JetStream brings the
+    // messages back after the delay and the batch is stored again.
+    totals.storeFailures++;
+    options.logger.warn({ err, messages: decoded.length }, "webhooks: storing deliveries failed; messages will be redelivered");
+    for (const { msg } of decoded) msg.nak(options.nakDelayMs);
+  }
+}
+
+/** The message's webhook message; a message that is not a Holdfast event is terminated. */
+function decode(msg: JsMsg, logger: Logger): WebhookMessage | null {
+  try {
+    const event = fromBinary(EventSchema, msg.data);
+    if (!isUuid(event.tenantId) || !isUuid(event.eventId) || event.type === "") {
+      throw new Error("event without tenant id, event id or type");
+    }
+    return ledgerEventMessage(event);
+  } catch (err) {
+    logger.error({ err, subject: msg.subject, seq: msg.seq }, "webhooks: undecodable event; terminated");
+    msg.term("undecodable holdfast.v1.Event");
+    return null;
+  }
+}

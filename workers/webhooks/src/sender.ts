@@ -74,8 +74,9 @@ interface ChainedSuccess {
   readonly chained: number;
 }
 
+/** The sender of one worker; see the module comment for how its two bounds isolate endpoints. */
 export function createSender(options: SenderOptions) {
-  const { pool, logger } = options;
+  const { pool } = options;
   const totals: SenderTotals = { attempts: 0, succeeded: 0, retried: 0, failed: 0, disabled: 0, inFlight: 0, latencyMsMax: 0 };
   /** Attempts holding one of the `concurrency` slots. */
   let slotsUsed = 0;
@@ -85,39 +86,6 @@ export function createSender(options: SenderOptions) {
   const waker = createWaker();
   const recordSuccess = createBatcher<ChainedSuccess, boolean>(SUCCESS_BATCH_MAX, recordAndChain);
   const attemptDeps: AttemptDeps = { options, totals, recordSuccess, stopping: () => stopping };
-
-  async function run(): Promise<void> {
-    let failures = 0;
-    while (!stopping) {
-      const room = options.concurrency - slotsUsed;
-      if (room <= 0) {
-        await waker.idle(options.pollIdleMs);
-        continue;
-      }
-      let claimed: ClaimedDelivery[];
-      try {
-        claimed = await claimDeliveries(pool, {
-          endpointsMax: options.claimEndpointsMax,
-          deliveriesMax: room,
-          perEndpointMax: options.endpointConcurrency,
-          leaseMs: options.leaseMs,
-        });
-        failures = 0;
-      } catch (err) {
-        failures++;
-        const delay = backoffDelayMs(failures, { delayMsMin: CLAIM_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
-        logger.warn({ err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
-        await sleep(delay);
-        continue;
-      }
-      for (const delivery of claimed) launch(delivery, 0);
-      // Something was due: look again at once, there may be more. Otherwise wait for new work
-      // (the intake and finishing attempts wake the loop) or the poll interval.
-      if (claimed.length === 0) {
-        await waker.idle(options.pollIdleMs);
-      }
-    }
-  }
 
   /**
    * Starts an attempt. `chained` counts the deliveries its slot has passed along so far; above
@@ -158,7 +126,7 @@ export function createSender(options: SenderOptions) {
 
   return {
     start(): void {
-      loop ??= run();
+      loop ??= runClaimLoop({ options, waker, room: () => options.concurrency - slotsUsed, launch, stopping: () => stopping });
     },
     wake: waker.wake,
     totals: (): SenderTotals => ({ ...totals }),
@@ -172,6 +140,54 @@ export function createSender(options: SenderOptions) {
       }
     },
   };
+}
+
+/** What the claim loop needs from its sender. */
+interface ClaimLoopDeps {
+  readonly options: SenderOptions;
+  readonly waker: ReturnType<typeof createWaker>;
+  /** Slots free now. */
+  readonly room: () => number;
+  readonly launch: (delivery: ClaimedDelivery, chained: number) => void;
+  readonly stopping: () => boolean;
+}
+
+/**
+ * Claims due deliveries while there is room and launches each, until the sender stops. With
+ * nothing due it waits for new work (the intake and finishing attempts wake it) or the poll
+ * interval; after a failed claim (the database away) it backs off.
+ */
+async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
+  const { options, waker } = deps;
+  let failures = 0;
+  while (!deps.stopping()) {
+    const room = deps.room();
+    if (room <= 0) {
+      await waker.idle(options.pollIdleMs);
+      continue;
+    }
+    let claimed: ClaimedDelivery[];
+    try {
+      claimed = await claimDeliveries(options.pool, {
+        endpointsMax: options.claimEndpointsMax,
+        deliveriesMax: room,
+        perEndpointMax: options.endpointConcurrency,
+        leaseMs: options.leaseMs,
+      });
+      failures = 0;
+    } catch (err) {
+      failures++;
+      const delay = backoffDelayMs(failures, { delayMsMin: CLAIM_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
+      options.logger.warn({ err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
+      await sleep(delay);
+      continue;
+    }
+    for (const delivery of claimed) deps.launch(delivery, 0);
+    // Something was due: look again at once, there may be more.
+    if (claimed.length === 0) {
+      await waker.idle(options.pollIdleMs);
+    }
+  }
 }
 
 /** What one attempt needs from its sender. */

@@ -8,7 +8,7 @@ import { DeliveryStatus, WebhookService, WebhookTestEventSchema } from "@holdfas
 import { callerOf } from "./auth.js";
 import * as v from "./validate.js";
 import { toDelivery, toEndpoint } from "@holdfast/webhooks-core/convert";
-import { checkEventTypeFilters, test_event_type } from "@holdfast/webhooks-core/event-types";
+import { checkEventTypeFilters, TEST_EVENT_TYPE } from "@holdfast/webhooks-core/event-types";
 import { envelope } from "@holdfast/webhooks-core/messages";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
 import * as store from "@holdfast/webhooks-core/store";
@@ -158,7 +158,7 @@ function deliveryHandlers({ pool, newId }: WebhookContext): Pick<Handlers, "list
       const eventId = newId();
       const now = new Date();
       const data = create(WebhookTestEventSchema, { eventId, tenantId, endpointId: id, occurredAt: timestampFromDate(now) });
-      const message = envelope(tenantId, eventId, test_event_type, now, WebhookTestEventSchema, data);
+      const message = envelope(tenantId, eventId, TEST_EVENT_TYPE, now, WebhookTestEventSchema, data);
       return { delivery: toDelivery(await store.queueTestEvent(pool, id, message)) };
     },
   };
