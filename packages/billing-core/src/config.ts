@@ -18,16 +18,7 @@
  * @module
  */
 import { readFile } from "node:fs/promises";
-import {
-  readDatabaseConfig,
-  readHostConfig,
-  readLogConfig,
-  readNatsConfig,
-  type DatabaseConfig,
-  type HostConfig,
-  type LogConfig,
-  type NatsConfig,
-} from "@holdfast/common/config";
+import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
 import { readPath, type Env, type IntegerSpec } from "@holdfast/common/env";
 import { isUuid } from "@holdfast/common/patterns";
 
@@ -147,7 +138,7 @@ export class BillingConfigError extends Error {
 }
 
 /** Everything the billing-stream worker reads from its environment, the sinks' secrets aside. */
-export interface BillingWorkerConfig extends DatabaseConfig, NatsConfig, LogConfig, HostConfig {
+export interface BillingWorkerConfig extends StreamProcessConfig, HostConfig {
   /** Path of the sink configuration file. */
   readonly billingConfigPath: string;
 }
@@ -166,7 +157,7 @@ export function loadBillingWorkerConfig(env: Env = process.env): BillingWorkerCo
   if (billingConfigPath === null) {
     throw new Error("HOLDFAST_BILLING_CONFIG is not set: point it at the sink configuration (see docs/billing-engines.md)");
   }
-  return { ...readDatabaseConfig(env), ...readNatsConfig(env), ...readLogConfig(env), ...readHostConfig(env), billingConfigPath };
+  return { ...readStreamProcessConfig(env), ...readHostConfig(env), billingConfigPath };
 }
 
 /** Reads and validates the configuration file at `path`. */

@@ -84,6 +84,17 @@ export interface HostConfig {
   readonly host: string;
 }
 
+/**
+ * What every process that works with the event stream reads (the ledger, the webhook worker,
+ * the billing-stream worker): its database, NATS and the stream, and its log level.
+ */
+export interface StreamProcessConfig extends DatabaseConfig, NatsConfig, LogConfig {}
+
+/** The {@link StreamProcessConfig} variables. Throws naming the first bad variable. */
+export function readStreamProcessConfig(env: Env): StreamProcessConfig {
+  return { ...readDatabaseConfig(env), ...readNatsConfig(env), ...readLogConfig(env) };
+}
+
 /** DATABASE_URL and the pool's HOLDFAST_PG_* bounds. Throws naming the first bad variable. */
 export function readDatabaseConfig(env: Env): DatabaseConfig {
   return {

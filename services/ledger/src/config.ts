@@ -21,16 +21,7 @@
  *
  * @module
  */
-import {
-  readDatabaseConfig,
-  readHostConfig,
-  readLogConfig,
-  readNatsConfig,
-  type DatabaseConfig,
-  type HostConfig,
-  type LogConfig,
-  type NatsConfig,
-} from "@holdfast/common/config";
+import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
 import { readInteger, readOrigins, readSwitch, type Env, type IntegerSpec } from "@holdfast/common/env";
 import { readEndpointSettings, type EndpointSettings } from "@holdfast/webhooks-core/settings";
 
@@ -53,7 +44,7 @@ const GROUP_COMMIT_BATCH_MAX: IntegerSpec = { fallback: 64, min: 1, max: 1000 };
 const GROUP_COMMIT_QUEUE_MAX: IntegerSpec = { fallback: 4096, min: 1, max: 1_000_000 };
 
 /** Everything the ledger process reads from its environment. */
-export interface LedgerConfig extends DatabaseConfig, NatsConfig, LogConfig, HostConfig {
+export interface LedgerConfig extends StreamProcessConfig, HostConfig {
   readonly port: number;
   /** Allowed browser origins, normalised (`https://a.example`); `["*"]` allows any. */
   readonly corsOrigins: readonly string[];
@@ -79,9 +70,7 @@ export interface LedgerConfig extends DatabaseConfig, NatsConfig, LogConfig, Hos
 export function loadLedgerConfig(env: Env = process.env): LedgerConfig {
   const maxTimeoutMs = readInteger(env, "HOLDFAST_MAX_TIMEOUT_MS", TIMEOUT_MS_MAX);
   return {
-    ...readDatabaseConfig(env),
-    ...readNatsConfig(env),
-    ...readLogConfig(env),
+    ...readStreamProcessConfig(env),
     ...readHostConfig(env),
     port: readInteger(env, "HOLDFAST_PORT", PORT),
     corsOrigins: readOrigins(env, "HOLDFAST_CORS_ORIGINS"),

@@ -14,14 +14,7 @@
  *
  * @module
  */
-import {
-  readDatabaseConfig,
-  readLogConfig,
-  readNatsConfig,
-  type DatabaseConfig,
-  type LogConfig,
-  type NatsConfig,
-} from "@holdfast/common/config";
+import { readStreamProcessConfig, type StreamProcessConfig } from "@holdfast/common/config";
 import { readDurationList, readInteger, type DurationListSpec, type Env, type IntegerSpec } from "@holdfast/common/env";
 import { readAllowedNetworks } from "@holdfast/webhooks-core/settings";
 
@@ -48,7 +41,7 @@ export interface WebhookSettings {
 }
 
 /** Everything the webhook worker reads from its environment. */
-export interface WebhookWorkerConfig extends DatabaseConfig, NatsConfig, LogConfig {
+export interface WebhookWorkerConfig extends StreamProcessConfig {
   readonly webhooks: WebhookSettings;
 }
 
@@ -67,5 +60,5 @@ export function readWebhookSettings(env: Env): WebhookSettings {
 
 /** Reads and validates the worker's configuration. Throws an Error naming the first bad variable. */
 export function loadWebhookWorkerConfig(env: Env = process.env): WebhookWorkerConfig {
-  return { ...readDatabaseConfig(env), ...readNatsConfig(env), ...readLogConfig(env), webhooks: readWebhookSettings(env) };
+  return { ...readStreamProcessConfig(env), webhooks: readWebhookSettings(env) };
 }

@@ -35,8 +35,8 @@ function source(config: SinkConfig, usage: BillableUsage): string {
   return (config.options["source"] ?? "/holdfast/tenants/{tenant_id}").replaceAll("{tenant_id}", usage.record.tenantId);
 }
 
-function openMeterEvent(config: SinkConfig, usage: BillableUsage) {
-  const valueProperty = config.options["value_property"] ?? "value";
+/** A usage record as a CloudEvent whose `data` is `data`: the attributes both sinks share. */
+function cloudEvent(config: SinkConfig, usage: BillableUsage, data: object) {
   return {
     specversion: "1.0",
     id: usage.key,
@@ -45,33 +45,29 @@ function openMeterEvent(config: SinkConfig, usage: BillableUsage) {
     subject: usage.customer,
     time: rfc3339(usage.record.occurredAt),
     datacontenttype: "application/json",
-    data: { ...usage.properties, [valueProperty]: usage.value.toString() },
+    data,
   };
+}
+
+function openMeterEvent(config: SinkConfig, usage: BillableUsage) {
+  const valueProperty = config.options["value_property"] ?? "value";
+  return cloudEvent(config, usage, { ...usage.properties, [valueProperty]: usage.value.toString() });
 }
 
 function httpEvent(config: SinkConfig, usage: BillableUsage) {
   const r = usage.record;
-  return {
-    specversion: "1.0",
-    id: usage.key,
-    source: source(config, usage),
-    type: usage.eventName,
-    subject: usage.customer,
-    time: rfc3339(r.occurredAt),
-    datacontenttype: "application/json",
-    data: {
-      tenant_id: r.tenantId,
-      wallet_id: r.walletId,
-      transfer_id: r.transferId,
-      kind: r.kind,
-      asset: r.asset,
-      amount: r.amount.toString(),
-      value: usage.value.toString(),
-      customer: usage.customer,
-      refund_of: r.refundOf,
-      properties: usage.properties,
-    },
-  };
+  return cloudEvent(config, usage, {
+    tenant_id: r.tenantId,
+    wallet_id: r.walletId,
+    transfer_id: r.transferId,
+    kind: r.kind,
+    asset: r.asset,
+    amount: r.amount.toString(),
+    value: usage.value.toString(),
+    customer: usage.customer,
+    refund_of: r.refundOf,
+    properties: usage.properties,
+  });
 }
 
 function createCloudEventsSink(config: SinkConfig, url: string, headers: Record<string, string>, toEvent: (config: SinkConfig, usage: BillableUsage) => object): Sink {
