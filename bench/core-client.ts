@@ -4,6 +4,7 @@
 import pino from "pino";
 import { systemClock, uuidV7 } from "@holdfast/common/ids";
 import { createPool } from "@holdfast/common/pg";
+import { loadLedgerConfig } from "@holdfast/ledger/config";
 import { createLedger, type Refusal } from "@holdfast/ledger/domain";
 import type { Call, Caller } from "./rpc-client.js";
 
@@ -15,9 +16,8 @@ export interface CoreOptions {
   poolMax: number;
 }
 
-/** The ledger's defaults (README, HOLDFAST_GROUP_COMMIT_BATCH_MAX and _QUEUE_MAX). */
-const GROUP_COMMIT_BATCH_MAX = 64;
-const GROUP_COMMIT_QUEUE_MAX = 4096;
+/** The ledger's own defaults (HOLDFAST_GROUP_COMMIT_BATCH_MAX and _QUEUE_MAX unset). */
+const LEDGER_DEFAULTS = loadLedgerConfig({});
 const CONNECT_TIMEOUT_MS = 5000;
 const STATEMENT_TIMEOUT_MS = 30_000;
 const HOLD_TTL_SECONDS = 120;
@@ -48,7 +48,7 @@ export function createCoreCaller(options: CoreOptions): Caller {
     pool,
     clock: systemClock,
     newId: uuidV7,
-    groupCommit: options.groupCommit ? { batchMax: GROUP_COMMIT_BATCH_MAX, queueMax: GROUP_COMMIT_QUEUE_MAX } : null,
+    groupCommit: options.groupCommit ? { batchMax: LEDGER_DEFAULTS.groupCommitBatchMax, queueMax: LEDGER_DEFAULTS.groupCommitQueueMax } : null,
   });
   const caller = { tenantId: options.tenantId, scopeWalletId: null };
   const call: Call = async (method, r) => {

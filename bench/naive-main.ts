@@ -5,13 +5,13 @@ import http2 from "node:http2";
 import { parseArgs } from "node:util";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pg from "pg";
+import { readDatabaseConfig } from "@holdfast/common/config";
 import { createLogger } from "@holdfast/common/logger";
 import { stopOnSignals } from "@holdfast/common/process";
 import { naiveRoutes } from "./naive-service.js";
 
-const CONNECT_TIMEOUT_MS = 5000;
-/** The same server-side statement bound as the ledger's default (HOLDFAST_PG_STATEMENT_TIMEOUT_MS). */
-const STATEMENT_TIMEOUT_MS = 5000;
+/** The ledger's own connect and statement bounds (HOLDFAST_PG_* unset), so both sides wait alike. */
+const DATABASE_DEFAULTS = readDatabaseConfig({});
 
 const { values: args } = parseArgs({
   options: { port: { type: "string" }, database: { type: "string" }, "pool-max": { type: "string", default: "16" } },
@@ -22,8 +22,8 @@ if (!args.port || !args.database) {
 const pool = new pg.Pool({
   connectionString: args.database,
   max: Number(args["pool-max"]),
-  connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-  statement_timeout: STATEMENT_TIMEOUT_MS,
+  connectionTimeoutMillis: DATABASE_DEFAULTS.pgConnectTimeoutMs,
+  statement_timeout: DATABASE_DEFAULTS.pgStatementTimeoutMs,
 });
 const server = http2.createServer(connectNodeAdapter({ routes: naiveRoutes(pool) }));
 server.listen(Number(args.port), "127.0.0.1", () => process.stdout.write("ready\n"));

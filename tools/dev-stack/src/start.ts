@@ -39,7 +39,7 @@ import {
 } from "@holdfast/ledger/auth/api-keys";
 import { loadLedgerConfig, type LedgerConfig } from "@holdfast/ledger/config";
 import { migrate } from "@holdfast/db/migrate";
-import { startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
+import { PG_SUPERUSER, startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
 import { findNatsServer, NATS_SERVER_INSTALL_HELP } from "@holdfast/dev-servers/nats-server";
 
 const STATE_DIR = path.resolve(".holdfast");
@@ -62,7 +62,6 @@ const DEV_WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
 const LOCAL_HOST = "127.0.0.1";
 const PG_PORT = 5432;
 const NATS_PORT = 4222;
-const PG_SUPERUSER = "postgres";
 const DEV_TENANT_NAME = "dev";
 const DEV_KEY_NAME = "dev-admin";
 
