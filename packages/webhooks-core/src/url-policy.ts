@@ -37,7 +37,7 @@ export type UrlCheck = { ok: true; url: URL } | { ok: false; why: string };
 /** How a host name is resolved; tests pass a fake to name hosts that resolve anywhere. */
 export type Resolver = (host: string) => Promise<string[]>;
 
-/** The policy for the given trusted networks (CIDRs as Config.webhookAllowedNetworks has them). */
+/** The policy for the given trusted networks (normalised CIDRs, as readAllowedNetworks in settings.ts returns them). */
 export function createUrlPolicy(allowedNetworks: readonly string[], resolve: Resolver = resolveHost): UrlPolicy {
   const trusted = allowedNetworks.map((cidr) => ipaddr.parseCIDR(cidr));
   const isTrusted = (address: ipaddr.IPv4 | ipaddr.IPv6) =>

@@ -12,13 +12,14 @@ import { checkEventTypeFilters, TEST_EVENT_TYPE } from "@holdfast/webhooks-core/
 import { envelope } from "@holdfast/webhooks-core/messages";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
 import * as store from "@holdfast/webhooks-core/store";
+import { SECRET_OVERLAP_SECONDS_MAX } from "@holdfast/webhooks-core/settings";
 import { createUrlPolicy, type Resolver } from "@holdfast/webhooks-core/url-policy";
 
 /** What WebhookService needs to know beyond the database. */
 export interface WebhookServiceSettings {
-  /** Config.webhookAllowedNetworks: where endpoints may be non-public or plain http. */
+  /** HOLDFAST_WEBHOOK_ALLOWED_NETWORKS (webhooks-core/settings): where endpoints may be non-public or plain http. */
   allowedNetworks: readonly string[];
-  /** Config.webhookSecretOverlapSeconds: the default overlap of a rotation. */
+  /** HOLDFAST_WEBHOOK_SECRET_OVERLAP_SECONDS (webhooks-core/settings): the default overlap of a rotation. */
   secretOverlapSeconds: number;
   /** How URLs' host names are resolved; the system resolver by default. */
   resolve?: Resolver;
@@ -34,7 +35,7 @@ export interface WebhookServiceDeps {
 export { WebhookService };
 
 const DESCRIPTION_LENGTH_MAX = 512;
-const OVERLAP_SECONDS_MAX = 7 * 24 * 3600;
+const OVERLAP_SECONDS_MAX = SECRET_OVERLAP_SECONDS_MAX;
 
 const STATUS_FILTERS: Partial<Record<DeliveryStatus, store.DeliveryStatus>> = {
   [DeliveryStatus.PENDING]: "pending",
