@@ -21,7 +21,7 @@ import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
 import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
-import { reportText, systems, targetLines, type Row, type RunSettings } from "./report.js";
+import { reportText, SYSTEMS, targetLines, type Row, type RunSettings } from "./report.js";
 import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT } from "./rpc-client.js";
 import { WORKLOAD_NAMES } from "./workloads.js";
 
@@ -106,20 +106,20 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
   const labels = [ctx.holdfast, ctx.holdfastSolo, ctx.naive].flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
   const out: Planned[] = [];
   for (const flag of wanted) {
-    if (flag === "holdfast") out.push({ system: systems.holdfast, argv: ["--target", ctx.holdfast.target, ...key, "--watch-pid", String(ctx.holdfast.pid)], check: holdfastCheck });
+    if (flag === "holdfast") out.push({ system: SYSTEMS.holdfast, argv: ["--target", ctx.holdfast.target, ...key, "--watch-pid", String(ctx.holdfast.pid)], check: holdfastCheck });
     if (flag === "solo" && ctx.holdfastSolo) {
-      out.push({ system: systems.holdfastSolo, argv: ["--target", ctx.holdfastSolo.target, ...key, "--watch-pid", String(ctx.holdfastSolo.pid)], check: holdfastCheck });
+      out.push({ system: SYSTEMS.holdfastSolo, argv: ["--target", ctx.holdfastSolo.target, ...key, "--watch-pid", String(ctx.holdfastSolo.pid)], check: holdfastCheck });
     }
     if (flag === "naive") {
-      out.push({ system: systems.naive, argv: ["--target", ctx.naive.target, "--client", args.client, "--watch-pid", String(ctx.naive.pid)], check: () => checkNaiveInvariants(ctx.naiveDb.pool) });
+      out.push({ system: SYSTEMS.naive, argv: ["--target", ctx.naive.target, "--client", args.client, "--watch-pid", String(ctx.naive.pid)], check: () => checkNaiveInvariants(ctx.naiveDb.pool) });
     }
     if (flag === "raw") {
       const clients = Math.min(concurrency, await connectionsFree(ctx.naiveDb.pool));
-      out.push({ system: systems.raw, argv: ["--raw", ctx.naiveDb.url, "--raw-clients", String(clients)], check: () => checkRawRow(ctx.naiveDb.pool) });
+      out.push({ system: SYSTEMS.raw, argv: ["--raw", ctx.naiveDb.url, "--raw-clients", String(clients)], check: () => checkRawRow(ctx.naiveDb.pool) });
     }
     if (flag === "core") {
-      out.push({ system: systems.core, argv: [...core, "--group-commit", "on"], check: holdfastCheck });
-      out.push({ system: systems.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
+      out.push({ system: SYSTEMS.core, argv: [...core, "--group-commit", "on"], check: holdfastCheck });
+      out.push({ system: SYSTEMS.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
     }
   }
   const databases = [new URL(ctx.ledgerDb.url).pathname.slice(1), new URL(ctx.naiveDb.url).pathname.slice(1)].join(",");

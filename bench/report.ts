@@ -3,7 +3,7 @@
 import type { LoadResult } from "./measure.js";
 
 /** The system names of the table; the targets look rows up by them. */
-export const systems = {
+export const SYSTEMS = {
   holdfast: "holdfast",
   holdfastSolo: "holdfast, group commit off",
   naive: "naive service",
@@ -35,7 +35,7 @@ export interface RunSettings {
 const DISTURBED_OTHER_CORES_MIN = 0.25;
 /** The concurrency the targets are stated at. */
 const TARGET_CONCURRENCY = 64;
-const targets = { hotOverRaw: 2, hotOverNaive: 5, uniformOverNaive: 1, uniformP99Ms: 20, replayCostMax: 0.1 };
+const TARGETS = { hotOverRaw: 2, hotOverNaive: 5, uniformOverNaive: 1, uniformP99Ms: 20, replayCostMax: 0.1 };
 
 const fixed = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
 const cores = (v: number | null | undefined) => (v === null || v === undefined ? "-" : v.toFixed(2));
@@ -72,12 +72,12 @@ function verdict(ok: boolean, text: string, why: string[]): string[] {
 }
 
 function hotTargets(rows: Row[], fsyncUs: number | null): string[] {
-  const hot = find(rows, "hot", systems.holdfast);
+  const hot = find(rows, "hot", SYSTEMS.holdfast);
   if (!hot) return [];
-  const raw = find(rows, "hot", systems.raw);
-  const naive = find(rows, "hot", systems.naive);
-  const solo = find(rows, "hot", systems.holdfastSolo);
-  const core = find(rows, "hot", systems.core);
+  const raw = find(rows, "hot", SYSTEMS.raw);
+  const naive = find(rows, "hot", SYSTEMS.naive);
+  const solo = find(rows, "hot", SYSTEMS.holdfastSolo);
+  const core = find(rows, "hot", SYSTEMS.core);
   const overRaw = ratio(hot, raw);
   const overNaive = ratio(hot, naive);
   const why = [
@@ -91,29 +91,29 @@ function hotTargets(rows: Row[], fsyncUs: number | null): string[] {
   if (solo) why.push(`group commit: ${fixed(ratio(hot, solo), 2)}x Holdfast with group commit off (${fixed(solo.perSecond, 0)}/s).`);
   if (core) why.push(`the same ledger core without RPC (in the load generator's process): ${fixed(core.perSecond, 0)}/s = ${fixed(ratio(core, raw), 2)}x the raw hot row, ${fixed(ratio(hot, core), 2)}x of it reaches callers over gRPC.`);
   return [
-    ...verdict(overRaw >= targets.hotOverRaw, `hot wallet: Holdfast ${fixed(overRaw, 2)}x the raw hot-row baseline (target ≥ ${targets.hotOverRaw}x)`, why),
-    ...verdict(overNaive >= targets.hotOverNaive, `hot wallet: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${targets.hotOverNaive}x)`, [
+    ...verdict(overRaw >= TARGETS.hotOverRaw, `hot wallet: Holdfast ${fixed(overRaw, 2)}x the raw hot-row baseline (target ≥ ${TARGETS.hotOverRaw}x)`, why),
+    ...verdict(overNaive >= TARGETS.hotOverNaive, `hot wallet: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${TARGETS.hotOverNaive}x)`, [
       naive ? `naive service ${fixed(naive.perSecond, 0)}/s, p99 ${fixed(naive.p99)} ms; ${cpuText(naive)}.` : "naive service not measured.",
     ]),
   ];
 }
 
 function uniformTargets(rows: Row[]): string[] {
-  const uniform = find(rows, "uniform", systems.holdfast);
+  const uniform = find(rows, "uniform", SYSTEMS.holdfast);
   if (!uniform) return [];
-  const naive = find(rows, "uniform", systems.naive);
+  const naive = find(rows, "uniform", SYSTEMS.naive);
   const overNaive = ratio(uniform, naive);
   // Little's law for a closed loop: callers = throughput × mean latency.
   const meanMs = (TARGET_CONCURRENCY / uniform.perSecond) * 1000;
-  const neededPerSecond = TARGET_CONCURRENCY / (targets.uniformP99Ms / 1000);
+  const neededPerSecond = TARGET_CONCURRENCY / (TARGETS.uniformP99Ms / 1000);
   return [
-    ...verdict(overNaive >= targets.uniformOverNaive, `uniform: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${targets.uniformOverNaive}x)`, [
+    ...verdict(overNaive >= TARGETS.uniformOverNaive, `uniform: Holdfast ${fixed(overNaive, 2)}x the naive service (target ≥ ${TARGETS.uniformOverNaive}x)`, [
       `Holdfast ${fixed(uniform.perSecond, 0)}/s; ${cpuText(uniform)}.`,
       naive ? `naive service ${fixed(naive.perSecond, 0)}/s; ${cpuText(naive)}.` : "naive service not measured.",
     ]),
-    ...verdict(uniform.p99 < targets.uniformP99Ms, `uniform: Holdfast p99 ${fixed(uniform.p99)} ms (target < ${targets.uniformP99Ms} ms)`, [
+    ...verdict(uniform.p99 < TARGETS.uniformP99Ms, `uniform: Holdfast p99 ${fixed(uniform.p99)} ms (target < ${TARGETS.uniformP99Ms} ms)`, [
       `${TARGET_CONCURRENCY} callers in a closed loop at ${fixed(uniform.perSecond, 0)}/s wait ${fixed(meanMs)} ms on average (Little's law); ` +
-        `a p99 under ${targets.uniformP99Ms} ms at this concurrency needs more than ${fixed(neededPerSecond, 0)}/s.`,
+        `a p99 under ${TARGETS.uniformP99Ms} ms at this concurrency needs more than ${fixed(neededPerSecond, 0)}/s.`,
     ]),
   ];
 }
@@ -123,13 +123,13 @@ function belowOrAbove(cost: number): string {
 }
 
 function retriesTargets(rows: Row[]): string[] {
-  const retries = find(rows, "retries", systems.holdfast);
-  const uniform = find(rows, "uniform", systems.holdfast);
+  const retries = find(rows, "retries", SYSTEMS.holdfast);
+  const uniform = find(rows, "uniform", SYSTEMS.holdfast);
   if (!retries || !uniform) return [];
   const freshCost = 1 - ratio(retries, uniform, (r) => r.freshPerSecond);
   const totalCost = 1 - ratio(retries, uniform);
   const replayShare = retries.replays / Math.max(1, retries.commands);
-  return verdict(freshCost < targets.replayCostMax, `retries: first-time commands/s ${belowOrAbove(freshCost)} uniform's (target: less than ${targets.replayCostMax * 100}% below)`, [
+  return verdict(freshCost < TARGETS.replayCostMax, `retries: first-time commands/s ${belowOrAbove(freshCost)} uniform's (target: less than ${TARGETS.replayCostMax * 100}% below)`, [
     `first-time commands ${fixed(retries.freshPerSecond, 0)}/s against uniform's ${fixed(uniform.freshPerSecond, 0)}/s; replays were ${fixed(replayShare * 100)}% ` +
       `of the ${retries.commands} commands answered, same-key conflicts ${retries.conflict}; all commands/s, replays included, ${belowOrAbove(totalCost)} uniform's.`,
     `uniform and retries are separate runs: a few % either way is run-to-run noise on this machine.`,
@@ -144,7 +144,7 @@ export function targetLines(rows: Row[], fsyncUs: number | null): string[] {
 
 function holdfastOver(rows: Row[], row: Row): string {
   if (row.system.startsWith("holdfast")) return "";
-  const holdfast = find(rows, row.workload, systems.holdfast, row.concurrency);
+  const holdfast = find(rows, row.workload, SYSTEMS.holdfast, row.concurrency);
   return holdfast ? `${fixed(ratio(holdfast, row), 2)}x` : "";
 }
 

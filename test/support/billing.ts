@@ -12,7 +12,7 @@ import { createPool } from "@holdfast/common/pg";
 import type { Transfer } from "@holdfast/ledger/domain";
 import { parseBillingConfig } from "@holdfast/billing-core/config";
 import { createBillingWorker } from "@holdfast/billing-stream/worker";
-import { sinkConfigs, sinkEnv, startFakeEngines, type EngineType, type FakeEngine } from "@holdfast/testing/billing-engines";
+import { sinkConfigs, SINK_ENV, startFakeEngines, type EngineType, type FakeEngine } from "@holdfast/testing/billing-engines";
 import { key, quietLogger } from "./ledger.js";
 import { startNatsServer } from "./nats.js";
 import { startTestServer } from "./server.js";
@@ -39,10 +39,10 @@ export async function startBillingBench(extra: Parameters<typeof sinkConfigs>[1]
   const server = await startTestServer({ NATS_URL: nats.url });
   const engines = await startFakeEngines();
   const rawConfig = sinkConfigs(engines, extra);
-  const config = parseBillingConfig(rawConfig, sinkEnv);
+  const config = parseBillingConfig(rawConfig, SINK_ENV);
   const configPath = join(tmpdir(), `holdfast-billing-${randomUUID()}.json`);
   await writeFile(configPath, JSON.stringify(rawConfig));
-  for (const [name, value] of Object.entries(sinkEnv)) process.env[name] = value;
+  for (const [name, value] of Object.entries(SINK_ENV)) process.env[name] = value;
   const pool = createPool({ databaseUrl: server.db.url, pgPoolMax: 5, pgConnectTimeoutMs: 5000, pgStatementTimeoutMs: 30_000 }, quietLogger);
   const newWorker = () =>
     createBillingWorker({

@@ -34,12 +34,12 @@ interface Scripted {
 
 type Reply = { status: number; headers?: Record<string, string>; body?: unknown };
 
-const SECRET = (type: EngineType) => `test-${type}-secret`;
-const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
-const INTEGER = /^-?\d+$/;
+const RFC3339_PATTERN = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
+const INTEGER_PATTERN = /^-?\d+$/;
 
+/** The API key a fake engine of `type` accepts. */
 export function engineSecret(type: EngineType): string {
-  return SECRET(type);
+  return `test-${type}-secret`;
 }
 
 /**
@@ -77,7 +77,7 @@ function stripe(book: EngineBook, req: IncomingMessage, body: string, keys: stri
   if (req.headers["content-type"] !== "application/x-www-form-urlencoded") return { reply: violation(book, "content type"), keys };
   const form = new URLSearchParams(body);
   const [name, identifier, timestamp, customer, value] = ["event_name", "identifier", "timestamp", "payload[stripe_customer_id]", "payload[value]"].map((k) => form.get(k));
-  if (!name || !identifier || !customer || !timestamp || !/^\d+$/.test(timestamp) || !value || !INTEGER.test(value)) {
+  if (!name || !identifier || !customer || !timestamp || !/^\d+$/.test(timestamp) || !value || !INTEGER_PATTERN.test(value)) {
     return { reply: violation(book, `stripe form ${body}`), keys };
   }
   keys.push(identifier);
@@ -103,7 +103,7 @@ function cloudEvents(book: EngineBook, req: IncomingMessage, body: string, keys:
   if (!Array.isArray(events) || events.length === 0) return { reply: violation(book, "not a batch"), keys };
   const usages: StoredUsage[] = [];
   for (const e of events) {
-    if (e["specversion"] !== "1.0" || typeof e["id"] !== "string" || typeof e["source"] !== "string" || typeof e["type"] !== "string" || typeof e["subject"] !== "string" || !RFC3339.test(String(e["time"]))) {
+    if (e["specversion"] !== "1.0" || typeof e["id"] !== "string" || typeof e["source"] !== "string" || typeof e["type"] !== "string" || typeof e["subject"] !== "string" || !RFC3339_PATTERN.test(String(e["time"]))) {
       return { reply: violation(book, `cloudevent ${JSON.stringify(e)}`), keys };
     }
     keys.push(e["id"]);
@@ -119,7 +119,7 @@ function cloudEvents(book: EngineBook, req: IncomingMessage, body: string, keys:
 function openMeter(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
   return cloudEvents(book, req, body, keys, "/api/v1/events", (e) => {
     const data = e["data"] as Record<string, string>;
-    if (!INTEGER.test(String(data["value"]))) return "data.value";
+    if (!INTEGER_PATTERN.test(String(data["value"]))) return "data.value";
     const { value, ...properties } = data;
     // OpenMeter dedupes on id + source.
     return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(value!), properties: { ...properties, source: String(e["source"]) }, timestamp: String(e["time"]) };
@@ -129,7 +129,7 @@ function openMeter(book: EngineBook, req: IncomingMessage, body: string, keys: s
 function httpSink(book: EngineBook, req: IncomingMessage, body: string, keys: string[]): Handled {
   return cloudEvents(book, req, body, keys, "/hooks/usage", (e) => {
     const data = e["data"] as Record<string, unknown>;
-    if (!INTEGER.test(String(data["value"])) || data["transfer_id"] !== e["id"]) return "data";
+    if (!INTEGER_PATTERN.test(String(data["value"])) || data["transfer_id"] !== e["id"]) return "data";
     return { key: String(e["id"]), customer: String(e["subject"]), eventName: String(e["type"]), value: BigInt(String(data["value"])), properties: data["properties"] as Record<string, string>, timestamp: String(e["time"]) };
   });
 }
@@ -143,7 +143,7 @@ function lago(book: EngineBook, req: IncomingMessage, body: string, keys: string
   const usages: StoredUsage[] = [];
   events.forEach((e, index) => {
     const props = e["properties"] as Record<string, string>;
-    if (typeof e["transaction_id"] !== "string" || typeof e["external_subscription_id"] !== "string" || typeof e["code"] !== "string" || !Number.isInteger(e["timestamp"]) || !INTEGER.test(String(props?.["value"]))) {
+    if (typeof e["transaction_id"] !== "string" || typeof e["external_subscription_id"] !== "string" || typeof e["code"] !== "string" || !Number.isInteger(e["timestamp"]) || !INTEGER_PATTERN.test(String(props?.["value"]))) {
       violation(book, `lago event ${JSON.stringify(e)}`);
       errors[index] = { event: ["invalid"] };
       return;
@@ -170,7 +170,7 @@ function metronome(book: EngineBook, req: IncomingMessage, body: string, keys: s
   const usages: StoredUsage[] = [];
   for (const e of events) {
     const props = e["properties"] as Record<string, unknown>;
-    if (typeof e["transaction_id"] !== "string" || typeof e["customer_id"] !== "string" || typeof e["event_type"] !== "string" || !RFC3339.test(String(e["timestamp"])) || !Object.values(props).every((v) => typeof v === "string") || !INTEGER.test(String(props["value"]))) {
+    if (typeof e["transaction_id"] !== "string" || typeof e["customer_id"] !== "string" || typeof e["event_type"] !== "string" || !RFC3339_PATTERN.test(String(e["timestamp"])) || !Object.values(props).every((v) => typeof v === "string") || !INTEGER_PATTERN.test(String(props["value"]))) {
       return { reply: violation(book, `metronome event ${JSON.stringify(e)}`), keys };
     }
     keys.push(e["transaction_id"]);
@@ -190,7 +190,7 @@ const HANDLERS: Readonly<Record<EngineType, Handler>> = { stripe, openmeter: ope
 function handle(book: EngineBook, req: IncomingMessage, body: string): Handled {
   const keys: string[] = [];
   if (req.method !== "POST") return { reply: violation(book, `method ${req.method}`), keys };
-  if (req.headers["authorization"] !== `Bearer ${SECRET(book.type)}`) return { reply: { status: 401, body: { error: "bad auth" } }, keys };
+  if (req.headers["authorization"] !== `Bearer ${engineSecret(book.type)}`) return { reply: { status: 401, body: { error: "bad auth" } }, keys };
   return HANDLERS[book.type](book, req, body, keys);
 }
 
@@ -228,7 +228,7 @@ export function createFakeEngine(type: EngineType) {
 
   return {
     type,
-    secret: SECRET(type),
+    secret: engineSecret(type),
     stored: book.stored,
     storedCount: book.storedCount,
     seen,
@@ -299,10 +299,10 @@ export function sinkConfigs(engines: Record<EngineType, FakeEngine>, extra: Part
 }
 
 /** The environment the sink configuration's secret_env names. */
-export const sinkEnv = {
-  TEST_STRIPE_KEY: SECRET("stripe"),
-  TEST_OPENMETER_KEY: SECRET("openmeter"),
-  TEST_LAGO_KEY: SECRET("lago"),
-  TEST_METRONOME_KEY: SECRET("metronome"),
-  TEST_HTTP_KEY: SECRET("http"),
+export const SINK_ENV = {
+  TEST_STRIPE_KEY: engineSecret("stripe"),
+  TEST_OPENMETER_KEY: engineSecret("openmeter"),
+  TEST_LAGO_KEY: engineSecret("lago"),
+  TEST_METRONOME_KEY: engineSecret("metronome"),
+  TEST_HTTP_KEY: engineSecret("http"),
 };
