@@ -25,10 +25,12 @@ export const file_holdfast_v1_errors: GenFile = /*@__PURE__*/
  * | HOLD_EXPIRED, HOLD_NOT_PENDING            | FAILED_PRECONDITION |
  * | REFUND_EXCEEDS_REMAINING, NOT_REFUNDABLE  | FAILED_PRECONDITION |
  * | WEBHOOK_ENDPOINT_DISABLED                 | FAILED_PRECONDITION |
+ * | MODEL_NOT_PRICED (RateCardService)        | FAILED_PRECONDITION |
  * | WALLET_NOT_FOUND, HOLD_NOT_FOUND          | NOT_FOUND           |
  * | TRANSFER_NOT_FOUND, API_KEY_NOT_FOUND     | NOT_FOUND           |
  * | SERVICE_NOT_FOUND (grpc.health.v1 Check)  | NOT_FOUND           |
  * | WEBHOOK_ENDPOINT_NOT_FOUND, WEBHOOK_DELIVERY_NOT_FOUND | NOT_FOUND |
+ * | RATE_CARD_NOT_FOUND                       | NOT_FOUND           |
  * | IDEMPOTENCY_KEY_REUSED, HOLD_ALREADY_EXISTS, WALLET_ALREADY_EXISTS | ALREADY_EXISTS |
  * | INVALID_FIELD (also an amount whose sum would overflow int64) | INVALID_ARGUMENT |
  * | UNAUTHENTICATED                           | UNAUTHENTICATED     |
