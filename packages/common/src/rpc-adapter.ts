@@ -16,7 +16,7 @@ import type http from "node:http";
 import http2 from "node:http2";
 
 import { Code, ConnectError, createConnectRouter, createContextValues } from "@connectrpc/connect";
-import type { ConnectRouterOptions } from "@connectrpc/connect";
+import type { ConnectRouterOptions, ContextValues } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
@@ -37,6 +37,11 @@ export interface AuthenticationRequest {
   /** Method name, e.g. `GetWallet`. */
   readonly method: string;
   readonly header: Headers;
+  /**
+   * The call's context values: what the check learns (the caller's principal) can be stored
+   * here for the interceptors and handlers, so they need not check again.
+   */
+  readonly contextValues: ContextValues;
 }
 
 /**
@@ -85,7 +90,7 @@ async function serveCall(
 ): Promise<void> {
   const values = createContextValues().set(CONNECTION_KEY, connection);
   const call = universalRequestFromNodeRequest(req, res, undefined, values);
-  const refusal = await authenticateCall(handler, call, options);
+  const refusal = await authenticateCall(handler, call, values, options);
   const admitted: UniversalServerRequest = refusal === undefined
     ? { ...call, body: countBody(call, connection, options.connectionBodyBytesMax) }
     : { ...call, header: withoutContentLength(call.header), body: failingBody(refusal) };
@@ -98,25 +103,38 @@ async function serveCall(
     // connection; closing it is cheaper and ends the caller's upload at once.
     response = { ...response, header: withHeader(response.header, "connection", "close") };
   }
-  await universalResponseToNodeResponse(response, res);
-  if ("stream" in req && !req.complete) {
-    // The answer is complete without the rest of the body: ask the client to stop sending it
-    // (RFC 9113, section 8.1: RST_STREAM with NO_ERROR).
-    req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  if ("stream" in req) {
+    const stream = req.stream;
+    // Node's response submits its trailers from its own 'wantTrailers' listener, which runs
+    // before this one, in a setImmediate; a reset queued after it does not overtake them.
+    stream.once("wantTrailers", () => {
+      setImmediate(() => {
+        if (!req.complete && !stream.closed) {
+          // The answer is complete without the rest of the body: ask the client to stop
+          // sending it (RFC 9113, section 8.1: RST_STREAM with NO_ERROR).
+          stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        }
+      });
+    });
   }
+  // This promise settles on a write error only: it waits for an 'end' event that Node's
+  // responses do not emit once they finish.
+  await universalResponseToNodeResponse(response, res);
 }
 
 /** The refusal of a call that fails authentication, or undefined to admit it. */
 async function authenticateCall(
   handler: UniversalHandler,
   call: UniversalServerRequest,
+  contextValues: ContextValues,
   options: RpcAdapterOptions,
 ): Promise<ConnectError | undefined> {
   if (options.authenticate === undefined || handler.service.typeName === HEALTH_SERVICE_NAME) {
     return undefined;
   }
   try {
-    await options.authenticate({ service: handler.service.typeName, method: handler.method.name, header: call.header });
+    const request = { service: handler.service.typeName, method: handler.method.name, header: call.header, contextValues };
+    await options.authenticate(request);
     return undefined;
   } catch (err) {
     if (err instanceof ConnectError) {

@@ -357,6 +357,12 @@ function normaliseAddress(address: string | undefined): string {
 function sniffProtocol(socket: net.Socket, state: ServerState, servers: ProtocolServers): void {
   const timer = setTimeout(() => socket.destroy(), PREFACE_WAIT_MS);
   socket.once("close", () => clearTimeout(timer));
+  // A client that hangs up before showing its protocol is gone; its half-open socket must not
+  // keep counting against its address until the timer.
+  const onEnd = (): void => {
+    socket.destroy();
+  };
+  socket.once("end", onEnd);
   let head = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     head = Buffer.concat([head, chunk]);
@@ -367,6 +373,7 @@ function sniffProtocol(socket: net.Socket, state: ServerState, servers: Protocol
     // Pause before unlistening so that no chunk is emitted while nobody listens.
     socket.pause();
     socket.off("data", onData);
+    socket.off("end", onEnd);
     clearTimeout(timer);
     state.sniffing.delete(socket);
     socket.unshift(head);

@@ -3,13 +3,15 @@ import type { Logger } from "pino";
 import { systemClock, uuidV7, type Clock, type IdGenerator } from "@holdfast/common/ids";
 import { streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
-import { createServer } from "@holdfast/common/server";
+import { toConnectError } from "@holdfast/common/errors";
+import { createServer, type Authenticate } from "@holdfast/common/server";
 import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
 import { migrate } from "@holdfast/db/migrate";
 import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
+import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
 
@@ -94,6 +96,12 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     defaultTimeoutMs: config.defaultTimeoutMs,
     maxInFlight: config.maxInFlight,
     drainTimeoutMs: config.drainTimeoutMs,
+    ...config.serverLimits,
+    tls: config.tls,
+    authenticate: authenticateBeforeBody(verifier, logger),
+    // Backlog and lag are for operators: loopback callers and admin keys.
+    readinessDetailAllowed: async (authorization) =>
+      (await authenticateBearer(verifier, authorization).catch(() => null))?.role === "admin",
     logger,
     readiness: () => readiness(pool, relay),
   });
@@ -102,7 +110,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
   return {
     address,
-    url: `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
+    url: `${config.tls ? "https" : "http"}://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
     pool,
     ledger,
     relay,
@@ -130,6 +138,20 @@ function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger): Outbo
     publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,
     statusLogMs: RELAY_STATUS_LOG_MS,
   });
+}
+
+/**
+ * The key check the server runs before it reads a body, so a caller without a key cannot make
+ * it buffer one; it refuses exactly as the auth interceptor would, and hands the principal on.
+ */
+function authenticateBeforeBody(verifier: KeyVerifier, logger: Logger): Authenticate {
+  return async ({ header, contextValues }) => {
+    try {
+      contextValues.set(PRINCIPAL_KEY, await authenticateBearer(verifier, header.get("authorization")));
+    } catch (err) {
+      throw toConnectError(err, logger);
+    }
+  };
 }
 
 /**

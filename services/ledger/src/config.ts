@@ -18,11 +18,30 @@
  * | `HOLDFAST_GROUP_COMMIT` | `on` | `on` commits the queued commands of one wallet together in one transaction (group commit); `off` runs each alone. |
  * | `HOLDFAST_GROUP_COMMIT_BATCH_MAX` | `64` | Most commands of one wallet in one transaction. |
  * | `HOLDFAST_GROUP_COMMIT_QUEUE_MAX` | `4096` | Most commands waiting for one wallet; more get RESOURCE_EXHAUSTED. |
+ * | `HOLDFAST_TLS_CERT_FILE` | unset | PEM certificate chain; with `HOLDFAST_TLS_KEY_FILE`, the port serves TLS (ALPN h2 and http/1.1) instead of cleartext. |
+ * | `HOLDFAST_TLS_KEY_FILE` | unset | PEM private key of `HOLDFAST_TLS_CERT_FILE`; set both or neither. |
+ * | `HOLDFAST_TLS_CLIENT_CA_FILE` | unset | PEM CA certificates; when set, every client must present a certificate they sign (mTLS). Needs the two above. |
+ * | `HOLDFAST_TLS_WATCH_INTERVAL_MS` | `10000` | How often the TLS files are checked for changes (they are also reloaded on SIGHUP); `0` turns the check off. |
+ * | `HOLDFAST_HTTP2_MAX_CONCURRENT_STREAMS` | `100` | Most concurrent HTTP/2 streams on one connection (1-1000). |
+ * | `HOLDFAST_BODY_READ_TIMEOUT_MS` | `30000` | Longest a client may take to send a request body; then the stream is reset (HTTP/2) or answered 408 (HTTP/1.1). |
+ * | `HOLDFAST_CONNECTION_BODY_MAX_BYTES` | `8388608` (8 MiB) | Most request-body bytes the calls in progress on one connection may hold; at least `HOLDFAST_READ_MAX_BYTES`. |
+ * | `HOLDFAST_MAX_CONNECTIONS_PER_ADDRESS` | `256` | Most open connections from one remote address (raise it behind a proxy that funnels many clients). |
+ * | `HOLDFAST_HEALTH_WATCH_MAX` | `256` | Most open `grpc.health.v1.Health/Watch` streams in the process (outside `HOLDFAST_MAX_IN_FLIGHT`). |
+ * | `HOLDFAST_HEALTH_WATCH_PER_CONNECTION_MAX` | `8` | Most open health Watch streams on one connection. |
+ * | `HOLDFAST_STREAM_MAX_LIFETIME_MS` | `1800000` (30 min) | Longest a server stream (Health.Watch, WatchWallet) stays open; then it ends cleanly and the client reconnects. |
  *
  * @module
  */
 import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
-import { readInteger, readOrigins, readSwitch, type Env, type IntegerSpec } from "@holdfast/common/env";
+import { readInteger, readOrigins, readPath, readSwitch, type Env, type IntegerSpec } from "@holdfast/common/env";
+import {
+  SERVER_LIMIT_SPECS,
+  TLS_WATCH_INTERVAL_MS_DEFAULT,
+  TLS_WATCH_INTERVAL_MS_MAX,
+  TLS_WATCH_INTERVAL_MS_MIN,
+  type ServerLimits,
+  type TlsOptions,
+} from "@holdfast/common/server";
 import { readEndpointSettings, type EndpointSettings } from "@holdfast/webhooks-core/settings";
 
 const MIB = 1024 * 1024;
@@ -61,6 +80,10 @@ export interface LedgerConfig extends StreamProcessConfig, HostConfig {
   readonly groupCommitQueueMax: number;
   /** What WebhookService needs to know about endpoints. */
   readonly webhooks: EndpointSettings;
+  /** Transport limits of the RPC server (docs/security.md, "Transport limits"). */
+  readonly serverLimits: ServerLimits;
+  /** TLS on the port; null serves cleartext (docs/security.md, "TLS and mTLS"). */
+  readonly tls: TlsOptions | null;
 }
 
 /**
@@ -86,5 +109,47 @@ export function loadLedgerConfig(env: Env = process.env): LedgerConfig {
     groupCommitBatchMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_BATCH_MAX", GROUP_COMMIT_BATCH_MAX),
     groupCommitQueueMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_QUEUE_MAX", GROUP_COMMIT_QUEUE_MAX),
     webhooks: readEndpointSettings(env),
+    serverLimits: readServerLimits(env),
+    tls: readTls(env),
   };
+}
+
+/** The server's transport limits; their defaults and bounds are the server's own. */
+function readServerLimits(env: Env): ServerLimits {
+  const readMaxBytes = readInteger(env, "HOLDFAST_READ_MAX_BYTES", READ_BYTES_MAX);
+  return {
+    http2StreamsPerConnectionMax: readInteger(env, "HOLDFAST_HTTP2_MAX_CONCURRENT_STREAMS", SERVER_LIMIT_SPECS.http2StreamsPerConnectionMax),
+    bodyReadTimeoutMs: readInteger(env, "HOLDFAST_BODY_READ_TIMEOUT_MS", SERVER_LIMIT_SPECS.bodyReadTimeoutMs),
+    connectionBodyBytesMax: readInteger(env, "HOLDFAST_CONNECTION_BODY_MAX_BYTES", {
+      ...SERVER_LIMIT_SPECS.connectionBodyBytesMax,
+      min: Math.max(SERVER_LIMIT_SPECS.connectionBodyBytesMax.min, readMaxBytes),
+    }),
+    connectionsPerAddressMax: readInteger(env, "HOLDFAST_MAX_CONNECTIONS_PER_ADDRESS", SERVER_LIMIT_SPECS.connectionsPerAddressMax),
+    healthWatchersMax: readInteger(env, "HOLDFAST_HEALTH_WATCH_MAX", SERVER_LIMIT_SPECS.healthWatchersMax),
+    healthWatchersPerConnectionMax: readInteger(env, "HOLDFAST_HEALTH_WATCH_PER_CONNECTION_MAX", SERVER_LIMIT_SPECS.healthWatchersPerConnectionMax),
+    streamLifetimeMsMax: readInteger(env, "HOLDFAST_STREAM_MAX_LIFETIME_MS", SERVER_LIMIT_SPECS.streamLifetimeMsMax),
+  };
+}
+
+/** TLS when both the certificate and the key are given; a half-given setting is refused. */
+function readTls(env: Env): TlsOptions | null {
+  const certFile = readPath(env, "HOLDFAST_TLS_CERT_FILE");
+  const keyFile = readPath(env, "HOLDFAST_TLS_KEY_FILE");
+  const clientCaFile = readPath(env, "HOLDFAST_TLS_CLIENT_CA_FILE");
+  if (certFile === null || keyFile === null) {
+    if (certFile !== null || keyFile !== null || clientCaFile !== null) {
+      const missing = certFile === null ? "HOLDFAST_TLS_CERT_FILE" : "HOLDFAST_TLS_KEY_FILE";
+      throw new Error(`${missing} must be set too: TLS needs both HOLDFAST_TLS_CERT_FILE and HOLDFAST_TLS_KEY_FILE`);
+    }
+    return null;
+  }
+  const watchIntervalMs = readInteger(env, "HOLDFAST_TLS_WATCH_INTERVAL_MS", {
+    fallback: TLS_WATCH_INTERVAL_MS_DEFAULT,
+    min: 0,
+    max: TLS_WATCH_INTERVAL_MS_MAX,
+  });
+  if (watchIntervalMs !== 0 && watchIntervalMs < TLS_WATCH_INTERVAL_MS_MIN) {
+    throw new Error(`HOLDFAST_TLS_WATCH_INTERVAL_MS must be 0 or from ${TLS_WATCH_INTERVAL_MS_MIN} to ${TLS_WATCH_INTERVAL_MS_MAX}`);
+  }
+  return { certFile, keyFile, clientCaFile, watchIntervalMs };
 }

@@ -34,6 +34,23 @@ export interface KeyVerifier {
 }
 
 /**
+ * The principal of an `authorization: Bearer <api key>` header, or an UnauthenticatedError.
+ * The interceptor below and the server's check before a body is read (app.ts) both use it, so
+ * both refuse with the same code, reason and message.
+ */
+export async function authenticateBearer(verifier: KeyVerifier, authorization: string | null): Promise<Principal> {
+  const match = /^Bearer\s+(\S+)$/i.exec(authorization ?? "");
+  if (!match) {
+    throw new UnauthenticatedError("missing header authorization: Bearer <api key>");
+  }
+  const principal = await verifier.verify(match[1]!);
+  if (!principal) {
+    throw new UnauthenticatedError("unknown or revoked API key");
+  }
+  return principal;
+}
+
+/**
  * Checks the bearer key and the method's role before any handler runs. Its refusals are plain
  * errors like every other; the routes' error interceptor, which runs outside it, answers them.
  */
@@ -42,15 +59,8 @@ export function createAuthInterceptor(verifier: KeyVerifier): Interceptor {
     if (PUBLIC_SERVICES.has(req.service.typeName)) {
       return next(req);
     }
-    const header = req.header.get("authorization") ?? "";
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) {
-      throw new UnauthenticatedError("missing header authorization: Bearer <api key>");
-    }
-    const principal = await verifier.verify(match[1]!);
-    if (!principal) {
-      throw new UnauthenticatedError("unknown or revoked API key");
-    }
+    // The server's check before the body (app.ts) may already have stored the principal.
+    const principal = req.contextValues.get(PRINCIPAL_KEY) ?? (await authenticateBearer(verifier, req.header.get("authorization")));
     const needed = requiredRole(req.service.typeName, req.method.name);
     if (ROLE_RANK[principal.role] < ROLE_RANK[needed]) {
       throw new PermissionDeniedError(`${req.method.name} needs the ${needed} role`);
