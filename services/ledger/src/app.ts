@@ -86,6 +86,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       defaultHoldTtlSeconds: config.defaultHoldTtlSeconds,
       webhooks: config.webhooks,
       isServing: () => serving,
+      clock,
     }),
     interceptors: createInterceptors(verifier, logger),
     host: config.host,

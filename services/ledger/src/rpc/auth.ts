@@ -19,10 +19,16 @@ const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
 /** LedgerService methods that only read. Every other ledger method needs the writer role. */
 const READER_METHODS = new Set(["GetWallet", "ListTransfers", "GetHold", "ListHolds", "WatchWallet"]);
 
+/** RateCardService methods that only read. PutRateCard, like all administration, needs the admin role. */
+const RATE_CARD_READER_METHODS = new Set(["GetRateCard", "ListRateCards", "QuoteUsage"]);
+
 const ROLE_RANK: Record<Role, number> = { reader: 1, writer: 2, admin: 3 };
 
-/** The role a method needs. Anything outside LedgerService is administration. */
+/** The role a method needs. Anything outside LedgerService is administration, except rate-card reads. */
 export function requiredRole(serviceName: string, methodName: string): Role {
+  if (serviceName === "holdfast.v1.RateCardService") {
+    return RATE_CARD_READER_METHODS.has(methodName) ? "reader" : "admin";
+  }
   if (serviceName !== "holdfast.v1.LedgerService") {
     return "admin";
   }

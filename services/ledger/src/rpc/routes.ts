@@ -1,5 +1,6 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type pg from "pg";
+import type { Clock } from "@holdfast/common/ids";
 import type { Logger } from "pino";
 import { toConnectError } from "@holdfast/common/errors";
 import { registerHealth } from "@holdfast/common/health";
@@ -10,6 +11,7 @@ import type { WalletFeed } from "../watch.js";
 import { adminService } from "./admin-service.js";
 import { createAuthInterceptor, type KeyVerifier } from "./auth.js";
 import { ledgerService } from "./ledger-service.js";
+import { RateCardService, rateCardService } from "./rate-card-service.js";
 import { WebhookService, webhookService, type WebhookServiceSettings } from "./webhook-service.js";
 
 export interface RouteDeps {
@@ -19,6 +21,8 @@ export interface RouteDeps {
   defaultHoldTtlSeconds: number;
   webhooks: WebhookServiceSettings;
   isServing: () => boolean;
+  /** The ledger's clock, for what rate cards call now; the system clock when absent. */
+  clock?: Clock;
 }
 
 /** Every RPC the ledger process serves, registered in one place. */
@@ -27,7 +31,8 @@ export function createRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
     router.service(LedgerService, ledgerService(deps));
     router.service(AdminService, adminService(deps));
     router.service(WebhookService, webhookService(deps));
-    registerHealth(router, { isServing: deps.isServing, services: [LedgerService.typeName, AdminService.typeName, WebhookService.typeName] });
+    router.service(RateCardService, rateCardService(deps));
+    registerHealth(router, { isServing: deps.isServing, services: [LedgerService.typeName, AdminService.typeName, WebhookService.typeName, RateCardService.typeName] });
   };
 }
 
