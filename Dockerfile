@@ -36,6 +36,9 @@ RUN rm -rf .git test docs proto deploy examples bench \
 # runAsNonRoot can verify it.
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
+# Outside a container the processes bind 127.0.0.1 unless told otherwise; inside one, the port
+# must be reachable from the pod or compose network.
+ENV HOLDFAST_HOST=0.0.0.0
 WORKDIR /app
 COPY --from=build /app ./
 RUN groupadd --system --gid 10001 holdfast \

@@ -17,7 +17,7 @@
  * | `HOLDFAST_STREAM_MAX_AGE_HOURS` | `168` (7 days) | How long the stream keeps events. |
  * | `HOLDFAST_STREAM_DUPLICATE_WINDOW_SECONDS` | `600` | How long the stream drops a re-published event id. |
  * | `HOLDFAST_STREAM_REPLICAS` | `1` | Stream replicas (3 on a NATS cluster). |
- * | `HOLDFAST_HOST` | `0.0.0.0` | Address a process's server binds (the ledger's API, the billing-stream worker's metrics). |
+ * | `HOLDFAST_HOST` | `127.0.0.1` (the container image: `0.0.0.0`) | Address a process's server binds (the ledger's API, the billing-stream worker's metrics). |
  * | `LOG_LEVEL` | `info` | One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`. |
  *
  * @module

@@ -33,8 +33,12 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The log level of a process whose environment names none. */
 export const LOG_LEVEL_DEFAULT: LogLevel = "info";
-/** The bind address of a process whose environment names none: every interface. */
-export const HOST_DEFAULT = "0.0.0.0";
+/**
+ * The bind address of a process whose environment names none: this host only, so that a
+ * development process never offers its cleartext port to the network by accident. The
+ * container image sets HOLDFAST_HOST=0.0.0.0 (docs/security.md, "TLS and mTLS").
+ */
+export const HOST_DEFAULT = "127.0.0.1";
 
 const HOST_LENGTH_MAX = 253;
 const ORIGINS_COUNT_MAX = 100;
