@@ -8,6 +8,7 @@ import type { ApiKeyRecord, Role } from "@holdfast/ledger/auth/api-keys";
 import { migrate } from "@holdfast/db/migrate";
 import { addEventsCommands } from "./events-tail.js";
 import { addBillingCommands } from "./billing.js";
+import { addRateCardsCommands } from "./ratecards.js";
 
 /** A CLI command is interactive: fail fast when the database does not answer. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -70,6 +71,7 @@ export function buildProgram(output: CliOutput): Command {
   addKeyCommands(program, output);
   addEventsCommands(program, output);
   addBillingCommands(program, output);
+  addRateCardsCommands(program, output, (command, work) => withPool(databaseUrl(command), work));
   return program;
 }
 
