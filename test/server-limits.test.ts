@@ -11,6 +11,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { networkInterfaces } from "node:os";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient, type ConnectRouter } from "@connectrpc/connect";
@@ -384,6 +385,26 @@ describe("the ledger app (findings 2 and 3)", () => {
     const refused = await outcome;
     expect(refused.trailers.get("grpc-status")).toBe(String(Code.Unauthenticated));
     expect(findTrailerError(refused.trailers)?.findDetails(ErrorDetailSchema)[0]?.reason).toBe("UNAUTHENTICATED");
+  });
+});
+
+describe("the ledger's /readyz from another host (issue 12, Low)", () => {
+  const outside = Object.values(networkInterfaces())
+    .flat()
+    .find((info) => info !== undefined && !info.internal && info.family === "IPv4")?.address;
+
+  it.skipIf(outside === undefined)("shows the readiness detail to an admin key only", async () => {
+    const s = await startTestServer({ HOLDFAST_HOST: "0.0.0.0" });
+    cleanups.push(() => s.close());
+    const readyz = async (key: string | null) => {
+      const res = await fetch(`http://${outside}:${s.app.address.port}/readyz`, {
+        headers: key === null ? {} : { authorization: `Bearer ${key}` },
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    expect(await readyz(null)).toEqual({ status: 200, body: { status: "ready" } });
+    expect(await readyz(s.keys.reader)).toEqual({ status: 200, body: { status: "ready" } });
+    expect(await readyz(s.keys.admin)).toEqual({ status: 200, body: { status: "ready", detail: { database: "ok", outbox: "disabled" } } });
   });
 });
 

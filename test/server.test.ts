@@ -4,6 +4,7 @@
 // Method: createServer on port 0 with the health service and a LedgerService whose GetWallet
 // waits on a gate the test opens, called over gRPC (HTTP/2), Connect JSON and gRPC-Web
 // (HTTP/1.1) and with plain fetch.
+import { networkInterfaces } from "node:os";
 import { createClient, Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
@@ -144,5 +145,50 @@ describe("drain", () => {
     expect((await running).wallet?.walletId).toBe("w");
     await drained;
     server = null;
+  });
+});
+
+describe("readiness detail", () => {
+  // A caller from another host: the server binds every interface and is called on this host's
+  // first non-loopback address, so the peer address the server sees is not loopback.
+  const outside = Object.values(networkInterfaces())
+    .flat()
+    .find((info) => info !== undefined && !info.internal && info.family === "IPv4")?.address;
+
+  async function startOutside(ready: boolean) {
+    server = createServer({
+      routes: (router: ConnectRouter) => registerHealth(router, { isServing: () => true, services: [] }),
+      host: "0.0.0.0",
+      port: 0,
+      corsOrigins: [],
+      readMaxBytes: 1024 * 1024,
+      maxTimeoutMs: 30_000,
+      defaultTimeoutMs: 10_000,
+      maxInFlight: 100,
+      logger: quietLogger,
+      readiness: async () => ({ ready, detail: { outbox: { backlog: 7, lagMs: 1200 } } }),
+      readinessDetailAllowed: async (authorization) => authorization === "Bearer admin-key",
+      drainTimeoutMs: 5_000,
+    });
+    const { port } = await server.listen();
+    return { outsideUrl: `http://${outside}:${port}`, loopbackUrl: `http://127.0.0.1:${port}` };
+  }
+
+  it.skipIf(outside === undefined)("shows backlog and lag only to loopback and admitted callers, with the same status codes", async () => {
+    const { outsideUrl, loopbackUrl } = await startOutside(true);
+    const anonymous = await fetch(`${outsideUrl}/readyz`);
+    expect({ status: anonymous.status, body: await anonymous.json() }).toEqual({ status: 200, body: { status: "ready" } });
+    const reader = await fetch(`${outsideUrl}/readyz`, { headers: { authorization: "Bearer reader-key" } });
+    expect(await reader.json()).toEqual({ status: "ready" });
+    const admin = await fetch(`${outsideUrl}/readyz`, { headers: { authorization: "Bearer admin-key" } });
+    expect(await admin.json()).toEqual({ status: "ready", detail: { outbox: { backlog: 7, lagMs: 1200 } } });
+    const local = await fetch(`${loopbackUrl}/readyz`);
+    expect(await local.json()).toEqual({ status: "ready", detail: { outbox: { backlog: 7, lagMs: 1200 } } });
+  });
+
+  it.skipIf(outside === undefined)("keeps 503 for a caller without the detail when not ready", async () => {
+    const { outsideUrl } = await startOutside(false);
+    const res = await fetch(`${outsideUrl}/readyz`);
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 503, body: { status: "not_ready" } });
   });
 });
