@@ -16,7 +16,7 @@ import path from "node:path";
 import tls from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { createClient, type ConnectRouter } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -140,7 +140,7 @@ function grpcUnary<M extends DescMethod & { methodKind: "unary" }>(
   port: number,
   typeName: string,
   method: M,
-  request: object,
+  request: MessageInitShape<M["input"]>,
   credentials: grpc.ChannelCredentials,
   metadata = new grpc.Metadata(),
 ): Promise<{ ok: true; response: MessageShape<M["output"]> } | { ok: false; code: grpc.status }> {
@@ -156,7 +156,13 @@ function grpcUnary<M extends DescMethod & { methodKind: "unary" }>(
 }
 
 /** POSTs Connect JSON over HTTPS (HTTP/1.1); resolves with status, ALPN and body, or the error. */
-function httpsJson(port: number, urlPath: string, body: object, options: https.RequestOptions = {}, header: Record<string, string> = {}) {
+function httpsJson(
+  port: number,
+  urlPath: string,
+  body: object,
+  options: https.RequestOptions & tls.ConnectionOptions = {},
+  header: Record<string, string> = {},
+) {
   return new Promise<{ status: number; alpn: string | false | null; body: unknown } | { error: Error }>((resolve) => {
     const text = JSON.stringify(body);
     const req = https.request({

@@ -617,10 +617,8 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /** The listening servers `drain()` closes. */
-interface Servers {
+interface Servers extends ProtocolServers {
   readonly tcp: net.Server;
-  readonly h1: http.Server;
-  readonly h2: http2.Http2Server;
 }
 
 async function drain(
