@@ -89,7 +89,15 @@ async function serveCall(
   options: RpcAdapterOptions,
 ): Promise<void> {
   const values = createContextValues().set(CONNECTION_KEY, connection);
-  const call = universalRequestFromNodeRequest(req, res, undefined, values);
+  let call: UniversalServerRequest;
+  try {
+    call = universalRequestFromNodeRequest(req, res, undefined, values);
+  } catch {
+    // Only a request without an authority (no :authority, no Host) gets here.
+    res.writeHead(400);
+    res.end();
+    return;
+  }
   const refusal = await authenticateCall(handler, call, values, options);
   const admitted: UniversalServerRequest = refusal === undefined
     ? { ...call, body: countBody(call, connection, options.connectionBodyBytesMax) }
