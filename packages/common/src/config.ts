@@ -95,6 +95,17 @@ export function readStreamProcessConfig(env: Env): StreamProcessConfig {
   return { ...readDatabaseConfig(env), ...readNatsConfig(env), ...readLogConfig(env) };
 }
 
+/**
+ * A connection URL fit to print: its password replaced by `***`, so that a banner or an error
+ * line never shows a secret; `(not a URL)` for text that does not parse.
+ */
+export function withoutPassword(url: string): string {
+  if (!URL.canParse(url)) return "(not a URL)";
+  const parsed = new URL(url);
+  if (parsed.password !== "") parsed.password = "***";
+  return parsed.toString();
+}
+
 /** DATABASE_URL and the pool's HOLDFAST_PG_* bounds. Throws naming the first bad variable. */
 export function readDatabaseConfig(env: Env): DatabaseConfig {
   return {

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
 import type { Pool } from "pg";
-import { DATABASE_URL_DEFAULT } from "@holdfast/common/config";
+import { DATABASE_URL_DEFAULT, withoutPassword } from "@holdfast/common/config";
 import { inTransaction } from "@holdfast/common/pg";
 import { createApiKey, createTenant, revokeApiKey, ROLES } from "@holdfast/ledger/auth/api-keys";
 import type { ApiKeyRecord, Role } from "@holdfast/ledger/auth/api-keys";
@@ -188,7 +188,7 @@ async function withPool<T>(url: string, work: (pool: Pool) => Promise<T>): Promi
   pool.on("error", () => undefined);
   try {
     const client = await pool.connect().catch((error: unknown) => {
-      throw new CliError(`cannot connect to PostgreSQL at ${redactUrl(url)}: ${describeError(error)}`);
+      throw new CliError(`cannot connect to PostgreSQL at ${withoutPassword(url)}: ${describeError(error)}`);
     });
     client.release();
     return await work(pool);
@@ -201,17 +201,6 @@ async function withPool<T>(url: string, work: (pool: Pool) => Promise<T>): Promi
 function checkDatabaseUrl(url: string): void {
   if (!URL.canParse(url) || !DATABASE_URL_PROTOCOLS.includes(new URL(url).protocol)) {
     throw new CliError("the database URL (--database-url or DATABASE_URL) must look like postgres://user@host:port/db");
-  }
-}
-
-/** Hides the password of a connection URL before it is printed. */
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(unparseable DATABASE_URL)";
   }
 }
 

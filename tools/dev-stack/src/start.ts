@@ -27,6 +27,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger } from "pino";
 
+import { withoutPassword } from "@holdfast/common/config";
 import { readRaw } from "@holdfast/common/env";
 import { createLogger } from "@holdfast/common/logger";
 import { portAccepts } from "@holdfast/common/net";
@@ -402,15 +403,6 @@ async function isReady(endpoint: string): Promise<boolean> {
   const response = await fetch(`${endpoint}/readyz`, { signal: AbortSignal.timeout(READY_PROBE_TIMEOUT_MS) })
     .catch(() => undefined);
   return response?.status === 200;
-}
-
-/** The URL with any password replaced, so it can be printed. */
-function withoutPassword(url: string): string {
-  const parsed = new URL(url);
-  if (parsed.password !== "") {
-    parsed.password = "***";
-  }
-  return parsed.toString();
 }
 
 function printBanner(info: {
