@@ -12,7 +12,7 @@ export interface CoreOptions {
   databaseUrl: string;
   tenantId: string;
   groupCommit: boolean;
-  /** The same pool size as the service's (main.ts service_pool_max). */
+  /** The same pool size as the service's (main.ts SERVICE_POOL_MAX). */
   poolMax: number;
 }
 
