@@ -7,11 +7,11 @@
 // Method: a real ledger server on port 0 with a manual clock, called over Connect JSON and gRPC
 // (and once with fetch, to see the JSON on the wire).
 import { Code, ConnectError } from "@connectrpc/connect";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema, type ErrorDetail } from "@holdfast/gen/holdfast/v1/errors_pb";
-import { RateCardService, TokenClass, type PutRateCardRequestSchema } from "@holdfast/gen/holdfast/v1/rate_cards_pb";
+import { RateCardService, TokenClass, type ModelPriceSchema, type PutRateCardRequest } from "@holdfast/gen/holdfast/v1/rate_cards_pb";
 import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
 import { key } from "./support/ledger.js";
 import { startTestServer, type Protocol } from "./support/server.js";
@@ -37,7 +37,7 @@ async function failure(call: Promise<unknown>): Promise<{ code: Code; detail: Er
   return { code: err.code, detail: detail! };
 }
 
-const cards = (protocol: Protocol = "connect-json", apiKey = s.keys.admin) => s.client(RateCardService, protocol, apiKey);
+const cards = (protocol: Protocol = "connect-json", apiKey: string | null = s.keys.admin) => s.client(RateCardService, protocol, apiKey);
 
 // Real list prices in nano-cents per million tokens: $0.40 = 40 cents = 40e9.
 const GPT_41_MINI = { model: "gpt-4.1-mini", inputNanoPerMtok: 40_000_000_000n, cachedInputNanoPerMtok: 10_000_000_000n, outputNanoPerMtok: 160_000_000_000n };
@@ -60,7 +60,10 @@ const CLAUDE_SONNET = {
   ],
 };
 
-type PutRequest = MessageInitShape<typeof PutRateCardRequestSchema>;
+type PutRequest = Partial<Omit<PutRateCardRequest, "$typeName" | "$unknown" | "models" | "effectiveAt">> & {
+  models?: MessageInitShape<typeof ModelPriceSchema>[];
+  effectiveAt?: Timestamp;
+};
 const putRequest = (rateCardId: string, extra: Partial<PutRequest> = {}): PutRequest => ({
   rateCardId,
   asset: "USD",
@@ -210,7 +213,7 @@ describe("bad input names the field", () => {
     ["tiers out of order", { models: [model({ tiers: [{ aboveInputTokens: 10n }, { aboveInputTokens: 10n }] })] }, "models[0].tiers[1].above_input_tokens"],
     ["negative tier price", { models: [model({ tiers: [{ aboveInputTokens: 10n, cacheWrite1hNanoPerMtok: -5n }] })] }, "models[0].tiers[0].cache_write_1h_nano_per_mtok"],
     ["idempotency_key", { idempotencyKey: "" }, "idempotency_key"],
-    ["effective_at", { effectiveAt: { seconds: -1n, nanos: 0 } }, "effective_at"],
+    ["effective_at", { effectiveAt: timestampFromDate(new Date("1969-12-31T23:59:59Z")) }, "effective_at"],
   ])("PutRateCard: %s", async (_name, extra, field) => {
     const { code, detail } = await failure(cards().putRateCard(putRequest("bad", extra)));
     expect(code).toBe(Code.InvalidArgument);
