@@ -3,6 +3,94 @@ import type pg from "pg";
 /** Rows reported per broken invariant: enough to find the fault, bounded on a badly broken database. */
 const VIOLATIONS_PER_CHECK_MAX = 10;
 
+/**
+ * The credit-grant invariants (6, see docs/grants.md): an account's grants and credit line add
+ * up to its columns, grants never go negative, holds' allocations add up, and what each grant
+ * consumed, lost to expiry or voiding, and received matches the grant breakdowns in the journal.
+ */
+const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
+  {
+    name: "6: an account's grants and credit line do not add up to its columns",
+    sql: `with g as (
+            select tenant_id, wallet_id, asset, sum(remaining + held) as funded, sum(held) as held
+              from grants group by tenant_id, wallet_id, asset)
+          select a.wallet_id || ' ' || a.asset as what from accounts a
+            left join g using (tenant_id, wallet_id, asset)
+           where a.credits_posted - a.debits_posted <> coalesce(g.funded, 0) - a.credit_used
+              or a.debits_pending <> coalesce(g.held, 0) + a.credit_held
+              or a.credit_used + a.credit_held > a.credit_limit`,
+  },
+  {
+    name: "6: a grant is negative or its amounts do not add up",
+    sql: `select grant_id as what from grants
+           where remaining < 0 or held < 0 or consumed < 0 or expired < 0 or voided < 0
+              or amount <> remaining + held + consumed + expired + voided
+              or (voided_at is null and voided <> 0) or (voided_at is not null and expired <> 0)`,
+  },
+  {
+    name: "6: a hold's allocations do not sum to its amount",
+    sql: `select h.hold_id as what from holds h
+           where (h.status = 'pending' or h.allocations <> '[]'::jsonb)
+             and h.amount <> (select coalesce(sum((e->>'amount')::bigint), 0)
+                                from jsonb_array_elements(h.allocations) e)`,
+  },
+  {
+    name: "6: a grant's held or an account's credit_held differs from the pending holds",
+    sql: `with p as (
+            select h.tenant_id, e->>'grant_id' as grant_id, h.wallet_id, h.asset,
+                   sum((e->>'amount')::bigint) as held
+              from holds h cross join jsonb_array_elements(h.allocations) e
+             where h.status = 'pending' group by 1, 2, 3, 4)
+          select g.grant_id as what from grants g left join p using (tenant_id, grant_id)
+           where g.held <> coalesce(p.held, 0)
+          union all
+          select a.wallet_id || ' ' || a.asset from accounts a
+            left join p on p.tenant_id = a.tenant_id and p.wallet_id = a.wallet_id
+                       and p.asset = a.asset and p.grant_id = '@credit'
+           where a.credit_held <> coalesce(p.held, 0)`,
+  },
+  {
+    name: "6: a grant's consumed, expired, voided or amount differs from its journal",
+    // Backfilled default grants opened with the balance the account had before grants.
+    sql: `with j as (
+            select t.tenant_id, e->>'grant_id' as grant_id,
+                   sum(case when e->>'op' in ('draw', 'repay') then (e->>'amount')::bigint
+                            when e->>'op' = 'refund' then -(e->>'amount')::bigint else 0 end) as consumed,
+                   sum(case when e->>'op' = 'break' then (e->>'amount')::bigint else 0 end) as broken,
+                   sum(case when e->>'op' in ('credit', 'overflow') then (e->>'amount')::bigint
+                            else 0 end) as credited
+              from transfers t cross join jsonb_array_elements(t.grants) e
+             where t.grants is not null and e->>'grant_id' <> '@credit'
+             group by 1, 2)
+          select g.grant_id as what from grants g left join j using (tenant_id, grant_id)
+           where g.consumed <> coalesce(j.consumed, 0) or g.expired + g.voided <> coalesce(j.broken, 0)
+              or g.amount <> coalesce(j.credited, 0)
+                 + case when g.is_default then coalesce((g.metadata->>'opening_balance')::bigint, 0) else 0 end`,
+  },
+  {
+    name: "6: an account's credit_used differs from its journal",
+    sql: `with c as (
+            select t.tenant_id, case when t.kind = 'refund' then t.credit_wallet_id else t.debit_wallet_id end as wallet_id,
+                   t.asset,
+                   sum(case when e->>'op' = 'draw' then (e->>'amount')::bigint
+                            when e->>'op' = 'refund' then -(e->>'amount')::bigint else 0 end) as used
+              from transfers t cross join jsonb_array_elements(t.grants) e
+             where t.grants is not null and e->>'grant_id' = '@credit' group by 1, 2, 3),
+          r as (
+            select g.tenant_id, g.wallet_id, g.asset, sum((e->>'amount')::bigint) as repaid
+              from transfers t cross join jsonb_array_elements(t.grants) e
+              join grants g on g.tenant_id = t.tenant_id and g.grant_id = e->>'grant_id'
+             where t.grants is not null and e->>'op' = 'repay' group by 1, 2, 3)
+          select a.wallet_id || ' ' || a.asset as what from accounts a
+            left join c using (tenant_id, wallet_id, asset)
+            left join r using (tenant_id, wallet_id, asset)
+           where a.credit_used <> coalesce(c.used, 0) - coalesce(r.repaid, 0)
+             and not exists (select 1 from grants g
+                              where g.tenant_id = a.tenant_id and g.wallet_id = a.wallet_id
+                                and g.asset = a.asset and g.is_default and g.metadata ? 'opening_balance')`,
+  },
+];
+
 /** Each check is a query whose rows (a `what` column) are the violations of one invariant. */
 const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
   {
@@ -10,7 +98,7 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
     sql: `select tenant_id || ' ' || asset as what from (
             select tenant_id, asset, sum(case when credit_wallet_id like '@%' then amount else 0 end)
                  - sum(case when debit_wallet_id like '@%' then amount else 0 end) as system_net
-              from transfers where kind in ('deposit', 'spend', 'capture', 'refund', 'transfer')
+              from transfers where kind in ('deposit', 'spend', 'capture', 'refund', 'transfer', 'grant', 'breakage')
              group by tenant_id, asset) s
           full join (
             select tenant_id, asset, sum(credits_posted - debits_posted) as wallet_net
@@ -22,10 +110,10 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
     sql: `with j as (
             select tenant_id, wallet_id, asset, sum(credit) as credits, sum(debit) as debits from (
               select tenant_id, credit_wallet_id as wallet_id, asset, amount as credit, 0 as debit
-                from transfers where kind in ('deposit', 'refund', 'transfer')
+                from transfers where kind in ('deposit', 'refund', 'transfer', 'grant')
               union all
               select tenant_id, debit_wallet_id, asset, 0, amount
-                from transfers where kind in ('spend', 'capture', 'transfer')) x
+                from transfers where kind in ('spend', 'capture', 'transfer', 'breakage')) x
             group by tenant_id, wallet_id, asset),
           p as (
             select tenant_id, wallet_id, asset, sum(amount) as pending from holds
@@ -76,6 +164,7 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
            where coalesce(e.n, 0) <> w.event_seq or coalesce(e.top, 0) <> w.event_seq
               or (w.event_seq > 0 and e.bottom <> 1)`,
   },
+  ...GRANT_CHECKS,
 ];
 
 /**
@@ -89,6 +178,10 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
  * 4. A hold is closed by at most one journal row, which matches its status and captured amount.
  * 5. Every journal row produced exactly one event on each wallet it touched, and each wallet's
  *    events are numbered 1..event_seq without gaps or duplicates.
+ * 6. Credit grants: per wallet and asset the grants and the credit line add up to the account's
+ *    columns; no grant's remaining or held is negative; a hold's allocations sum to its amount
+ *    and match the grants' held; every consumed, expired and voided amount (and every grant's
+ *    amount) matches the grant breakdowns in the journal, and so does the credit line's use.
  * (3, exactly-once replays, is checked by the tests that send the replays.)
  */
 export async function checkInvariants(db: pg.Pool | pg.PoolClient): Promise<string[]> {
