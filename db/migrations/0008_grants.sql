@@ -486,8 +486,10 @@ end $$;
 
 -- Money that lands in the default grant first pays back the credit line: the posted overdraft
 -- (a `repay` entry: the grant's money is consumed) and then the credit-line part of pending
--- holds (their allocation moves to the grant; no money moves, so no entry). Keeps "credit in
--- use" and "money in the default grant" apart, as the balance before grants netted them.
+-- holds whose categories allow the grant (their allocation moves to the grant; no money
+-- moves, so no entry). So credit stays in use only while the default grant is empty, and the
+-- credit limit can be lowered exactly as far as posted - held + credit_limit allowed before
+-- grants.
 create function ledger_net(p_tenant uuid, g grants, p_now timestamptz) returns jsonb
 language plpgsql volatile as $$
 declare
@@ -514,6 +516,7 @@ begin
       select * from holds
        where tenant_id = p_tenant and wallet_id = g.wallet_id and asset = g.asset
          and status = 'pending' and allocations @> '[{"grant_id": "@credit"}]'
+         and (categories is null or g.category = any (categories))
        order by created_at, hold_id
     loop
       v_part := least(v_rem, ledger_alloc_amount(h.allocations, '@credit'));
@@ -1244,7 +1247,7 @@ declare
   v_wallet  text        := a->>'wallet_id';
   v_asset   text        := a->>'asset';
   v_amount  bigint      := (a->>'amount')::bigint;
-  v_grant   text        := a->>'grant_id';
+  v_grant   text        := coalesce(nullif(a->>'grant_id', ''), 'grant_' || ledger_uuidv7(p_now));
   v_starts  timestamptz := coalesce((a->>'starts_at')::timestamptz, p_now);
   v_expires timestamptz := (a->>'expires_at')::timestamptz;
   w         wallets;
@@ -1280,7 +1283,7 @@ begin
   end if;
   insert into grants (tenant_id, grant_id, wallet_id, asset, category, priority, amount,
                       remaining, consumed, starts_at, expires_at, created_at, metadata)
-  values (p_tenant, v_grant, v_wallet, v_asset, coalesce(a->>'category', 'default'),
+  values (p_tenant, v_grant, v_wallet, v_asset, coalesce(nullif(a->>'category', ''), 'default'),
           coalesce((a->>'priority')::integer, 100), v_amount, v_amount - v_repay, v_repay,
           v_starts, v_expires, p_now, ledger_command_args_metadata(a))
   returning * into g;
