@@ -13,7 +13,8 @@
  * | `HOLDFAST_PG_CONNECT_TIMEOUT_MS` | `5000` | How long to wait for a PostgreSQL connection. |
  * | `HOLDFAST_PG_STATEMENT_TIMEOUT_MS` | `5000` | Server-side limit on one SQL statement. |
  * | `NATS_URL` | `nats://127.0.0.1:4222` | NATS server URL (`nats://`, `tls://`, `ws://` or `wss://`). |
- * | `HOLDFAST_STREAM_NAME` | `HOLDFAST_EVENTS` | JetStream stream of the ledger's events (created or updated at start by every process that uses it). |
+ * | `HOLDFAST_NAMESPACE` | `holdfast` | The deployment's namespace on NATS: it prefixes the event subjects (`<namespace>.events.>`), the stream's default name and every durable consumer's name, so deployments sharing a NATS server never share events (docs/events.md, "Namespaces"). 1-32 of `a-z`, `0-9`, `_`, `-`, starting with a letter or digit. |
+ * | `HOLDFAST_STREAM_NAME` | `<NAMESPACE>_EVENTS` (`HOLDFAST_EVENTS`) | JetStream stream of the ledger's events (created or updated at start by every process that uses it). |
  * | `HOLDFAST_STREAM_MAX_AGE_HOURS` | `168` (7 days) | How long the stream keeps events. |
  * | `HOLDFAST_STREAM_DUPLICATE_WINDOW_SECONDS` | `600` | How long the stream drops a re-published event id. |
  * | `HOLDFAST_STREAM_REPLICAS` | `1` | Stream replicas (3 on a NATS cluster). |
@@ -40,10 +41,15 @@ export const DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/holdfast
 export const NATS_URL_DEFAULT = "nats://127.0.0.1:4222";
 /** The event stream of a process (or a tool) whose environment names none. */
 export const STREAM_NAME_DEFAULT = "HOLDFAST_EVENTS";
+/** The deployment namespace on NATS when HOLDFAST_NAMESPACE is unset; its stream is STREAM_NAME_DEFAULT. */
+export const NAMESPACE_DEFAULT = "holdfast";
 
 const DATABASE_PROTOCOLS = ["postgres:", "postgresql:"];
 const NATS_PROTOCOLS = ["nats:", "tls:", "ws:", "wss:"];
 const STREAM_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+// One subject token and part of a stream or consumer name: no dots, wildcards or spaces. Lower
+// case only, so that two namespaces never map to one upper-case stream name.
+const NAMESPACE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 // The upper bounds are not tuning advice: they only catch typos (an extra zero, seconds given
 // as milliseconds) that would otherwise turn a limit into no limit at all.
@@ -64,6 +70,8 @@ export interface DatabaseConfig {
 
 /** The JetStream stream of the ledger's events, as every process that creates or reads it sees it. */
 export interface StreamConfig {
+  /** HOLDFAST_NAMESPACE: prefixes the subjects and the stream and consumer names. */
+  readonly namespace: string;
   readonly streamName: string;
   readonly streamMaxAgeHours: number;
   readonly streamDuplicateWindowSeconds: number;
@@ -116,15 +124,22 @@ export function readDatabaseConfig(env: Env): DatabaseConfig {
   };
 }
 
-/** NATS_URL and the HOLDFAST_STREAM_* settings. Throws naming the first bad variable. */
+/** NATS_URL, HOLDFAST_NAMESPACE and the HOLDFAST_STREAM_* settings. Throws naming the first bad variable. */
 export function readNatsConfig(env: Env): NatsConfig {
+  const namespace = readName(env, "HOLDFAST_NAMESPACE", NAMESPACE_DEFAULT, NAMESPACE_PATTERN, "1-32 characters of a-z, 0-9, _ or -, starting with a letter or digit");
   return {
     natsUrl: readUrl(env, "NATS_URL", NATS_URL_DEFAULT, NATS_PROTOCOLS),
-    streamName: readName(env, "HOLDFAST_STREAM_NAME", STREAM_NAME_DEFAULT, STREAM_NAME_PATTERN, "1-64 characters of A-Z, a-z, 0-9, _ or -"),
+    namespace,
+    streamName: readName(env, "HOLDFAST_STREAM_NAME", streamNameOf(namespace), STREAM_NAME_PATTERN, "1-64 characters of A-Z, a-z, 0-9, _ or -"),
     streamMaxAgeHours: readInteger(env, "HOLDFAST_STREAM_MAX_AGE_HOURS", STREAM_MAX_AGE_HOURS),
     streamDuplicateWindowSeconds: readInteger(env, "HOLDFAST_STREAM_DUPLICATE_WINDOW_SECONDS", STREAM_DUPLICATE_WINDOW_SECONDS),
     streamReplicas: readInteger(env, "HOLDFAST_STREAM_REPLICAS", STREAM_REPLICAS),
   };
+}
+
+/** The stream of a namespace when HOLDFAST_STREAM_NAME is unset: `holdfast` has `HOLDFAST_EVENTS`. */
+export function streamNameOf(namespace: string): string {
+  return `${namespace.toUpperCase()}_EVENTS`;
 }
 
 /** LOG_LEVEL; a tool whose output is not a log passes a quieter `fallback`. */

@@ -1,14 +1,25 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  JetStreamApiError,
+  jetstreamManager,
+  StorageType,
+  type ConsumerInfo,
+  type JetStreamManager,
+  type StreamInfo,
+} from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { StreamConfig } from "./config.js";
+import { NAMESPACE_DEFAULT, type StreamConfig } from "./config.js";
 
 /** How long one connection attempt may take before it counts as failed. */
 const CONNECT_TIMEOUT_MS = 3000;
 /** Pause between reconnection attempts of an established connection. */
 const RECONNECT_WAIT_MS = 1000;
 const HOUR_MS = 3_600_000;
+/** JetStream's "subjects overlap with an existing stream" (JSStreamSubjectOverlapErr). */
+const SUBJECT_OVERLAP_API_CODE = 10065;
+/** How a stream's or a consumer's description names the deployment that owns it. */
+const OWNER_PATTERN = /\(deployment ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\)/;
 
 /**
  * Connects to NATS with explicit options: reconnect forever (a NATS outage must never need a
@@ -32,16 +43,33 @@ export async function connectNats(url: string, name: string, logger: Logger): Pr
   return nc;
 }
 
-/** The root of every event subject: holdfast.events.<tenant>.<wallet>.<kind>.<action>. */
-export const EVENT_SUBJECT_ROOT = "holdfast.events";
-/** Every event subject: what the stream captures, and what a consumer of all events filters on. */
-export const EVENT_SUBJECTS_ALL = `${EVENT_SUBJECT_ROOT}.>`;
+/**
+ * The root of a namespace's event subjects: `<namespace>.events`, so an event's subject is
+ * `<namespace>.events.<tenant>.<wallet>.<kind>.<action>` (`holdfast.events...` by default).
+ */
+export function eventSubjectRoot(namespace: string = NAMESPACE_DEFAULT): string {
+  return `${namespace}.events`;
+}
+
+/** Every event subject of a namespace: what its stream captures and what a consumer of all events filters on. */
+export function eventSubjectsAll(namespace: string = NAMESPACE_DEFAULT): string {
+  return `${eventSubjectRoot(namespace)}.>`;
+}
+
+/**
+ * A durable consumer's name in a namespace: `<namespace>-<role>`, e.g. `holdfast-webhooks` or
+ * `staging-billing-stripe`. Every durable consumer is named by this, so two deployments with
+ * different namespaces never share one.
+ */
+export function consumerNameOf(namespace: string, role: string): string {
+  return `${namespace}-${role}`;
+}
 
 export interface StreamSettings {
+  /** HOLDFAST_NAMESPACE: the stream captures `<namespace>.events.>`; `holdfast` when absent. */
+  namespace?: string;
   /** The JetStream stream, e.g. HOLDFAST_EVENTS. */
   name: string;
-  /** Subjects it captures, e.g. holdfast.events.> */
-  subjects: string[];
   /** How long events are kept. */
   maxAgeMs: number;
   /** How long the server remembers message ids to drop re-published duplicates. */
@@ -49,9 +77,10 @@ export interface StreamSettings {
   replicas: number;
 }
 
-/** The stream settings as every process reads them from its environment; each adds the subjects it needs. */
-export function streamSettingsOf(config: StreamConfig): Omit<StreamSettings, "subjects"> {
+/** The stream settings as every process reads them from its environment. */
+export function streamSettingsOf(config: StreamConfig): StreamSettings {
   return {
+    namespace: config.namespace,
     name: config.streamName,
     maxAgeMs: config.streamMaxAgeHours * HOUR_MS,
     duplicateWindowMs: config.streamDuplicateWindowSeconds * 1000,
@@ -60,28 +89,122 @@ export function streamSettingsOf(config: StreamConfig): Omit<StreamSettings, "su
 }
 
 /**
+ * Thrown when a stream or a consumer on NATS belongs to another Holdfast deployment (another
+ * database). Not retried: joining it would take that deployment's events, so the process
+ * refuses to run and says how to fix it.
+ */
+export class DeploymentConflictError extends Error {
+  override readonly name = "DeploymentConflictError";
+}
+
+/** The deployment named in a stream's or consumer's description, or null when none is. */
+export function ownerOf(description: string | undefined): string | null {
+  return OWNER_PATTERN.exec(description ?? "")?.[1] ?? null;
+}
+
+/** A description that records `deploymentId` as the owner, after `text`. */
+export function ownedDescription(text: string, deploymentId: string): string {
+  return `${text} (deployment ${deploymentId})`;
+}
+
+/** What to do when the stream or a consumer belongs to someone else: the message of the error. */
+function conflictMessage(what: string, namespace: string, owner: string, deploymentId: string): string {
+  return (
+    `${what} belongs to another Holdfast deployment (${owner}), not to this one (${deploymentId}, ` +
+    `the id in this database's deployment table). Two deployments on one NATS server must not share ` +
+    `a namespace, or one takes the other's events. Set HOLDFAST_NAMESPACE to a name of this ` +
+    `deployment's own (it is "${namespace}" now; e.g. HOLDFAST_NAMESPACE=staging) on every process of ` +
+    `this deployment. If the other deployment is gone for good (its database was dropped), delete ` +
+    `its stream instead (nats stream rm). See docs/events.md, "Namespaces".`
+  );
+}
+
+/**
  * Creates the stream, or brings its settings up to date, so that every process can call this
  * at start without coordination. File storage: events must survive a server restart.
+ *
+ * The stream's description records the deployment that owns it (`deploymentId`, from the
+ * database). A stream owned by another deployment is refused with a
+ * {@link DeploymentConflictError}; one that names no owner (made before owners were recorded)
+ * is claimed.
  */
-export async function ensureStream(nc: NatsConnection, settings: StreamSettings): Promise<JetStreamManager> {
+export async function ensureStream(
+  nc: NatsConnection,
+  settings: StreamSettings,
+  deploymentId: string,
+  logger?: Logger,
+): Promise<JetStreamManager> {
   const jsm = await jetstreamManager(nc);
+  const namespace = settings.namespace ?? NAMESPACE_DEFAULT;
   const config = {
-    subjects: settings.subjects,
+    subjects: [eventSubjectsAll(namespace)],
+    description: ownedDescription(`Holdfast events of namespace ${namespace}`, deploymentId),
     storage: StorageType.File,
     max_age: nanos(settings.maxAgeMs),
     duplicate_window: nanos(settings.duplicateWindowMs),
     num_replicas: settings.replicas,
   };
-  try {
-    await jsm.streams.info(settings.name);
-    await jsm.streams.update(settings.name, config);
-  } catch (err) {
-    if (!isStreamNotFound(err)) {
-      throw err;
+  const existing = await streamInfo(jsm, settings.name);
+  if (existing === null) {
+    try {
+      await jsm.streams.add({ name: settings.name, ...config });
+      return jsm;
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === SUBJECT_OVERLAP_API_CODE) {
+        throw new DeploymentConflictError(overlapMessage(settings.name, namespace));
+      }
+      // Another process of some deployment created it meanwhile: check whose it is below.
+      const created = await streamInfo(jsm, settings.name);
+      if (created === null) throw err;
+      checkOwner(created.config.description, `NATS stream ${settings.name}`, namespace, deploymentId);
+      return jsm;
     }
-    await jsm.streams.add({ name: settings.name, ...config });
   }
+  const owner = checkOwner(existing.config.description, `NATS stream ${settings.name}`, namespace, deploymentId);
+  if (owner === null) {
+    logger?.warn({ stream: settings.name, deploymentId }, "the event stream named no owner; this deployment claims it");
+  }
+  await jsm.streams.update(settings.name, config);
   return jsm;
+}
+
+/** Why a new stream's subjects overlap: another stream already captures the namespace. */
+function overlapMessage(stream: string, namespace: string): string {
+  return (
+    `cannot create NATS stream ${stream}: another stream on this NATS server already captures ` +
+    `${eventSubjectsAll(namespace)}, so another Holdfast deployment (with another HOLDFAST_STREAM_NAME) ` +
+    `uses namespace "${namespace}". Set HOLDFAST_NAMESPACE to a name of this deployment's own on every ` +
+    `process of it. See docs/events.md, "Namespaces".`
+  );
+}
+
+/**
+ * Throws a {@link DeploymentConflictError} when `description` names an owner other than
+ * `deploymentId`; returns the owner it names (null for none).
+ */
+export function checkOwner(description: string | undefined, what: string, namespace: string, deploymentId: string): string | null {
+  const owner = ownerOf(description);
+  if (owner !== null && owner !== deploymentId) {
+    throw new DeploymentConflictError(conflictMessage(what, namespace, owner, deploymentId));
+  }
+  return owner;
+}
+
+/**
+ * Checks that an existing durable consumer is this deployment's (or names no owner yet); the
+ * caller then updates it with {@link ownedDescription}.
+ */
+export function checkConsumerOwner(info: ConsumerInfo, namespace: string, deploymentId: string): void {
+  checkOwner(info.config.description, `NATS consumer ${info.name} of stream ${info.stream_name}`, namespace, deploymentId);
+}
+
+async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | null> {
+  try {
+    return await jsm.streams.info(name);
+  } catch (err) {
+    if (isStreamNotFound(err)) return null;
+    throw err;
+  }
 }
 
 function isStreamNotFound(err: unknown): boolean {

@@ -32,6 +32,15 @@ import type { Logger } from "pino";
 import { admissionInterceptor, onAbort, type AdmissionState } from "./call-admission.js";
 import { ledgerError } from "./errors.js";
 import { malformedBodyInterceptor } from "./malformed-body.js";
+import {
+  answerMetrics,
+  createRpcMetrics,
+  gaugeOf,
+  recordRefusal,
+  rpcMetricsInterceptor,
+  type MetricsEndpoint,
+  type RpcMetrics,
+} from "./metrics.js";
 import { createRpcAdapter, type Authenticate } from "./rpc-adapter.js";
 import { resolveServerLimits, type ServerLimitOptions, type ServerLimits } from "./server-limits.js";
 import { createTlsTerminator, type SecureProtocol, type TlsOptions, type TlsTerminator } from "./tls.js";
@@ -93,6 +102,12 @@ export interface ServerOptions extends ServerLimitOptions {
   readonly readinessDetailAllowed?: (authorization: string) => Promise<boolean>;
   /** Serve TLS instead of cleartext on the port (docs/security.md, "TLS and mTLS"). */
   readonly tls?: TlsOptions | null;
+  /**
+   * Prometheus metrics: `/metrics` on this port (behind the endpoint's token, if it has one),
+   * and the RPC and in-flight metrics of this server in the endpoint's registry
+   * (docs/operations.md). Without it, `/metrics` is not served.
+   */
+  readonly metrics?: MetricsEndpoint;
 }
 
 /** The address a server is bound to. */
@@ -195,7 +210,8 @@ export function createServer(options: ServerOptions): Server {
   // flight; Node warns of a leak past 10. Calls beyond the bounds are refused, but they too are
   // linked until refused, hence the headroom.
   setMaxListeners(2 * (options.maxInFlight + limits.healthWatchersMax), state.shutdown.signal);
-  const handler = createHttpHandler(options, state);
+  const rpcMetrics = options.metrics === undefined ? undefined : registerServerMetrics(options.metrics, state);
+  const handler = createHttpHandler(options, state, rpcMetrics);
   const servers: ProtocolServers = { h1: createHttp1Server(handler, limits), h2: createHttp2Server(handler, state) };
   const terminator = options.tls ? createTerminator(options.tls, state, servers, options.logger) : undefined;
   const tcp = net.createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true });
@@ -408,11 +424,41 @@ export function detectProtocol(head: Buffer): "h2" | "http1" | undefined {
   return head.length >= HTTP2_PREFACE.length ? "h2" : undefined;
 }
 
-/** The request listener both HTTP servers share: CORS, then probes, then Connect. */
-function createHttpHandler(options: ServerOptions, state: ServerState): (req: NodeRequest, res: NodeResponse) => void {
+/** The RPC metrics of the server, and gauges of what it holds open, in the endpoint's registry. */
+function registerServerMetrics(endpoint: MetricsEndpoint, state: ServerState): RpcMetrics {
+  const { registry } = endpoint;
+  gaugeOf(registry, "holdfast_rpc_unary_in_flight", "Unary RPCs being served", () => state.unaryInFlight);
+  gaugeOf(registry, "holdfast_rpc_streams_open", "Server streams open (WatchWallet and others), health watches aside", () => state.streamsInFlight);
+  gaugeOf(registry, "holdfast_health_watchers", "Open grpc.health.v1.Health/Watch streams", () => state.healthWatchers);
+  gaugeOf(registry, "holdfast_connections_open", "Open client connections", () => state.sockets.size);
+  return createRpcMetrics(registry);
+}
+
+/** The credential check, counting each call it refuses (those never reach the interceptors). */
+function countingRefusals(authenticate: Authenticate, rpc: RpcMetrics): Authenticate {
+  return async (request) => {
+    const startNs = process.hrtime.bigint();
+    try {
+      await authenticate(request);
+    } catch (err) {
+      recordRefusal(rpc, request, err, startNs);
+      throw err;
+    }
+  };
+}
+
+/** The request listener both HTTP servers share: CORS, then probes and metrics, then Connect. */
+function createHttpHandler(
+  options: ServerOptions,
+  state: ServerState,
+  rpcMetrics: RpcMetrics | undefined,
+): (req: NodeRequest, res: NodeResponse) => void {
+  const authenticate = rpcMetrics !== undefined && options.authenticate !== undefined
+    ? countingRefusals(options.authenticate, rpcMetrics)
+    : options.authenticate;
   const connectHandler = createRpcAdapter({
     routes: options.routes,
-    authenticate: options.authenticate,
+    authenticate,
     connectionBodyBytesMax: state.limits.connectionBodyBytesMax,
     logger: options.logger,
     connect: true,
@@ -429,6 +475,8 @@ function createHttpHandler(options: ServerOptions, state: ServerState): (req: No
     // Newer clients may send fields this server does not know yet (docs/architecture.md, "The public contract": fields are added freely).
     jsonOptions: { ignoreUnknownFields: true },
     interceptors: [
+      // Outermost, so that what the others refuse is counted with the code it was refused with.
+      ...(rpcMetrics === undefined ? [] : [rpcMetricsInterceptor(rpcMetrics)]),
       malformedBodyInterceptor,
       admissionInterceptor(options.maxInFlight, state.limits, state),
       deadlineInterceptor(options.defaultTimeoutMs),
@@ -450,6 +498,13 @@ function createHttpHandler(options: ServerOptions, state: ServerState): (req: No
     if (path === "/healthz" || path === "/readyz") {
       answerProbe(path, req, res, options, state).catch((err: unknown) => {
         options.logger.error({ err }, "probe failed");
+      });
+      return;
+    }
+    if (path === "/metrics" && options.metrics !== undefined) {
+      answerMetrics(req, res, options.metrics).catch((err: unknown) => {
+        options.logger.error({ err }, "metrics scrape failed");
+        res.destroy();
       });
       return;
     }
