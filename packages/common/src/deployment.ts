@@ -163,3 +163,18 @@ export function createTenantGuard(options: TenantGuardOptions) {
 }
 
 export type TenantGuard = ReturnType<typeof createTenantGuard>;
+
+/** The exit code of a process that found its stream or a consumer owned by another deployment. */
+export const DEPLOYMENT_CONFLICT_EXIT_CODE = 3;
+
+/**
+ * Ends a process that must not run here (its namespace on NATS belongs to another deployment):
+ * the error's message, which says how to fix it, as one line on stderr and in the log; then
+ * `stop` (bounded by the caller's own drain limits) and exit code 3.
+ */
+export async function exitOnDeploymentConflict(logger: Logger, err: Error, stop?: () => Promise<void>): Promise<never> {
+  process.stderr.write(`refusing to run: ${err.message}\n`);
+  logger.fatal({ err }, "refusing to run: the namespace on NATS belongs to another deployment");
+  await stop?.().catch((stopErr: unknown) => logger.error({ err: stopErr }, "stopping failed"));
+  process.exit(DEPLOYMENT_CONFLICT_EXIT_CODE);
+}

@@ -107,7 +107,16 @@ export interface ServerOptions extends ServerLimitOptions {
    * and the RPC and in-flight metrics of this server in the endpoint's registry
    * (docs/operations.md). Without it, `/metrics` is not served.
    */
-  readonly metrics?: MetricsEndpoint;
+  readonly metrics?: ServerMetricsOptions;
+}
+
+/** The server's metrics: where they go, and who may read them. */
+export interface ServerMetricsOptions extends MetricsEndpoint {
+  /**
+   * Interceptors that record metrics of the calls that passed every other check (the ledger's
+   * commands by outcome); they run innermost, after {@link ServerOptions.interceptors}.
+   */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 /** The address a server is bound to. */
@@ -481,6 +490,7 @@ function createHttpHandler(
       admissionInterceptor(options.maxInFlight, state.limits, state),
       deadlineInterceptor(options.defaultTimeoutMs),
       ...(options.interceptors ?? []),
+      ...(options.metrics?.interceptors ?? []),
     ],
   });
   return (req, res) => {

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import { systemClock, uuidV7, type Clock, type IdGenerator } from "@holdfast/common/ids";
+import { createMetricsRegistry, type Registry } from "@holdfast/common/metrics";
 import { streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
 import { toConnectError } from "@holdfast/common/errors";
@@ -8,6 +9,7 @@ import { createServer, type Authenticate } from "@holdfast/common/server";
 import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
 import { migrate } from "@holdfast/db/migrate";
+import { commandMetricsInterceptor, registerLedgerMetrics } from "./metrics.js";
 import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
@@ -39,6 +41,11 @@ export interface LedgerAppOptions {
   migrate?: boolean;
   /** Run the outbox relay (on by default). */
   relay?: boolean;
+  /**
+   * Where the ledger's metrics go (served on `/metrics`); main.ts passes one with the process
+   * metrics, and without it the app makes its own (tests read it as `app.metrics`).
+   */
+  metricsRegistry?: Registry;
 }
 
 export interface LedgerApp {
@@ -47,6 +54,13 @@ export interface LedgerApp {
   pool: pg.Pool;
   ledger: Ledger;
   relay: OutboxRelay | null;
+  /** The registry `/metrics` serves. */
+  metrics: Registry;
+  /**
+   * Resolves with the reason when the process must stop: the event stream turned out to belong
+   * to another deployment (docs/events.md, "Namespaces"). Never resolves otherwise.
+   */
+  fatal: Promise<Error>;
   /** Drains in-flight calls, then closes the server and the pool. */
   stop(): Promise<void>;
 }
@@ -75,7 +89,20 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     watchersMax: WATCH_WATCHERS_MAX,
     batchMax: WATCH_BATCH_MAX,
   });
-  const relay = options.relay === false ? null : createRelay(pool, config, logger);
+  let onFatal: (err: Error) => void = () => undefined;
+  const fatal = new Promise<Error>((resolve) => {
+    onFatal = resolve;
+  });
+  const relay = options.relay === false ? null : createRelay(pool, config, logger, onFatal);
+  // A ledger started into another deployment's namespace refuses to start (NATS being away
+  // does not stop it: commands do not need NATS, and the relay checks when it connects).
+  await relay?.verifyStream().catch(async (err: unknown) => {
+    await relay.stop();
+    await pool.end();
+    throw err;
+  });
+  const metrics = options.metricsRegistry ?? createMetricsRegistry();
+  registerLedgerMetrics(metrics, { ledger, relay, feed });
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: AUTH_CACHE_ENTRIES_MAX });
   let serving = true;
   const server = createServer({
@@ -99,6 +126,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     drainTimeoutMs: config.drainTimeoutMs,
     ...config.serverLimits,
     tls: config.tls,
+    metrics: { registry: metrics, token: config.metricsToken, interceptors: [commandMetricsInterceptor(metrics)] },
     authenticate: authenticateBeforeBody(verifier, logger),
     // Backlog and lag are for operators: loopback callers and admin keys.
     readinessDetailAllowed: async (authorization) =>
@@ -115,6 +143,8 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     pool,
     ledger,
     relay,
+    metrics,
+    fatal,
     async stop() {
       serving = false;
       retention.stop();
@@ -126,7 +156,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
 }
 
 /** The outbox relay of this process, with the ledger's fixed bounds. */
-function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger): OutboxRelay {
+function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger, onFatal: (err: Error) => void): OutboxRelay {
   return createOutboxRelay({
     pool,
     logger: logger.child({ component: "relay" }),
@@ -138,6 +168,7 @@ function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger): Outbo
     retryDelayMsMax: RELAY_RETRY_DELAY_MS_MAX,
     publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,
     statusLogMs: RELAY_STATUS_LOG_MS,
+    onFatal,
   });
 }
 

@@ -29,11 +29,12 @@
  * | `HOLDFAST_HEALTH_WATCH_MAX` | `256` | Most open `grpc.health.v1.Health/Watch` streams in the process (outside `HOLDFAST_MAX_IN_FLIGHT`). |
  * | `HOLDFAST_HEALTH_WATCH_PER_CONNECTION_MAX` | `8` | Most open health Watch streams on one connection. |
  * | `HOLDFAST_STREAM_MAX_LIFETIME_MS` | `1800000` (30 min) | Longest a server stream (Health.Watch, WatchWallet) stays open; then it ends cleanly and the client reconnects. |
+ * | `HOLDFAST_METRICS_TOKEN` | unset | When set (16-256 visible ASCII characters), `GET /metrics` on `HOLDFAST_PORT` answers only `Authorization: Bearer <token>`; unset serves the metrics to every caller (docs/operations.md). |
  *
  * @module
  */
 import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
-import { readInteger, readOrigins, readPath, readSwitch, type Env, type IntegerSpec } from "@holdfast/common/env";
+import { readInteger, readOrigins, readPath, readRaw, readSwitch, type Env, type IntegerSpec } from "@holdfast/common/env";
 import {
   SERVER_LIMIT_SPECS,
   TLS_WATCH_INTERVAL_MS_DEFAULT,
@@ -61,6 +62,8 @@ const IDEMPOTENCY_RETENTION_HOURS: IntegerSpec = { fallback: 24, min: 24, max: 2
 const HOLD_TTL_SECONDS_DEFAULT: IntegerSpec = { fallback: 300, min: 1, max: 7 * 24 * 3600 };
 const GROUP_COMMIT_BATCH_MAX: IntegerSpec = { fallback: 64, min: 1, max: 1000 };
 const GROUP_COMMIT_QUEUE_MAX: IntegerSpec = { fallback: 4096, min: 1, max: 1_000_000 };
+// Long enough not to be guessed, short enough for a header; no spaces, so it is one header token.
+const METRICS_TOKEN_PATTERN = /^[\x21-\x7e]{16,256}$/;
 
 /** Everything the ledger process reads from its environment. */
 export interface LedgerConfig extends StreamProcessConfig, HostConfig {
@@ -84,6 +87,8 @@ export interface LedgerConfig extends StreamProcessConfig, HostConfig {
   readonly serverLimits: ServerLimits;
   /** TLS on the port; null serves cleartext (docs/security.md, "TLS and mTLS"). */
   readonly tls: TlsOptions | null;
+  /** The bearer token `/metrics` wants; null serves the metrics to every caller. */
+  readonly metricsToken: string | null;
 }
 
 /**
@@ -111,7 +116,18 @@ export function loadLedgerConfig(env: Env = process.env): LedgerConfig {
     webhooks: readEndpointSettings(env),
     serverLimits: readServerLimits(env),
     tls: readTls(env),
+    metricsToken: readMetricsToken(env),
   };
+}
+
+/** HOLDFAST_METRICS_TOKEN, or null when unset. */
+function readMetricsToken(env: Env): string | null {
+  const token = readRaw(env, "HOLDFAST_METRICS_TOKEN");
+  if (token === undefined) return null;
+  if (!METRICS_TOKEN_PATTERN.test(token)) {
+    throw new Error("HOLDFAST_METRICS_TOKEN must be 16-256 visible ASCII characters (no spaces)");
+  }
+  return token;
 }
 
 /** The server's transport limits; their defaults and bounds are the server's own. */

@@ -1,7 +1,7 @@
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
-import { EVENT_SUBJECT_ROOT } from "@holdfast/common/nats";
+import { eventSubjectRoot } from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { parseBalance, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
 import { toBalance, toHold, toTransfer, toWallet } from "../rpc/convert.js";
@@ -71,16 +71,19 @@ export function toEvent(row: OutboxRow) {
   });
 }
 
-/** The NATS subject of an event: filterable by tenant, wallet and type with wildcards. */
-export function eventSubject(row: Pick<OutboxRow, "tenant_id" | "wallet_id" | "type">): string {
-  return `${EVENT_SUBJECT_ROOT}.${row.tenant_id}.${row.wallet_id}.${row.type.replace(/^holdfast\./, "")}`;
+/**
+ * The NATS subject of an event in a namespace (HOLDFAST_NAMESPACE), filterable by tenant,
+ * wallet and type with wildcards: `<namespace>.events.<tenant>.<wallet>.<kind>.<action>`.
+ */
+export function eventSubject(row: Pick<OutboxRow, "tenant_id" | "wallet_id" | "type">, namespace?: string): string {
+  return `${eventSubjectRoot(namespace)}.${row.tenant_id}.${row.wallet_id}.${row.type.replace(/^holdfast\./, "")}`;
 }
 
 /**
  * The message for an event in the CloudEvents NATS binding, binary mode: the attributes in
  * ce-* headers and the Event in protobuf binary as the body.
  */
-export function encodeEvent(row: OutboxRow): { subject: string; headers: MsgHdrs; body: Uint8Array } {
+export function encodeEvent(row: OutboxRow, namespace?: string): { subject: string; headers: MsgHdrs; body: Uint8Array } {
   const h = headers();
   h.set("ce-specversion", "1.0");
   h.set("ce-id", row.event_id);
@@ -89,5 +92,5 @@ export function encodeEvent(row: OutboxRow): { subject: string; headers: MsgHdrs
   h.set("ce-time", row.occurred_at.toISOString());
   h.set("ce-subject", row.wallet_id);
   h.set("content-type", "application/protobuf");
-  return { subject: eventSubject(row), headers: h, body: toBinary(EventSchema, toEvent(row)) };
+  return { subject: eventSubject(row, namespace), headers: h, body: toBinary(EventSchema, toEvent(row)) };
 }

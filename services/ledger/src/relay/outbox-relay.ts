@@ -4,7 +4,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
-import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
+import { deploymentIdOf } from "@holdfast/common/deployment";
+import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import { encodeEvent, type OutboxRow } from "./event-codec.js";
 
 /** The advisory lock whose holder is the one active relay among the ledger replicas. */
@@ -16,7 +17,8 @@ export interface RelayOptions {
   pool: pg.Pool;
   logger: Logger;
   natsUrl: string;
-  stream: Omit<StreamSettings, "subjects">;
+  /** The stream, and the namespace whose subjects the events are published on. */
+  stream: StreamSettings;
   /** Events published per batch; all of a batch are in flight at once. */
   batchMax: number;
   /** Pause when there is nothing to publish. */
@@ -31,6 +33,11 @@ export interface RelayOptions {
   statusLogMs: number;
   /** Test hook, called after a batch is published and before it is marked. */
   afterPublish?: (eventIds: string[]) => void;
+  /**
+   * Called when the stream belongs to another deployment (DeploymentConflictError): the relay
+   * has stopped for good, and the process should stop too.
+   */
+  onFatal?: (err: DeploymentConflictError) => void;
 }
 
 export interface RelayStatus {
@@ -78,6 +85,10 @@ export function createOutboxRelay(options: RelayOptions) {
           await pause(options.idleMs);
         }
       } catch (err) {
+        if (err instanceof DeploymentConflictError) {
+          stopForGood(err);
+          return;
+        }
         failures++;
         status.nats = "disconnected";
         const delay = backoffDelayMs(failures, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
@@ -91,6 +102,14 @@ export function createOutboxRelay(options: RelayOptions) {
     await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
   }
 
+  /** Publishing into another deployment's stream would hand it our events: stop, and say so. */
+  function stopForGood(err: DeploymentConflictError): void {
+    logger.fatal({ err }, "outbox relay: the event stream belongs to another deployment; not publishing");
+    status.role = "stopped";
+    leadership.release();
+    options.onFatal?.(err);
+  }
+
   const refresh = () => refreshStatus(pool, status);
   let loop: Promise<void> | null = null;
   let statusTimer: NodeJS.Timeout | null = null;
@@ -101,6 +120,19 @@ export function createOutboxRelay(options: RelayOptions) {
     },
     status: () => ({ ...status }),
     refreshStatus: refresh,
+    /**
+     * Connects and checks that the stream is this deployment's, so that a ledger started into
+     * another deployment's namespace refuses to start. Throws DeploymentConflictError for that
+     * only; NATS being away is logged and left to the relay's loop.
+     */
+    async verifyStream(): Promise<void> {
+      try {
+        await publisher.connect();
+      } catch (err) {
+        if (err instanceof DeploymentConflictError) throw err;
+        logger.warn({ err }, "outbox relay: NATS not reachable at start; the stream's owner is checked when it is");
+      }
+    },
     async stop() {
       stopping.abort();
       if (statusTimer) clearInterval(statusTimer);
@@ -158,15 +190,24 @@ function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus) {
 /** The NATS side of the relay: one connection, and a batch at a time from the outbox to it. */
 function createPublisher(options: RelayOptions, status: RelayStatus) {
   const { pool } = options;
+  const deploymentId = deploymentIdOf(pool);
   let nc: NatsConnection | null = null;
   let js: JetStreamClient | null = null;
 
+  /** Connects and makes sure the stream exists and is this deployment's; closes on failure. */
   async function ensureNats(): Promise<JetStreamClient> {
     if (js && nc && !nc.isClosed()) {
       return js;
     }
-    nc = await connectNats(options.natsUrl, "holdfast-ledger-relay", options.logger);
-    await ensureStream(nc, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
+    const id = await deploymentId();
+    const conn = await connectNats(options.natsUrl, "holdfast-ledger-relay", options.logger);
+    try {
+      await ensureStream(conn, options.stream, id, options.logger);
+    } catch (err) {
+      await conn.close().catch(() => undefined);
+      throw err;
+    }
+    nc = conn;
     js = jetstream(nc, { timeout: options.publishTimeoutMs });
     return js;
   }
@@ -187,7 +228,7 @@ function createPublisher(options: RelayOptions, status: RelayStatus) {
     // All of a batch are in flight at once; one connection keeps them in order on the server.
     await Promise.all(
       rows.map((row) => {
-        const message = encodeEvent(row);
+        const message = encodeEvent(row, options.stream.namespace);
         return client.publish(message.subject, message.body, { msgID: row.event_id, headers: message.headers });
       }),
     );
@@ -204,6 +245,7 @@ function createPublisher(options: RelayOptions, status: RelayStatus) {
 
   return {
     publishBatch,
+    connect: ensureNats,
     async close(): Promise<void> {
       await nc?.close().catch(() => undefined);
     },
