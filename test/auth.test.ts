@@ -100,6 +100,23 @@ describe.each(protocols)("over %s", (protocol: Protocol) => {
     await refused(client.deposit({ walletId: w, asset: "USD", amount: 1n, idempotencyKey: key() }), Code.Unauthenticated, "UNAUTHENTICATED");
   });
 
+  it("ends an open WatchWallet stream once its key is revoked: UNAUTHENTICATED", async () => {
+    const apiKey = await s.issue("reader");
+    const stream = s.client(LedgerService, protocol, apiKey).watchWallet({ walletId: w })[Symbol.asyncIterator]();
+    expect((await stream.next()).value?.eventType).toBe("snapshot");
+    await s.client(AdminService, protocol, s.keys.admin).revokeApiKey({ keyId: keyIdOf(apiKey) });
+    const started = Date.now();
+    // The key is checked again every second here (HOLDFAST_AUTH_CACHE_MS=0, at least 1 s).
+    await refused(
+      (async () => {
+        for (;;) if ((await stream.next()).done) return;
+      })(),
+      Code.Unauthenticated,
+      "UNAUTHENTICATED",
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it("lets a reader query but refuses every command: PERMISSION_DENIED", async () => {
     const reader = s.client(LedgerService, protocol, s.keys.reader);
     const before = (await reader.getWallet({ walletId: w })).wallet?.balances;
@@ -224,8 +241,10 @@ describe("wallet-scoped keys", () => {
     otherSpend = (await writer.spend({ walletId: "unscoped_w", asset: "USD", amount: 10n, idempotencyKey: key() })).transfer!.transferId;
   });
 
-  it("may deposit, spend, reserve and capture on its own wallet", async () => {
-    expect((await scoped.deposit({ walletId: "scoped_w", asset: "USD", amount: 300n, idempotencyKey: key() })).balance?.posted).toBe(300n);
+  it("may spend, reserve and capture on its own wallet, but not deposit into it", async () => {
+    const denied = await refused(scoped.deposit({ walletId: "scoped_w", asset: "USD", amount: 300n, idempotencyKey: key() }), Code.PermissionDenied, "PERMISSION_DENIED");
+    expect(denied.field).toBe("wallet_id");
+    expect((await writer.deposit({ walletId: "scoped_w", asset: "USD", amount: 300n, idempotencyKey: key() })).balance?.posted).toBe(300n);
     expect((await scoped.spend({ walletId: "scoped_w", asset: "USD", amount: 100n, idempotencyKey: key() })).balance?.posted).toBe(200n);
     const hold = (await scoped.reserve({ walletId: "scoped_w", asset: "USD", amount: 50n, ttlSeconds: 600, idempotencyKey: key() })).hold!;
     expect((await scoped.getHold({ holdId: hold.holdId })).hold?.walletId).toBe("scoped_w");

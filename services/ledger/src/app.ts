@@ -14,6 +14,7 @@ import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
 import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.js";
+import { createRateLimiter } from "./rpc/rate-limit.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
 
@@ -23,6 +24,8 @@ const WATCH_WATCHERS_MAX = 1000;
 const WATCH_BATCH_MAX = 100;
 /** Entries in the API key cache. */
 const AUTH_CACHE_ENTRIES_MAX = 10_000;
+/** Rate-limit buckets kept of each kind (keys, tenants); idle full ones are dropped first. */
+const RATE_LIMIT_BUCKETS_MAX = 100_000;
 /** Outbox relay bounds; see createOutboxRelay. */
 const RELAY_BATCH_MAX = 256;
 const RELAY_IDLE_MS = 20;
@@ -115,7 +118,15 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       isServing: () => serving,
       clock,
     }),
-    interceptors: createInterceptors(verifier, logger),
+    interceptors: createInterceptors(verifier, logger, {
+      authCacheMs: config.authCacheMs,
+      limiter: createRateLimiter({
+        key: config.rateLimitKey,
+        tenant: config.rateLimitTenant,
+        tenantStreamsMax: config.tenantStreamsMax,
+        bucketsMax: RATE_LIMIT_BUCKETS_MAX,
+      }),
+    }),
     host: config.host,
     port: config.port,
     corsOrigins: [...config.corsOrigins],
@@ -150,6 +161,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       retention.stop();
       await server.drain();
       await relay?.stop();
+      await verifier.close();
       await pool.end();
     },
   };

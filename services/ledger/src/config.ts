@@ -12,7 +12,12 @@
  * | `HOLDFAST_DEFAULT_TIMEOUT_MS` | `10000` | Deadline applied to unary calls that send none; at most `HOLDFAST_MAX_TIMEOUT_MS`. |
  * | `HOLDFAST_DRAIN_TIMEOUT_MS` | `15000` | How long a stopping ledger lets in-flight calls finish before closing connections. |
  * | `HOLDFAST_MAX_IN_FLIGHT` | `1024` | Most concurrent calls; calls beyond it get RESOURCE_EXHAUSTED (`OVERLOADED`). |
- * | `HOLDFAST_AUTH_CACHE_MS` | `5000` | How long a verified API key is cached; a revoked key stops working within this time. |
+ * | `HOLDFAST_AUTH_CACHE_MS` | `5000` | How long a verified API key is cached; a revoked key stops working within this time, and its open streams end within twice this time (at least 1 s). |
+ * | `HOLDFAST_RATE_LIMIT_KEY_PER_SECOND` | `1000` | Calls per second each API key may make (token bucket, per replica); `0` turns the per-key limit off. A key's own `rate_limit` (CreateApiKey) replaces it. |
+ * | `HOLDFAST_RATE_LIMIT_KEY_BURST` | twice the rate | Calls a key may make at once before the rate applies. |
+ * | `HOLDFAST_RATE_LIMIT_TENANT_PER_SECOND` | `5000` | Calls per second all keys of one tenant may make together (per replica); `0` turns the per-tenant limit off. |
+ * | `HOLDFAST_RATE_LIMIT_TENANT_BURST` | twice the rate | Calls a tenant may make at once before the rate applies. |
+ * | `HOLDFAST_TENANT_STREAMS_MAX` | `100` | Most server streams (WatchWallet) one tenant may hold open per replica. |
  * | `HOLDFAST_IDEMPOTENCY_RETENTION_HOURS` | `24` | How long idempotency records are kept; at least 24. |
  * | `HOLDFAST_DEFAULT_HOLD_TTL_SECONDS` | `300` | Hold lifetime when Reserve sends no `ttl_seconds`. |
  * | `HOLDFAST_GROUP_COMMIT` | `on` | `on` commits the queued commands of one wallet together in one transaction (group commit); `off` runs each alone. |
@@ -43,6 +48,7 @@ import {
   type ServerLimits,
   type TlsOptions,
 } from "@holdfast/common/server";
+import type { RateLimit } from "./auth/api-keys.js";
 import { readEndpointSettings, type EndpointSettings } from "@holdfast/webhooks-core/settings";
 
 const MIB = 1024 * 1024;
@@ -64,6 +70,10 @@ const GROUP_COMMIT_BATCH_MAX: IntegerSpec = { fallback: 64, min: 1, max: 1000 };
 const GROUP_COMMIT_QUEUE_MAX: IntegerSpec = { fallback: 4096, min: 1, max: 1_000_000 };
 // Long enough not to be guessed, short enough for a header; no spaces, so it is one header token.
 const METRICS_TOKEN_PATTERN = /^[\x21-\x7e]{16,256}$/;
+const RATE_LIMIT_KEY_PER_SECOND: IntegerSpec = { fallback: 1000, min: 0, max: 1_000_000 };
+const RATE_LIMIT_TENANT_PER_SECOND: IntegerSpec = { fallback: 5000, min: 0, max: 1_000_000 };
+const RATE_LIMIT_BURST_MAX = 1_000_000;
+const TENANT_STREAMS_MAX: IntegerSpec = { fallback: 100, min: 1, max: 100_000 };
 
 /** Everything the ledger process reads from its environment. */
 export interface LedgerConfig extends StreamProcessConfig, HostConfig {
@@ -89,6 +99,12 @@ export interface LedgerConfig extends StreamProcessConfig, HostConfig {
   readonly tls: TlsOptions | null;
   /** The bearer token `/metrics` wants; null serves the metrics to every caller. */
   readonly metricsToken: string | null;
+  /** Each key's token bucket unless the key has its own; null: no per-key limit (docs/security.md, "Rate limits"). */
+  readonly rateLimitKey: RateLimit | null;
+  /** Each tenant's token bucket, shared by its keys; null: no per-tenant limit. */
+  readonly rateLimitTenant: RateLimit | null;
+  /** Most server streams one tenant may hold open in this process. */
+  readonly tenantStreamsMax: number;
 }
 
 /**
@@ -117,7 +133,20 @@ export function loadLedgerConfig(env: Env = process.env): LedgerConfig {
     serverLimits: readServerLimits(env),
     tls: readTls(env),
     metricsToken: readMetricsToken(env),
+    rateLimitKey: readRateLimit(env, "HOLDFAST_RATE_LIMIT_KEY", RATE_LIMIT_KEY_PER_SECOND),
+    rateLimitTenant: readRateLimit(env, "HOLDFAST_RATE_LIMIT_TENANT", RATE_LIMIT_TENANT_PER_SECOND),
+    tenantStreamsMax: readInteger(env, "HOLDFAST_TENANT_STREAMS_MAX", TENANT_STREAMS_MAX),
   };
+}
+
+/** `<prefix>_PER_SECOND` and `<prefix>_BURST` (twice the rate by default); a rate of 0 is no limit. */
+function readRateLimit(env: Env, prefix: string, perSecondSpec: IntegerSpec): RateLimit | null {
+  const perSecond = readInteger(env, `${prefix}_PER_SECOND`, perSecondSpec);
+  if (perSecond === 0) {
+    return null;
+  }
+  const burst = readInteger(env, `${prefix}_BURST`, { fallback: Math.min(2 * perSecond, RATE_LIMIT_BURST_MAX), min: 1, max: RATE_LIMIT_BURST_MAX });
+  return { perSecond, burst };
 }
 
 /** HOLDFAST_METRICS_TOKEN, or null when unset. */

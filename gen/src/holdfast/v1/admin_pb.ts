@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/v1/admin.proto.
  */
 export const file_holdfast_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chdob2xkZmFzdC92MS9hZG1pbi5wcm90bxILaG9sZGZhc3QudjEiMgoLQ3JlZGl0TGltaXQSDQoFYXNzZXQYASABKAkSFAoMY3JlZGl0X2xpbWl0GAIgASgDIocCChNVcGRhdGVXYWxsZXRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRIuCgZzdGF0dXMYAiABKA4yGS5ob2xkZmFzdC52MS5XYWxsZXRTdGF0dXNIAIgBARIvCg1jcmVkaXRfbGltaXRzGAMgAygLMhguaG9sZGZhc3QudjEuQ3JlZGl0TGltaXQSQAoIbWV0YWRhdGEYBCADKAsyLi5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19zdGF0dXMiOwoUVXBkYXRlV2FsbGV0UmVzcG9uc2USIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0IroBCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSHwoEcm9sZRgDIAEoDjIRLmhvbGRmYXN0LnYxLlJvbGUSEQoJd2FsbGV0X2lkGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlcKE0NyZWF0ZUFwaUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIfCgRyb2xlGAIgASgOMhEuaG9sZGZhc3QudjEuUm9sZRIRCgl3YWxsZXRfaWQYAyABKAkiTAoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJAoHYXBpX2tleRgBIAEoCzITLmhvbGRmYXN0LnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiOwoSTGlzdEFwaUtleXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlUKE0xpc3RBcGlLZXlzUmVzcG9uc2USJQoIYXBpX2tleXMYASADKAsyEy5ob2xkZmFzdC52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiUKE1Jldm9rZUFwaUtleVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJIjwKFFJldm9rZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ob2xkZmFzdC52MS5BcGlLZXkqTgoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9SRUFERVIQARIPCgtST0xFX1dSSVRFUhACEg4KClJPTEVfQURNSU4QAzLfAgoMQWRtaW5TZXJ2aWNlElMKDFVwZGF0ZVdhbGxldBIgLmhvbGRmYXN0LnYxLlVwZGF0ZVdhbGxldFJlcXVlc3QaIS5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXNwb25zZRJTCgxDcmVhdGVBcGlLZXkSIC5ob2xkZmFzdC52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiEuaG9sZGZhc3QudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USUAoLTGlzdEFwaUtleXMSHy5ob2xkZmFzdC52MS5MaXN0QXBpS2V5c1JlcXVlc3QaIC5ob2xkZmFzdC52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElMKDFJldm9rZUFwaUtleRIgLmhvbGRmYXN0LnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIS5ob2xkZmFzdC52MS5SZXZva2VBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
+  fileDesc("Chdob2xkZmFzdC92MS9hZG1pbi5wcm90bxILaG9sZGZhc3QudjEiMgoLQ3JlZGl0TGltaXQSDQoFYXNzZXQYASABKAkSFAoMY3JlZGl0X2xpbWl0GAIgASgDIocCChNVcGRhdGVXYWxsZXRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRIuCgZzdGF0dXMYAiABKA4yGS5ob2xkZmFzdC52MS5XYWxsZXRTdGF0dXNIAIgBARIvCg1jcmVkaXRfbGltaXRzGAMgAygLMhguaG9sZGZhc3QudjEuQ3JlZGl0TGltaXQSQAoIbWV0YWRhdGEYBCADKAsyLi5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19zdGF0dXMiOwoUVXBkYXRlV2FsbGV0UmVzcG9uc2USIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0IsgCCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSHwoEcm9sZRgDIAEoDjIRLmhvbGRmYXN0LnYxLlJvbGUSEQoJd2FsbGV0X2lkGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoKcmF0ZV9saW1pdBgJIAEoCzIWLmhvbGRmYXN0LnYxLlJhdGVMaW1pdCI3CglSYXRlTGltaXQSGwoTcmVxdWVzdHNfcGVyX3NlY29uZBgBIAEoDRINCgVidXJzdBgCIAEoDSKzAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJEh8KBHJvbGUYAiABKA4yES5ob2xkZmFzdC52MS5Sb2xlEhEKCXdhbGxldF9pZBgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgpyYXRlX2xpbWl0GAUgASgLMhYuaG9sZGZhc3QudjEuUmF0ZUxpbWl0IkwKFENyZWF0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ob2xkZmFzdC52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIjsKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJVChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiUKCGFwaV9rZXlzGAEgAygLMhMuaG9sZGZhc3QudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChNSZXZva2VBcGlLZXlSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoCSI8ChRSZXZva2VBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuaG9sZGZhc3QudjEuQXBpS2V5Kk4KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfUkVBREVSEAESDwoLUk9MRV9XUklURVIQAhIOCgpST0xFX0FETUlOEAMy3wIKDEFkbWluU2VydmljZRJTCgxVcGRhdGVXYWxsZXQSIC5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0GiEuaG9sZGZhc3QudjEuVXBkYXRlV2FsbGV0UmVzcG9uc2USUwoMQ3JlYXRlQXBpS2V5EiAuaG9sZGZhc3QudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBohLmhvbGRmYXN0LnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElAKC0xpc3RBcGlLZXlzEh8uaG9sZGZhc3QudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiAuaG9sZGZhc3QudjEuTGlzdEFwaUtleXNSZXNwb25zZRJTCgxSZXZva2VBcGlLZXkSIC5ob2xkZmFzdC52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiEuaG9sZGZhc3QudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
 
 /**
  * @generated from message holdfast.v1.CreditLimit
@@ -137,6 +137,29 @@ export type ApiKey = Message<"holdfast.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp revoked_at = 6;
    */
   revokedAt?: Timestamp | undefined;
+
+  /**
+   * When set, the key stops working at this time (UNAUTHENTICATED), like a revoked one.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * When the key was last used, to about a minute (servers record it at most once a minute
+   * per key, in the background); unset if never used.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 8;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * The key's own request rate, in place of the server's per-key default; unset uses the
+   * default (HOLDFAST_RATE_LIMIT_KEY_PER_SECOND and _BURST).
+   *
+   * @generated from field: holdfast.v1.RateLimit rate_limit = 9;
+   */
+  rateLimit?: RateLimit | undefined;
 };
 
 /**
@@ -145,6 +168,36 @@ export type ApiKey = Message<"holdfast.v1.ApiKey"> & {
  */
 export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
   messageDesc(file_holdfast_v1_admin, 3);
+
+/**
+ * A token bucket: `burst` requests at once, refilled at `requests_per_second`. Calls beyond it
+ * get RESOURCE_EXHAUSTED (reason OVERLOADED) with `retry_after_ms` in the ErrorDetail metadata.
+ * The tenant's own bucket (HOLDFAST_RATE_LIMIT_TENANT_*) still caps all of its keys together.
+ *
+ * @generated from message holdfast.v1.RateLimit
+ */
+export type RateLimit = Message<"holdfast.v1.RateLimit"> & {
+  /**
+   * 1-1000000.
+   *
+   * @generated from field: uint32 requests_per_second = 1;
+   */
+  requestsPerSecond: number;
+
+  /**
+   * 1-1000000; 0 means the same as requests_per_second.
+   *
+   * @generated from field: uint32 burst = 2;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message holdfast.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_admin, 4);
 
 /**
  * @generated from message holdfast.v1.CreateApiKeyRequest
@@ -163,11 +216,28 @@ export type CreateApiKeyRequest = Message<"holdfast.v1.CreateApiKeyRequest"> & {
   role: Role;
 
   /**
-   * Optional single-wallet scope; not allowed with ROLE_ADMIN.
+   * Optional single-wallet scope; not allowed with ROLE_ADMIN. A wallet-scoped key may only
+   * spend, reserve, capture, release, extend holds, refund and read within its wallet (see
+   * "Who may call what" in the README): never Deposit, Transfer, CreateWallet or any admin call.
    *
    * @generated from field: string wallet_id = 3;
    */
   walletId: string;
+
+  /**
+   * Optional expiry: after this time the key is refused with UNAUTHENTICATED. Must be in the
+   * future and at most 10 years ahead.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Optional rate for this key instead of the server's per-key default.
+   *
+   * @generated from field: holdfast.v1.RateLimit rate_limit = 5;
+   */
+  rateLimit?: RateLimit | undefined;
 };
 
 /**
@@ -175,7 +245,7 @@ export type CreateApiKeyRequest = Message<"holdfast.v1.CreateApiKeyRequest"> & {
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 4);
+  messageDesc(file_holdfast_v1_admin, 5);
 
 /**
  * @generated from message holdfast.v1.CreateApiKeyResponse
@@ -199,7 +269,7 @@ export type CreateApiKeyResponse = Message<"holdfast.v1.CreateApiKeyResponse"> &
  * Use `create(CreateApiKeyResponseSchema)` to create a new message.
  */
 export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 5);
+  messageDesc(file_holdfast_v1_admin, 6);
 
 /**
  * @generated from message holdfast.v1.ListApiKeysRequest
@@ -223,7 +293,7 @@ export type ListApiKeysRequest = Message<"holdfast.v1.ListApiKeysRequest"> & {
  * Use `create(ListApiKeysRequestSchema)` to create a new message.
  */
 export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 6);
+  messageDesc(file_holdfast_v1_admin, 7);
 
 /**
  * @generated from message holdfast.v1.ListApiKeysResponse
@@ -245,7 +315,7 @@ export type ListApiKeysResponse = Message<"holdfast.v1.ListApiKeysResponse"> & {
  * Use `create(ListApiKeysResponseSchema)` to create a new message.
  */
 export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 7);
+  messageDesc(file_holdfast_v1_admin, 8);
 
 /**
  * @generated from message holdfast.v1.RevokeApiKeyRequest
@@ -262,7 +332,7 @@ export type RevokeApiKeyRequest = Message<"holdfast.v1.RevokeApiKeyRequest"> & {
  * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
  */
 export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 8);
+  messageDesc(file_holdfast_v1_admin, 9);
 
 /**
  * @generated from message holdfast.v1.RevokeApiKeyResponse
@@ -279,7 +349,7 @@ export type RevokeApiKeyResponse = Message<"holdfast.v1.RevokeApiKeyResponse"> &
  * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
  */
 export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_admin, 9);
+  messageDesc(file_holdfast_v1_admin, 10);
 
 /**
  * Role decides which RPCs a key may call.
@@ -356,7 +426,8 @@ export const AdminService: GenService<{
   },
   /**
    * RevokeApiKey disables a key for good. Servers stop accepting it within their key cache
-   * TTL (HOLDFAST_AUTH_CACHE_MS, 5 s by default).
+   * TTL (HOLDFAST_AUTH_CACHE_MS, 5 s by default), and end its open streams (WatchWallet) with
+   * UNAUTHENTICATED within twice that.
    *
    * @generated from rpc holdfast.v1.AdminService.RevokeApiKey
    */

@@ -21,7 +21,34 @@ export interface ApiKeyRecord {
   readonly walletId: string | null;
   readonly createdAt: Date;
   readonly revokedAt: Date | null;
+  /** When set, the key is refused from this time on. */
+  readonly expiresAt: Date | null;
+  /** When the key was last used, to about {@link LAST_USED_INTERVAL_MS_DEFAULT}; null if never. */
+  readonly lastUsedAt: Date | null;
+  /** The key's own token bucket; null uses the server's per-key default. */
+  readonly rateLimit: RateLimit | null;
 }
+
+/**
+ * A token bucket: `burst` calls at once, refilled at `perSecond`. A key may carry its own
+ * (CreateApiKey's `rate_limit`) in place of the server's per-key default.
+ */
+export interface RateLimit {
+  readonly perSecond: number;
+  readonly burst: number;
+}
+
+/** Bounds of a key's own rate and burst, as the database's check constraints state them. */
+export const RATE_LIMIT_VALUE_MAX = 1_000_000;
+
+/** The farthest ahead a key's expiry may be set: a typo in the year should not mean "never". */
+export const KEY_EXPIRY_MS_MAX = 10 * 366 * 24 * 3600 * 1000;
+
+/**
+ * How often a verifier writes the keys it saw used to `last_used_at`: one batched update per
+ * interval and process, off every call's path.
+ */
+export const LAST_USED_INTERVAL_MS_DEFAULT = 60_000;
 
 /** Who is calling: the result of verifying a bearer key. */
 export interface Principal {
@@ -29,6 +56,8 @@ export interface Principal {
   readonly keyId: string;
   readonly role: Role;
   readonly walletId: string | null;
+  /** The key's own rate (absent: the server's per-key default); read with the key, so free. */
+  readonly rateLimit?: RateLimit;
 }
 
 /** One page of {@link listApiKeys}; `nextPageToken` is empty on the last page. */
@@ -103,6 +132,10 @@ export interface CreateApiKeyInput {
   readonly name: string;
   readonly role: Role;
   readonly walletId?: string | undefined;
+  /** When set, the key is refused from this time on; must be in the future. */
+  readonly expiresAt?: Date | undefined;
+  /** The key's own rate in place of the server's per-key default. */
+  readonly rateLimit?: RateLimit | undefined;
 }
 
 /**
@@ -114,14 +147,16 @@ export async function createApiKey(
   input: CreateApiKeyInput,
 ): Promise<{ key: ApiKeyRecord; secret: string }> {
   const walletId = checkCreateInput(input);
+  const expiresAt = checkExpiry(input.expiresAt);
+  const rateLimit = checkRateLimit(input.rateLimit);
   const keyId = randomBytes(KEY_ID_BYTES).toString("hex");
   const secret = randomBytes(SECRET_BYTES).toString("base64url");
   try {
     const { rows } = await db.query<ApiKeyRow>({
-      text: `insert into api_keys (tenant_id, key_id, name, role, wallet_id, secret_hash)
-             values ($1, $2, $3, $4, $5, $6)
+      text: `insert into api_keys (tenant_id, key_id, name, role, wallet_id, secret_hash, expires_at, rate_per_second, rate_burst)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              returning ${API_KEY_COLUMNS}`,
-      values: [input.tenantId, keyId, input.name, input.role, walletId, hashSecret(secret)],
+      values: [input.tenantId, keyId, input.name, input.role, walletId, hashSecret(secret), expiresAt, rateLimit?.perSecond ?? null, rateLimit?.burst ?? null],
     });
     return { key: toRecord(firstRow(rows)), secret: `${API_KEY_PREFIX}${keyId}_${secret}` };
   } catch (error) {
@@ -187,18 +222,29 @@ export interface KeyVerifierOptions {
   readonly maxEntries: number;
   /** The clock, in milliseconds; tests pass their own. */
   readonly nowMs?: () => number;
+  /**
+   * How often the keys seen in use are written to `last_used_at`, in one update;
+   * {@link LAST_USED_INTERVAL_MS_DEFAULT} when absent, 0 never writes.
+   */
+  readonly lastUsedIntervalMs?: number;
 }
 
 /** Verifies bearer keys; see {@link createKeyVerifier}. */
 export interface KeyVerifier {
-  /** Resolves to the caller, or null for a malformed, unknown, revoked or wrong key. */
+  /** Resolves to the caller, or null for a malformed, unknown, revoked, expired or wrong key. */
   verify(bearer: string): Promise<Principal | null>;
+  /** Writes the pending `last_used_at` times now (a failed write keeps them for the next try). */
+  flushLastUsed(): Promise<void>;
+  /** Stops the background writer after a last flush. */
+  close(): Promise<void>;
 }
 
-/** A key as the verifier keeps it: who it is and the hash to compare secrets against. */
+/** A key as the verifier keeps it: who it is, the hash to compare secrets against, its expiry. */
 interface StoredKey {
   readonly principal: Principal;
   readonly secretHash: Buffer;
+  /** Epoch ms from which the key is refused; null never. */
+  readonly expiresAtMs: number | null;
 }
 
 interface CacheEntry {
@@ -215,11 +261,15 @@ interface CacheEntry {
  * key id that is not cached share one query.
  *
  * Consequence: a revoked key is refused within `cacheMs` (the revocation delay), not at once.
+ * An expired key is refused at once: the expiry is read with the key and compared on every call.
+ * The keys seen in use are written to `last_used_at` in the background, once per
+ * `lastUsedIntervalMs` (see {@link createLastUsedWriter}).
  */
 export function createKeyVerifier(db: Queryable, options: KeyVerifierOptions): KeyVerifier {
   checkVerifierOptions(options);
   const nowMs = options.nowMs ?? Date.now;
   const cache = new Map<string, CacheEntry>();
+  const lastUsed = createLastUsedWriter(db, options.lastUsedIntervalMs ?? LAST_USED_INTERVAL_MS_DEFAULT, options.maxEntries);
 
   function lookup(keyId: string): Promise<StoredKey | null> {
     const now = nowMs();
@@ -245,28 +295,97 @@ export function createKeyVerifier(db: Queryable, options: KeyVerifierOptions): K
       if (parsed === null) return null;
       const stored = await lookup(parsed.keyId);
       if (stored === null) return null;
-      return timingSafeEqual(hashSecret(parsed.secret), stored.secretHash) ? stored.principal : null;
+      if (!timingSafeEqual(hashSecret(parsed.secret), stored.secretHash)) return null;
+      const now = nowMs();
+      if (stored.expiresAtMs !== null && now >= stored.expiresAtMs) return null;
+      lastUsed.record(parsed.keyId, now);
+      return stored.principal;
     },
+    flushLastUsed: lastUsed.flush,
+    close: lastUsed.close,
   };
+}
+
+/**
+ * Remembers when each key was last used and writes the times in one batched update every
+ * `intervalMs`, so a key's `last_used_at` is written at most once per interval and process
+ * and no call waits for it. At most `entriesMax` keys wait between two writes; a key seen
+ * beyond that is written at the next interval it is seen in.
+ */
+function createLastUsedWriter(db: Queryable, intervalMs: number, entriesMax: number) {
+  let pending = new Map<string, number>();
+  let flushing: Promise<void> = Promise.resolve();
+  const timer = intervalMs > 0 ? setInterval(() => void flush(), intervalMs) : null;
+  timer?.unref();
+
+  function record(keyId: string, atMs: number): void {
+    if (timer === null || (pending.size >= entriesMax && !pending.has(keyId))) return;
+    pending.set(keyId, Math.max(atMs, pending.get(keyId) ?? 0));
+  }
+
+  function flush(): Promise<void> {
+    flushing = flushing.then(async () => {
+      if (pending.size === 0) return;
+      const batch = pending;
+      pending = new Map();
+      try {
+        await db.query({
+          name: "holdfast_api_key_last_used",
+          text: `update api_keys k set last_used_at = greatest(k.last_used_at, u.at)
+                 from unnest($1::text[], $2::timestamptz[]) as u(key_id, at)
+                 where k.key_id = u.key_id`,
+          values: [[...batch.keys()], [...batch.values()].map((ms) => new Date(ms))],
+        });
+      } catch {
+        // The database is away: keep the times (merged with newer ones) for the next interval.
+        for (const [keyId, atMs] of batch) record(keyId, atMs);
+      }
+    });
+    return flushing;
+  }
+
+  async function close(): Promise<void> {
+    if (timer !== null) clearInterval(timer);
+    await flush();
+  }
+
+  return { record, flush, close };
 }
 
 /** Fetches a live key by id on the hot path, hence a named prepared statement. */
 async function loadKey(db: Queryable, keyId: string): Promise<StoredKey | null> {
-  const { rows } = await db.query<{ tenant_id: string; role: Role; wallet_id: string | null; secret_hash: Buffer }>({
+  const { rows } = await db.query<VerifyRow>({
     name: "holdfast_api_key_verify",
-    text: "select tenant_id, role, wallet_id, secret_hash from api_keys where key_id = $1 and revoked_at is null",
+    text: `select tenant_id, role, wallet_id, secret_hash, expires_at, rate_per_second, rate_burst
+           from api_keys where key_id = $1 and revoked_at is null`,
     values: [keyId],
   });
   const row = rows[0];
   // A stored hash of the wrong length could never match, and timingSafeEqual would throw on it.
   if (row === undefined || row.secret_hash.length !== SECRET_HASH_BYTES) return null;
+  const rateLimit = rateLimitOf(row);
   const principal: Principal = Object.freeze({
     tenantId: row.tenant_id,
     keyId,
     role: row.role,
     walletId: row.wallet_id,
+    ...(rateLimit === null ? {} : { rateLimit }),
   });
-  return { principal, secretHash: row.secret_hash };
+  return { principal, secretHash: row.secret_hash, expiresAtMs: row.expires_at?.getTime() ?? null };
+}
+
+interface VerifyRow {
+  tenant_id: string;
+  role: Role;
+  wallet_id: string | null;
+  secret_hash: Buffer;
+  expires_at: Date | null;
+  rate_per_second: number | null;
+  rate_burst: number | null;
+}
+
+function rateLimitOf(row: { rate_per_second: number | null; rate_burst: number | null }): RateLimit | null {
+  return row.rate_per_second === null || row.rate_burst === null ? null : Object.freeze({ perSecond: row.rate_per_second, burst: row.rate_burst });
 }
 
 function evictOldest(cache: Map<string, CacheEntry>, maxEntries: number): void {
@@ -293,7 +412,8 @@ function hashSecret(secret: string): Buffer {
   return createHash("sha256").update(secret, "utf8").digest();
 }
 
-const API_KEY_COLUMNS = "key_id, tenant_id, name, role, wallet_id, created_at, revoked_at";
+const API_KEY_COLUMNS =
+  "key_id, tenant_id, name, role, wallet_id, created_at, revoked_at, expires_at, last_used_at, rate_per_second, rate_burst";
 
 interface ApiKeyRow {
   key_id: string;
@@ -303,6 +423,10 @@ interface ApiKeyRow {
   wallet_id: string | null;
   created_at: Date;
   revoked_at: Date | null;
+  expires_at: Date | null;
+  last_used_at: Date | null;
+  rate_per_second: number | null;
+  rate_burst: number | null;
 }
 
 function toRecord(row: ApiKeyRow): ApiKeyRecord {
@@ -314,6 +438,9 @@ function toRecord(row: ApiKeyRow): ApiKeyRecord {
     walletId: row.wallet_id,
     createdAt: row.created_at,
     revokedAt: row.revoked_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+    rateLimit: rateLimitOf(row),
   };
 }
 
@@ -359,6 +486,26 @@ function checkCreateInput(input: CreateApiKeyInput): string | null {
   return walletId;
 }
 
+/** An expiry must lie ahead, and not absurdly far (see {@link KEY_EXPIRY_MS_MAX}). */
+function checkExpiry(expiresAt: Date | undefined): Date | null {
+  if (expiresAt === undefined) return null;
+  const ms = expiresAt.getTime();
+  if (Number.isNaN(ms) || ms <= Date.now()) throw new InvalidFieldError("expires_at", "must be in the future");
+  if (ms > Date.now() + KEY_EXPIRY_MS_MAX) throw new InvalidFieldError("expires_at", "must be at most 10 years ahead");
+  return expiresAt;
+}
+
+/** A key's own rate: both values whole numbers from 1 to {@link RATE_LIMIT_VALUE_MAX}. */
+function checkRateLimit(rateLimit: RateLimit | undefined): RateLimit | null {
+  if (rateLimit === undefined) return null;
+  for (const [field, value] of [["rate_limit.requests_per_second", rateLimit.perSecond], ["rate_limit.burst", rateLimit.burst]] as const) {
+    if (!Number.isInteger(value) || value < 1 || value > RATE_LIMIT_VALUE_MAX) {
+      throw new InvalidFieldError(field, `must be an integer from 1 to ${RATE_LIMIT_VALUE_MAX}`);
+    }
+  }
+  return rateLimit;
+}
+
 function checkTenantId(tenantId: string): void {
   if (!isUuid(tenantId)) throw new InvalidFieldError("tenant_id", "must be a UUID");
 }
@@ -377,5 +524,9 @@ function checkVerifierOptions(options: KeyVerifierOptions): void {
   }
   if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
     throw new RangeError("maxEntries must be an integer >= 1");
+  }
+  const lastUsedIntervalMs = options.lastUsedIntervalMs ?? LAST_USED_INTERVAL_MS_DEFAULT;
+  if (!Number.isInteger(lastUsedIntervalMs) || lastUsedIntervalMs < 0) {
+    throw new RangeError("lastUsedIntervalMs must be an integer >= 0");
   }
 }

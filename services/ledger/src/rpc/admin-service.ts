@@ -1,9 +1,9 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
 import { InvalidFieldError, NotFoundError } from "@holdfast/common/errors";
-import { AdminService, Role, type ApiKeySchema } from "@holdfast/gen/holdfast/v1/admin_pb";
+import { AdminService, Role, type ApiKeySchema, type RateLimit } from "@holdfast/gen/holdfast/v1/admin_pb";
 import * as keys from "../auth/api-keys.js";
 import type { Ledger } from "../domain/ledger.js";
 import { callerOf } from "./auth.js";
@@ -28,7 +28,26 @@ function toApiKey(k: keys.ApiKeyRecord): MessageInitShape<typeof ApiKeySchema> {
     walletId: k.walletId ?? "",
     createdAt: timestampFromDate(k.createdAt),
     revokedAt: k.revokedAt ? timestampFromDate(k.revokedAt) : undefined,
+    expiresAt: k.expiresAt ? timestampFromDate(k.expiresAt) : undefined,
+    lastUsedAt: k.lastUsedAt ? timestampFromDate(k.lastUsedAt) : undefined,
+    rateLimit: k.rateLimit ? { requestsPerSecond: k.rateLimit.perSecond, burst: k.rateLimit.burst } : undefined,
   };
+}
+
+/** CreateApiKey's expiry: a valid timestamp, or none. The key store checks that it lies ahead. */
+function expiresAt(value: Timestamp | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  const date = timestampDate(value);
+  if (Number.isNaN(date.getTime()) || value.nanos < 0 || value.nanos > 999_999_999) {
+    throw new InvalidFieldError("expires_at", "must be a valid timestamp");
+  }
+  return date;
+}
+
+/** CreateApiKey's own rate: a burst of 0 means one second's worth. The key store checks the bounds. */
+function rateLimit(value: RateLimit | undefined): keys.RateLimit | undefined {
+  if (value === undefined) return undefined;
+  return { perSecond: value.requestsPerSecond, burst: value.burst === 0 ? value.requestsPerSecond : value.burst };
 }
 
 /**
@@ -59,7 +78,8 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
         throw new InvalidFieldError("wallet_id", "an admin key cannot be limited to one wallet");
       }
       const name = v.label(req.name, "name", 128);
-      const created = await keys.createApiKey(pool, { tenantId, name, role, walletId });
+      const input = { tenantId, name, role, walletId, expiresAt: expiresAt(req.expiresAt), rateLimit: rateLimit(req.rateLimit) };
+      const created = await keys.createApiKey(pool, input);
       return { apiKey: toApiKey(created.key), secret: created.secret };
     },
 

@@ -1,11 +1,16 @@
-import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import { PermissionDeniedError, UnauthenticatedError } from "@holdfast/common/errors";
+import { createContextKey, type HandlerContext, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { UnauthenticatedError } from "@holdfast/common/errors";
 import type { Principal } from "../auth/api-keys.js";
 import type { Caller } from "../domain/types.js";
+import type { RateLimiter } from "./rate-limit.js";
+import { authorizeCall, authorizeRequest, type MethodRule } from "./scope.js";
+import { endWhenRevoked, guardKey, KEY_RECHECK_INTERVAL_MS_MIN } from "./stream-guard.js";
 
 /**
- * Authentication and authorization for every RPC: `authorization: Bearer <api key>`, a role
- * check per method, and the principal handed to handlers through the context values.
+ * Authentication and authorization for every RPC: `authorization: Bearer <api key>`, the role
+ * and wallet-scope rules of scope.ts, the rate limits of rate-limit.ts, and the principal
+ * handed to handlers through the context values. Server streams keep being checked while they
+ * run: a revoked or expired key ends its open streams.
  */
 
 export type Role = Principal["role"];
@@ -16,27 +21,19 @@ export const PRINCIPAL_KEY = createContextKey<Principal | null>(null, { descript
 /** Services callable without a key: health probes must work without credentials. */
 const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
 
-/** LedgerService methods that only read. Every other ledger method needs the writer role. */
-const READER_METHODS = new Set(["GetWallet", "ListTransfers", "GetHold", "ListHolds", "WatchWallet"]);
-
-/** RateCardService methods that only read. PutRateCard, like all administration, needs the admin role. */
-const RATE_CARD_READER_METHODS = new Set(["GetRateCard", "ListRateCards", "QuoteUsage"]);
-
-const ROLE_RANK: Record<Role, number> = { reader: 1, writer: 2, admin: 3 };
-
-/** The role a method needs. Anything outside LedgerService is administration, except rate-card reads. */
-export function requiredRole(serviceName: string, methodName: string): Role {
-  if (serviceName === "holdfast.v1.RateCardService") {
-    return RATE_CARD_READER_METHODS.has(methodName) ? "reader" : "admin";
-  }
-  if (serviceName !== "holdfast.v1.LedgerService") {
-    return "admin";
-  }
-  return READER_METHODS.has(methodName) ? "reader" : "writer";
-}
-
 export interface KeyVerifier {
   verify(bearer: string): Promise<Principal | null>;
+}
+
+/** What the auth interceptor needs besides the verifier. */
+export interface AuthOptions {
+  /** Rate limits per key and tenant, and the tenant's stream cap; none when absent. */
+  readonly limiter?: RateLimiter | undefined;
+  /**
+   * The key cache time (HOLDFAST_AUTH_CACHE_MS): a stream's key is checked again this often,
+   * but not more often than {@link KEY_RECHECK_INTERVAL_MS_MIN}.
+   */
+  readonly authCacheMs?: number | undefined;
 }
 
 /**
@@ -51,29 +48,66 @@ export async function authenticateBearer(verifier: KeyVerifier, authorization: s
   }
   const principal = await verifier.verify(match[1]!);
   if (!principal) {
-    throw new UnauthenticatedError("unknown or revoked API key");
+    throw new UnauthenticatedError("unknown, revoked or expired API key");
   }
   return principal;
 }
 
 /**
- * Checks the bearer key and the method's role before any handler runs. Its refusals are plain
- * errors like every other; the routes' error interceptor, which runs outside it, answers them.
+ * Checks the bearer key, the method's rule (role, wallet scope) and the rate limits before any
+ * handler runs. Its refusals are plain errors like every other; the routes' error interceptor,
+ * which runs outside it, answers them.
  */
-export function createAuthInterceptor(verifier: KeyVerifier): Interceptor {
+export function createAuthInterceptor(verifier: KeyVerifier, options: AuthOptions = {}): Interceptor {
+  const recheckIntervalMs = Math.max(options.authCacheMs ?? 0, KEY_RECHECK_INTERVAL_MS_MIN);
   return (next) => async (req) => {
     if (PUBLIC_SERVICES.has(req.service.typeName)) {
       return next(req);
     }
     // The server's check before the body (app.ts) may already have stored the principal.
     const principal = req.contextValues.get(PRINCIPAL_KEY) ?? (await authenticateBearer(verifier, req.header.get("authorization")));
-    const needed = requiredRole(req.service.typeName, req.method.name);
-    if (ROLE_RANK[principal.role] < ROLE_RANK[needed]) {
-      throw new PermissionDeniedError(`${req.method.name} needs the ${needed} role`);
-    }
+    const rule = authorizeCall(principal, req.service.typeName, req.method.name);
+    options.limiter?.take(principal);
     req.contextValues.set(PRINCIPAL_KEY, principal);
-    return next(req);
+    if (!req.stream) {
+      authorizeRequest(principal, rule, req.message);
+      return next(req);
+    }
+    const closeStream = options.limiter?.openStream(principal.tenantId);
+    if (closeStream !== undefined) {
+      onAbort(req.signal, closeStream);
+    }
+    const check = async () => (await verifier.verify(bearerOf(req.header.get("authorization")))) !== null;
+    const revoked = guardKey({ check, intervalMs: recheckIntervalMs, callSignal: req.signal });
+    const res = (await next({
+      ...req,
+      message: checkEach(req.message, principal, rule),
+      signal: AbortSignal.any([req.signal, revoked]),
+    })) as StreamResponse;
+    return { ...res, message: endWhenRevoked(res.message, revoked) };
   };
+}
+
+/** Checks every request message of a stream against the key's wallet scope as it is read. */
+async function* checkEach<T extends object>(messages: AsyncIterable<T>, principal: Principal, rule: MethodRule): AsyncGenerator<T> {
+  for await (const message of messages) {
+    authorizeRequest(principal, rule, message);
+    yield message;
+  }
+}
+
+/** The key of an `authorization: Bearer <key>` header; "" (never valid) when there is none. */
+function bearerOf(authorization: string | null): string {
+  return /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1] ?? "";
+}
+
+/** Calls the listener once the signal aborts, at once if it already has. */
+function onAbort(signal: AbortSignal, listener: () => void): void {
+  if (signal.aborted) {
+    listener();
+  } else {
+    signal.addEventListener("abort", listener, { once: true });
+  }
 }
 
 /** The caller of a handler: its tenant and wallet scope. */
@@ -84,11 +118,4 @@ export function callerOf(ctx: HandlerContext): Caller {
     throw new Error("callerOf: no principal in context; is the auth interceptor installed?");
   }
   return { tenantId: principal.tenantId, scopeWalletId: principal.walletId };
-}
-
-/** Refuses a wallet outside the key's single-wallet scope. */
-export function checkScope(caller: Caller, walletId: string, field: string): void {
-  if (caller.scopeWalletId !== null && caller.scopeWalletId !== walletId) {
-    throw new PermissionDeniedError(`${field}: this API key is limited to another wallet`, field);
-  }
 }

@@ -4,7 +4,7 @@ import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 import type { Ledger } from "../domain/ledger.js";
 import type { Caller, DepositInput } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
-import { callerOf, checkScope } from "./auth.js";
+import { callerOf } from "./auth.js";
 import { fromHoldStatus, toBalance, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
 import * as v from "./validate.js";
 
@@ -18,8 +18,9 @@ type Handlers = ServiceImpl<typeof LedgerService>;
 
 /**
  * LedgerService handlers: validate, call the ledger core, map the outcome. They hold no logic
- * of their own beyond the wallet-scope check of scoped API keys. What they throw (invalid
- * fields, refusals, not found) is answered by the routes' error interceptor.
+ * of their own: who may call what, wallet scope included, is decided before they run (the auth
+ * interceptor applies scope.ts). What they throw (invalid fields, refusals, not found) is
+ * answered by the routes' error interceptor.
  */
 export function ledgerService(options: LedgerServiceOptions): Handlers {
   return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options) };
@@ -29,14 +30,12 @@ export function ledgerService(options: LedgerServiceOptions): Handlers {
 function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "deposit" | "spend" | "refund" | "transfer"> {
   return {
     async deposit(req, ctx) {
-      const caller = callerOf(ctx);
-      const r = unwrap(await ledger.deposit(caller, walletAmountInput(caller, req)));
+      const r = unwrap(await ledger.deposit(callerOf(ctx), walletAmountInput(req)));
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
     async spend(req, ctx) {
-      const caller = callerOf(ctx);
-      const r = unwrap(await ledger.spend(caller, walletAmountInput(caller, req)));
+      const r = unwrap(await ledger.spend(callerOf(ctx), walletAmountInput(req)));
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
@@ -52,7 +51,6 @@ function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "depo
     },
 
     async transfer(req, ctx) {
-      const caller = callerOf(ctx);
       const input = {
         fromWalletId: v.walletId(req.fromWalletId, "from_wallet_id"),
         toWalletId: v.walletId(req.toWalletId, "to_wallet_id"),
@@ -64,8 +62,7 @@ function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "depo
       if (input.fromWalletId === input.toWalletId) {
         throw new InvalidFieldError("to_wallet_id", "must differ from from_wallet_id");
       }
-      checkScope(caller, input.fromWalletId, "from_wallet_id");
-      const r = unwrap(await ledger.transfer(caller, input));
+      const r = unwrap(await ledger.transfer(callerOf(ctx), input));
       const balances = { fromBalance: toBalance(r.fromBalance), toBalance: toBalance(r.toBalance) };
       return { transfer: toTransfer(r.transfer), ...balances, replayed: r.replayed };
     },
@@ -78,7 +75,7 @@ function holdHandlers({ ledger, defaultHoldTtlSeconds }: LedgerServiceOptions): 
     async reserve(req, ctx) {
       const caller = callerOf(ctx);
       const input = {
-        ...walletAmountInput(caller, req),
+        ...walletAmountInput(req),
         holdId: v.optionalHoldId(req.holdId),
         ttlSeconds: v.ttlSeconds(req.ttlSeconds, defaultHoldTtlSeconds),
       };
@@ -123,14 +120,13 @@ function walletHandlers({
   return {
     async createWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = scopedWalletId(caller, req.walletId);
-      const r = unwrap(await ledger.createWallet(caller, walletId, v.metadata(req.metadata)));
+      const r = unwrap(await ledger.createWallet(caller, v.walletId(req.walletId), v.metadata(req.metadata)));
       return { wallet: toWallet(r.wallet) };
     },
 
     async getWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const wallet = await existingWallet(ledger, caller, scopedWalletId(caller, req.walletId));
+      const wallet = await existingWallet(ledger, caller, v.walletId(req.walletId));
       return { wallet: toWallet(wallet) };
     },
 
@@ -144,7 +140,7 @@ function walletHandlers({
 
     async listTransfers(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = scopedWalletId(caller, req.walletId);
+      const walletId = v.walletId(req.walletId);
       const asset = req.asset === "" ? "" : v.asset(req.asset);
       const page = await ledger.listTransfers(caller, walletId, asset, v.pageSize(req.pageSize), req.pageToken);
       return { transfers: page.items.map(toTransfer), nextPageToken: page.nextPageToken };
@@ -152,7 +148,7 @@ function walletHandlers({
 
     async listHolds(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = scopedWalletId(caller, req.walletId);
+      const walletId = v.walletId(req.walletId);
       const status = fromHoldStatus(req.status);
       const page = await ledger.listHolds(caller, walletId, status, v.pageSize(req.pageSize), req.pageToken);
       return { holds: page.items.map(toHold), nextPageToken: page.nextPageToken };
@@ -160,7 +156,7 @@ function walletHandlers({
 
     async *watchWallet(req, ctx) {
       const caller = callerOf(ctx);
-      const walletId = scopedWalletId(caller, req.walletId);
+      const walletId = v.walletId(req.walletId);
       const wallet = await existingWallet(ledger, caller, walletId);
       for (const balance of wallet.balances) {
         yield { walletId, balance: toBalance(balance), sequence: wallet.eventSeq, eventType: "snapshot" };
@@ -172,9 +168,8 @@ function walletHandlers({
   };
 }
 
-/** The fields Deposit, Spend and Reserve share, validated and checked against the key's scope. */
+/** The fields Deposit, Spend and Reserve share, validated. */
 function walletAmountInput(
-  caller: Caller,
   req: { walletId: string; asset: string; amount: bigint; idempotencyKey: string; metadata: Record<string, string> },
 ): DepositInput {
   const input = {
@@ -184,15 +179,7 @@ function walletAmountInput(
     idempotencyKey: v.idempotencyKey(req.idempotencyKey),
     metadata: v.metadata(req.metadata),
   };
-  checkScope(caller, input.walletId, "wallet_id");
   return input;
-}
-
-/** A request's wallet_id, validated and checked against the key's scope. */
-function scopedWalletId(caller: Caller, walletId: string): string {
-  const checked = v.walletId(walletId);
-  checkScope(caller, checked, "wallet_id");
-  return checked;
 }
 
 async function existingWallet(ledger: Ledger, caller: Caller, walletId: string) {

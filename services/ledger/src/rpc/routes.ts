@@ -9,7 +9,7 @@ import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 import type { Ledger } from "../domain/ledger.js";
 import type { WalletFeed } from "../watch.js";
 import { adminService } from "./admin-service.js";
-import { createAuthInterceptor, type KeyVerifier } from "./auth.js";
+import { createAuthInterceptor, type AuthOptions, type KeyVerifier } from "./auth.js";
 import { ledgerService } from "./ledger-service.js";
 import { RateCardService, rateCardService } from "./rate-card-service.js";
 import { WebhookService, webhookService, type WebhookServiceSettings } from "./webhook-service.js";
@@ -38,10 +38,11 @@ export function createRoutes(deps: RouteDeps): (router: ConnectRouter) => void {
 
 /**
  * The interceptors every route runs behind, outermost first: error mapping, then
- * authentication, whose refusals the error mapping answers like any other error.
+ * authentication (with authorization and rate limits), whose refusals the error mapping
+ * answers like any other error.
  */
-export function createInterceptors(verifier: KeyVerifier, logger: Logger): Interceptor[] {
-  return [createErrorInterceptor(logger), createAuthInterceptor(verifier)];
+export function createInterceptors(verifier: KeyVerifier, logger: Logger, auth: AuthOptions = {}): Interceptor[] {
+  return [createErrorInterceptor(logger), createAuthInterceptor(verifier, auth)];
 }
 
 /**
