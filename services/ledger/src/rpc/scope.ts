@@ -67,6 +67,7 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   [`${ADMIN}/CreateApiKey`]: { role: "admin", scoped: ADMINISTRATION },
   [`${ADMIN}/ListApiKeys`]: { role: "admin", scoped: ADMINISTRATION },
   [`${ADMIN}/RevokeApiKey`]: { role: "admin", scoped: ADMINISTRATION },
+  [`${ADMIN}/ListAuditLog`]: { role: "admin", scoped: ADMINISTRATION },
   [`${WEBHOOKS}/CreateEndpoint`]: { role: "admin", scoped: ADMINISTRATION },
   [`${WEBHOOKS}/ListEndpoints`]: { role: "admin", scoped: ADMINISTRATION },
   [`${WEBHOOKS}/UpdateEndpoint`]: { role: "admin", scoped: ADMINISTRATION },
