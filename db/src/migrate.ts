@@ -188,3 +188,56 @@ function verifyApplied(applied: readonly AppliedMigration[], files: readonly Mig
     }
   }
 }
+
+/**
+ * Whether the connected role may apply migrations: it owns `schema_migrations` (or is a member
+ * of the role that does, or a superuser), or, on a database never migrated, it may create
+ * objects in the current schema. The processes connect as the runtime role, which may not: it
+ * must never own the tables, or it could alter or disable the journal's triggers.
+ */
+export async function mayMigrate(pool: Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ may: boolean }>(`
+    select case when to_regclass('schema_migrations') is null
+                then has_schema_privilege(current_schema(), 'CREATE')
+                else pg_has_role((select relowner from pg_class where oid = to_regclass('schema_migrations')), 'USAGE')
+           end as may`);
+  return rows[0]?.may === true;
+}
+
+/** The migration files in `dir` that the database has not applied yet, oldest first. */
+export async function pendingMigrations(pool: Pool, dir: string = defaultMigrationsDir()): Promise<string[]> {
+  const files = await readMigrationFiles(dir);
+  const applied = pool.query<AppliedMigration>("select version, name, checksum from schema_migrations order by version");
+  const { rows } = await applied.catch((error: unknown) => {
+    // undefined_table: nothing was ever applied.
+    if ((error as { code?: unknown }).code === "42P01") return { rows: [] as AppliedMigration[] };
+    throw error;
+  });
+  verifyApplied(rows, files);
+  return files.slice(rows.length).map((file) => file.name);
+}
+
+/**
+ * What a process does at start: migrate when its role may (development, where one URL serves
+ * both), and otherwise only check that nothing is pending. A runtime role facing pending
+ * migrations refuses to start, naming the first one, rather than run code against an older
+ * schema.
+ */
+export async function migrateIfPermitted(
+  pool: Pool,
+  logger?: Logger,
+  dir: string = defaultMigrationsDir(),
+): Promise<{ applied: string[]; permitted: boolean }> {
+  if (await mayMigrate(pool)) {
+    return { ...(await migrate(pool, logger, dir)), permitted: true };
+  }
+  const pending = await pendingMigrations(pool, dir);
+  if (pending.length > 0) {
+    throw new MigrationError(
+      `${pending.length} migration(s) pending, first ${pending[0]}, and this database role may not apply them: ` +
+        "run `holdfast migrate` with the owner's URL (HOLDFAST_MIGRATE_DATABASE_URL) first",
+    );
+  }
+  logger?.info("database is up to date; migrations are the owner role's job");
+  return { applied: [], permitted: false };
+}

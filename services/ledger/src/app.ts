@@ -8,11 +8,12 @@ import { toConnectError } from "@holdfast/common/errors";
 import { createServer, type Authenticate } from "@holdfast/common/server";
 import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
-import { migrate } from "@holdfast/db/migrate";
+import { migrateIfPermitted } from "@holdfast/db/migrate";
 import { commandMetricsInterceptor, registerLedgerMetrics } from "./metrics.js";
 import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
+import { startChainCheckpoints } from "./chain-checkpoints.js";
 import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.js";
 import { createRateLimiter } from "./rpc/rate-limit.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
@@ -40,7 +41,10 @@ export interface LedgerAppOptions {
   /** Defaults to the system clock; tests pass a manual one. */
   clock?: Clock;
   newId?: IdGenerator;
-  /** Run migrations before serving (on by default; safe with several replicas). */
+  /**
+   * Run migrations before serving when the database role may (on by default; safe with several
+   * replicas). The runtime role may not: it only checks that none is pending.
+   */
   migrate?: boolean;
   /** Run the outbox relay (on by default). */
   relay?: boolean;
@@ -78,7 +82,8 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const clock = options.clock ?? systemClock;
   const pool = createPool(config, logger, { applicationName: "holdfast-ledger" });
   if (options.migrate ?? true) {
-    await migrate(pool, logger);
+    // Only a role that owns the schema migrates; the runtime role checks that none is pending.
+    await migrateIfPermitted(pool, logger);
   }
   const ledger = createLedger({
     pool,
@@ -148,6 +153,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const address = await server.listen();
   relay?.start();
   const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
+  const checkpoints = startChainCheckpoints({ pool, logger });
   return {
     address,
     url: `${config.tls ? "https" : "http"}://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
@@ -159,6 +165,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     async stop() {
       serving = false;
       retention.stop();
+      checkpoints.stop();
       await server.drain();
       await relay?.stop();
       await verifier.close();

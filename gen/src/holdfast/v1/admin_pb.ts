@@ -7,16 +7,16 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Wallet, WalletStatus } from "./types_pb.js";
 import { file_holdfast_v1_types } from "./types_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file holdfast/v1/admin.proto.
  */
 export const file_holdfast_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chdob2xkZmFzdC92MS9hZG1pbi5wcm90bxILaG9sZGZhc3QudjEiMgoLQ3JlZGl0TGltaXQSDQoFYXNzZXQYASABKAkSFAoMY3JlZGl0X2xpbWl0GAIgASgDIocCChNVcGRhdGVXYWxsZXRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRIuCgZzdGF0dXMYAiABKA4yGS5ob2xkZmFzdC52MS5XYWxsZXRTdGF0dXNIAIgBARIvCg1jcmVkaXRfbGltaXRzGAMgAygLMhguaG9sZGZhc3QudjEuQ3JlZGl0TGltaXQSQAoIbWV0YWRhdGEYBCADKAsyLi5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19zdGF0dXMiOwoUVXBkYXRlV2FsbGV0UmVzcG9uc2USIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0IsgCCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSHwoEcm9sZRgDIAEoDjIRLmhvbGRmYXN0LnYxLlJvbGUSEQoJd2FsbGV0X2lkGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoKcmF0ZV9saW1pdBgJIAEoCzIWLmhvbGRmYXN0LnYxLlJhdGVMaW1pdCI3CglSYXRlTGltaXQSGwoTcmVxdWVzdHNfcGVyX3NlY29uZBgBIAEoDRINCgVidXJzdBgCIAEoDSKzAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJEh8KBHJvbGUYAiABKA4yES5ob2xkZmFzdC52MS5Sb2xlEhEKCXdhbGxldF9pZBgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgpyYXRlX2xpbWl0GAUgASgLMhYuaG9sZGZhc3QudjEuUmF0ZUxpbWl0IkwKFENyZWF0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ob2xkZmFzdC52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIjsKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJVChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiUKCGFwaV9rZXlzGAEgAygLMhMuaG9sZGZhc3QudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChNSZXZva2VBcGlLZXlSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoCSI8ChRSZXZva2VBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuaG9sZGZhc3QudjEuQXBpS2V5Kk4KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfUkVBREVSEAESDwoLUk9MRV9XUklURVIQAhIOCgpST0xFX0FETUlOEAMy3wIKDEFkbWluU2VydmljZRJTCgxVcGRhdGVXYWxsZXQSIC5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0GiEuaG9sZGZhc3QudjEuVXBkYXRlV2FsbGV0UmVzcG9uc2USUwoMQ3JlYXRlQXBpS2V5EiAuaG9sZGZhc3QudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBohLmhvbGRmYXN0LnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElAKC0xpc3RBcGlLZXlzEh8uaG9sZGZhc3QudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiAuaG9sZGZhc3QudjEuTGlzdEFwaUtleXNSZXNwb25zZRJTCgxSZXZva2VBcGlLZXkSIC5ob2xkZmFzdC52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiEuaG9sZGZhc3QudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
+  fileDesc("Chdob2xkZmFzdC92MS9hZG1pbi5wcm90bxILaG9sZGZhc3QudjEiMgoLQ3JlZGl0TGltaXQSDQoFYXNzZXQYASABKAkSFAoMY3JlZGl0X2xpbWl0GAIgASgDIocCChNVcGRhdGVXYWxsZXRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRIuCgZzdGF0dXMYAiABKA4yGS5ob2xkZmFzdC52MS5XYWxsZXRTdGF0dXNIAIgBARIvCg1jcmVkaXRfbGltaXRzGAMgAygLMhguaG9sZGZhc3QudjEuQ3JlZGl0TGltaXQSQAoIbWV0YWRhdGEYBCADKAsyLi5ob2xkZmFzdC52MS5VcGRhdGVXYWxsZXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19zdGF0dXMiOwoUVXBkYXRlV2FsbGV0UmVzcG9uc2USIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0IsgCCgZBcGlLZXkSDgoGa2V5X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSHwoEcm9sZRgDIAEoDjIRLmhvbGRmYXN0LnYxLlJvbGUSEQoJd2FsbGV0X2lkGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoKcmF0ZV9saW1pdBgJIAEoCzIWLmhvbGRmYXN0LnYxLlJhdGVMaW1pdCI3CglSYXRlTGltaXQSGwoTcmVxdWVzdHNfcGVyX3NlY29uZBgBIAEoDRINCgVidXJzdBgCIAEoDSKzAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJEh8KBHJvbGUYAiABKA4yES5ob2xkZmFzdC52MS5Sb2xlEhEKCXdhbGxldF9pZBgDIAEoCRIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgpyYXRlX2xpbWl0GAUgASgLMhYuaG9sZGZhc3QudjEuUmF0ZUxpbWl0IkwKFENyZWF0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ob2xkZmFzdC52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIjsKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJVChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiUKCGFwaV9rZXlzGAEgAygLMhMuaG9sZGZhc3QudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChNSZXZva2VBcGlLZXlSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoCSI8ChRSZXZva2VBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuaG9sZGZhc3QudjEuQXBpS2V5IqkBCgpBdWRpdEVudHJ5EhAKCGF1ZGl0X2lkGAEgASgJEi8KC29jY3VycmVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZrZXlfaWQYAyABKAkSDgoGYWN0aW9uGAQgASgJEg4KBnRhcmdldBgFIAEoCRIoCgdkZXRhaWxzGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI8ChNMaXN0QXVkaXRMb2dSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJIlkKFExpc3RBdWRpdExvZ1Jlc3BvbnNlEigKB2VudHJpZXMYASADKAsyFy5ob2xkZmFzdC52MS5BdWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSpOCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1JFQURFUhABEg8KC1JPTEVfV1JJVEVSEAISDgoKUk9MRV9BRE1JThADMrQDCgxBZG1pblNlcnZpY2USUwoMVXBkYXRlV2FsbGV0EiAuaG9sZGZhc3QudjEuVXBkYXRlV2FsbGV0UmVxdWVzdBohLmhvbGRmYXN0LnYxLlVwZGF0ZVdhbGxldFJlc3BvbnNlElMKDENyZWF0ZUFwaUtleRIgLmhvbGRmYXN0LnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaIS5ob2xkZmFzdC52MS5DcmVhdGVBcGlLZXlSZXNwb25zZRJQCgtMaXN0QXBpS2V5cxIfLmhvbGRmYXN0LnYxLkxpc3RBcGlLZXlzUmVxdWVzdBogLmhvbGRmYXN0LnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USUwoMUmV2b2tlQXBpS2V5EiAuaG9sZGZhc3QudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBohLmhvbGRmYXN0LnYxLlJldm9rZUFwaUtleVJlc3BvbnNlElMKDExpc3RBdWRpdExvZxIgLmhvbGRmYXN0LnYxLkxpc3RBdWRpdExvZ1JlcXVlc3QaIS5ob2xkZmFzdC52MS5MaXN0QXVkaXRMb2dSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_holdfast_v1_types]);
 
 /**
  * @generated from message holdfast.v1.CreditLimit
@@ -352,6 +352,109 @@ export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@_
   messageDesc(file_holdfast_v1_admin, 10);
 
 /**
+ * One admin action.
+ *
+ * @generated from message holdfast.v1.AuditEntry
+ */
+export type AuditEntry = Message<"holdfast.v1.AuditEntry"> & {
+  /**
+   * UUIDv7: entries sort by time.
+   *
+   * @generated from field: string audit_id = 1;
+   */
+  auditId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occurred_at = 2;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * The API key that acted; empty for the command line (`holdfast key create` and friends),
+   * which acts with database credentials.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * What was done: api_key.created, api_key.revoked, wallet.updated,
+   * webhook_endpoint.created, webhook_endpoint.updated, webhook_endpoint.deleted,
+   * webhook_endpoint.secret_rotated.
+   *
+   * @generated from field: string action = 4;
+   */
+  action: string;
+
+  /**
+   * What it was done to: a key id, a wallet id or a webhook endpoint id.
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * The request's relevant fields (a new status, credit limits, a URL); never a secret.
+   *
+   * @generated from field: google.protobuf.Struct details = 6;
+   */
+  details?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.AuditEntry.
+ * Use `create(AuditEntrySchema)` to create a new message.
+ */
+export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_admin, 11);
+
+/**
+ * @generated from message holdfast.v1.ListAuditLogRequest
+ */
+export type ListAuditLogRequest = Message<"holdfast.v1.ListAuditLogRequest"> & {
+  /**
+   * 1-500; 0 means 50.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message holdfast.v1.ListAuditLogRequest.
+ * Use `create(ListAuditLogRequestSchema)` to create a new message.
+ */
+export const ListAuditLogRequestSchema: GenMessage<ListAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_admin, 12);
+
+/**
+ * @generated from message holdfast.v1.ListAuditLogResponse
+ */
+export type ListAuditLogResponse = Message<"holdfast.v1.ListAuditLogResponse"> & {
+  /**
+   * @generated from field: repeated holdfast.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message holdfast.v1.ListAuditLogResponse.
+ * Use `create(ListAuditLogResponseSchema)` to create a new message.
+ */
+export const ListAuditLogResponseSchema: GenMessage<ListAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_admin, 13);
+
+/**
  * Role decides which RPCs a key may call.
  *
  * @generated from enum holdfast.v1.Role
@@ -435,6 +538,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokeApiKeyRequestSchema;
     output: typeof RevokeApiKeyResponseSchema;
+  },
+  /**
+   * ListAuditLog pages through the tenant's admin actions, newest first: keys created and
+   * revoked, wallets updated (status, credit limits), webhook endpoints created, updated,
+   * deleted and their secrets rotated. The log is append-only.
+   *
+   * @generated from rpc holdfast.v1.AdminService.ListAuditLog
+   */
+  listAuditLog: {
+    methodKind: "unary";
+    input: typeof ListAuditLogRequestSchema;
+    output: typeof ListAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_holdfast_v1_admin, 0);

@@ -162,7 +162,7 @@ async function send(
     key,
     fingerprint: requestFingerprint(caller, command, request),
     now: ctx.clock(),
-    args: { ...args, scope_wallet_id: caller.scopeWalletId, transfer_id: ctx.newId() },
+    args: { ...args, scope_wallet_id: caller.scopeWalletId, transfer_id: ctx.newId(), key_id: caller.keyId ?? null },
   };
   if (ctx.queue !== null && walletId !== undefined) {
     return ctx.queue.submit(`${caller.tenantId}/${walletId}`, queued);
@@ -270,6 +270,7 @@ async function updateWallet(ctx: CommandContext, caller: Caller, input: UpdateWa
     status: input.status,
     credit_limits: input.creditLimits.map((l) => ({ asset: l.asset, credit_limit: String(l.creditLimit) })),
     metadata: input.metadata,
+    key_id: caller.keyId ?? null,
   };
   try {
     const result = await ctx.pool.query<{ r: Json }>({

@@ -96,6 +96,11 @@ export type Outcome<T> = ({ ok: true; replayed: boolean } & T) | Refusal;
 export interface Caller {
   tenantId: string;
   scopeWalletId: string | null;
+  /**
+   * The API key acting, recorded on every journal row and event the call writes (key_id);
+   * absent for callers without a key (tests, the benchmark's core rows).
+   */
+  keyId?: string | null;
 }
 
 /** A JSON object as the SQL functions take and return it. */

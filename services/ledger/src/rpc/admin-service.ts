@@ -1,10 +1,12 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
 import { InvalidFieldError, NotFoundError } from "@holdfast/common/errors";
+import { inTransaction } from "@holdfast/common/pg";
 import { AdminService, Role, type ApiKeySchema, type RateLimit } from "@holdfast/gen/holdfast/v1/admin_pb";
 import * as keys from "../auth/api-keys.js";
+import { listAuditLog, recordAudit } from "../audit-log.js";
 import type { Ledger } from "../domain/ledger.js";
 import { callerOf } from "./auth.js";
 import { fromWalletStatus, toWallet, unwrap } from "./convert.js";
@@ -66,12 +68,24 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
         })),
         metadata: v.metadata(req.metadata),
       };
-      const r = unwrap(await ledger.updateWallet(callerOf(ctx), input));
+      const caller = callerOf(ctx);
+      const r = unwrap(await ledger.updateWallet(caller, input));
+      await recordAudit(pool, {
+        tenantId: caller.tenantId,
+        keyId: caller.keyId ?? null,
+        action: "wallet.updated",
+        target: input.walletId,
+        details: {
+          status: input.status,
+          credit_limits: input.creditLimits.map((l) => ({ asset: l.asset, credit_limit: String(l.creditLimit) })),
+          metadata: input.metadata,
+        },
+      });
       return { wallet: toWallet(r.wallet) };
     },
 
     async createApiKey(req, ctx) {
-      const { tenantId } = callerOf(ctx);
+      const { tenantId, keyId } = callerOf(ctx);
       const role = fromRole(req.role);
       const walletId = req.walletId === "" ? undefined : v.walletId(req.walletId);
       if (role === "admin" && walletId !== undefined) {
@@ -79,7 +93,13 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
       }
       const name = v.label(req.name, "name", 128);
       const input = { tenantId, name, role, walletId, expiresAt: expiresAt(req.expiresAt), rateLimit: rateLimit(req.rateLimit) };
-      const created = await keys.createApiKey(pool, input);
+      // The key and its audit entry commit together.
+      const created = await inTransaction(pool, async (client) => {
+        const made = await keys.createApiKey(client, input);
+        const details = { name, role, wallet_id: walletId ?? null, expires_at: input.expiresAt?.toISOString() ?? null };
+        await recordAudit(client, { tenantId, keyId: keyId ?? null, action: "api_key.created", target: made.key.keyId, details });
+        return made;
+      });
       return { apiKey: toApiKey(created.key), secret: created.secret };
     },
 
@@ -90,15 +110,38 @@ export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }
     },
 
     async revokeApiKey(req, ctx) {
-      const { tenantId } = callerOf(ctx);
+      const caller = callerOf(ctx);
       if (req.keyId === "") {
         throw new InvalidFieldError("key_id", "is required");
       }
-      const revoked = await keys.revokeApiKey(pool, tenantId, req.keyId);
+      const revoked = await inTransaction(pool, async (client) => {
+        const record = await keys.revokeApiKey(client, caller.tenantId, req.keyId);
+        if (record !== null) {
+          const entry = { tenantId: caller.tenantId, keyId: caller.keyId ?? null, target: record.keyId };
+          await recordAudit(client, { ...entry, action: "api_key.revoked" });
+        }
+        return record;
+      });
       if (!revoked) {
         throw new NotFoundError("API_KEY_NOT_FOUND", "API key not found");
       }
       return { apiKey: toApiKey(revoked) };
+    },
+
+    async listAuditLog(req, ctx) {
+      const { tenantId } = callerOf(ctx);
+      const page = await listAuditLog(pool, tenantId, { pageSize: v.pageSize(req.pageSize), pageToken: req.pageToken });
+      return {
+        entries: page.entries.map((e) => ({
+          auditId: e.auditId,
+          occurredAt: timestampFromDate(e.occurredAt),
+          keyId: e.keyId ?? "",
+          action: e.action,
+          target: e.target,
+          details: e.details as JsonObject,
+        })),
+        nextPageToken: page.nextPageToken,
+      };
     },
   };
 }

@@ -117,5 +117,5 @@ export function callerOf(ctx: HandlerContext): Caller {
     // Every non-public route runs behind the auth interceptor; reaching here is a wiring bug.
     throw new Error("callerOf: no principal in context; is the auth interceptor installed?");
   }
-  return { tenantId: principal.tenantId, scopeWalletId: principal.walletId };
+  return { tenantId: principal.tenantId, scopeWalletId: principal.walletId, keyId: principal.keyId };
 }

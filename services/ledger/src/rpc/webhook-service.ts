@@ -5,6 +5,7 @@ import type pg from "pg";
 import { InvalidFieldError } from "@holdfast/common/errors";
 import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
 import { DeliveryStatus, WebhookService, WebhookTestEventSchema } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { recordAudit, type AuditRecordInput } from "../audit-log.js";
 import { callerOf } from "./auth.js";
 import * as v from "./validate.js";
 import { toDelivery, toEndpoint } from "@holdfast/webhooks-core/convert";
@@ -82,7 +83,7 @@ type EndpointMethods = "createEndpoint" | "listEndpoints" | "updateEndpoint" | "
 function endpointHandlers({ pool, settings, newId, checkedUrl }: WebhookContext): Pick<Handlers, EndpointMethods> {
   return {
     async createEndpoint(req, ctx) {
-      const { tenantId } = callerOf(ctx);
+      const { tenantId, keyId } = callerOf(ctx);
       const url = await checkedUrl(req.url);
       const secret = newSigningSecret();
       const created = await store.createEndpoint(pool, {
@@ -93,6 +94,8 @@ function endpointHandlers({ pool, settings, newId, checkedUrl }: WebhookContext)
         description: description(req.description),
         secret,
       });
+      const details = { url: created.url, event_types: created.event_types, description: created.description };
+      await audit(pool, { tenantId, keyId, action: "webhook_endpoint.created", target: created.endpoint_id, details });
       // No other response carries the secret: this is the only time it is shown.
       return { endpoint: toEndpoint(created), secret };
     },
@@ -104,7 +107,7 @@ function endpointHandlers({ pool, settings, newId, checkedUrl }: WebhookContext)
     },
 
     async updateEndpoint(req, ctx) {
-      const { tenantId } = callerOf(ctx);
+      const { tenantId, keyId } = callerOf(ctx);
       const id = endpointId(req.endpointId);
       const patch: store.EndpointPatch = {
         url: req.url === undefined ? null : await checkedUrl(req.url),
@@ -112,23 +115,30 @@ function endpointHandlers({ pool, settings, newId, checkedUrl }: WebhookContext)
         description: req.description === undefined ? null : description(req.description),
         enabled: req.enabled ?? null,
       };
-      return { endpoint: toEndpoint(await store.updateEndpoint(pool, tenantId, id, patch)) };
+      const updated = await store.updateEndpoint(pool, tenantId, id, patch);
+      const details = { url: patch.url, event_types: patch.eventTypes, description: patch.description, enabled: patch.enabled };
+      await audit(pool, { tenantId, keyId, action: "webhook_endpoint.updated", target: id, details });
+      return { endpoint: toEndpoint(updated) };
     },
 
     async deleteEndpoint(req, ctx) {
-      const { tenantId } = callerOf(ctx);
-      await store.deleteEndpoint(pool, tenantId, endpointId(req.endpointId));
+      const { tenantId, keyId } = callerOf(ctx);
+      const id = endpointId(req.endpointId);
+      await store.deleteEndpoint(pool, tenantId, id);
+      await audit(pool, { tenantId, keyId, action: "webhook_endpoint.deleted", target: id });
       return {};
     },
 
     async rotateEndpointSecret(req, ctx) {
-      const { tenantId } = callerOf(ctx);
+      const { tenantId, keyId } = callerOf(ctx);
       const overlap = req.overlapSeconds ?? settings.secretOverlapSeconds;
       if (overlap > OVERLAP_SECONDS_MAX) {
         throw new InvalidFieldError("overlap_seconds", `must be at most ${OVERLAP_SECONDS_MAX}`);
       }
       const secret = newSigningSecret();
       const row = await store.rotateSecret(pool, tenantId, endpointId(req.endpointId), secret, overlap);
+      const details = { overlap_seconds: overlap };
+      await audit(pool, { tenantId, keyId, action: "webhook_endpoint.secret_rotated", target: row.endpoint_id, details });
       return { endpoint: toEndpoint(row), secret };
     },
   };
@@ -166,6 +176,14 @@ function deliveryHandlers({ pool, newId }: WebhookContext): Pick<Handlers, "list
 }
 
 const endpointId = (value: string) => v.uuid(value, "endpoint_id", "an endpoint id");
+
+/**
+ * Records an endpoint change in the audit log once it succeeded. Never the secret: rotations
+ * record only the overlap.
+ */
+function audit(pool: pg.Pool, entry: Omit<AuditRecordInput, "keyId"> & { keyId: string | null | undefined }): Promise<void> {
+  return recordAudit(pool, { ...entry, keyId: entry.keyId ?? null });
+}
 
 function eventTypes(filters: string[], field = "event_types"): string[] {
   const problem = checkEventTypeFilters(filters);
