@@ -11,6 +11,11 @@
  * A crash loses nothing either: unacknowledged messages come back after `ack_wait`, and the
  * transfer id as idempotency key turns the re-send into a no-op at the engine.
  *
+ * The consumer is named in the deployment's namespace (`<namespace>-billing-<sink>`) and
+ * records the deployment that owns it; one owned by another deployment stops the pipeline for
+ * good (`onFatal`). Usage of a tenant this database does not know is never sent: it is
+ * terminated, logged and counted (the tenant guard in @holdfast/common/deployment).
+ *
  * @module
  */
 import { setTimeout as sleep } from "node:timers/promises";
@@ -26,7 +31,16 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { backoffDelayMs } from "@holdfast/common/backoff";
-import { EVENT_SUBJECT_ROOT, EVENT_SUBJECTS_ALL } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import type { TenantGuard } from "@holdfast/common/deployment";
+import {
+  checkConsumerOwner,
+  consumerNameOf,
+  DeploymentConflictError,
+  eventSubjectRoot,
+  eventSubjectsAll,
+  ownedDescription,
+} from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import type { SinkConfig } from "./config.js";
 import { processRecords, type ProcessContext, type RecordOutcome } from "./process.js";
@@ -49,10 +63,19 @@ export interface SinkStreamOptions {
   readonly streamName: string;
   /** Whether the server takes several filter subjects per consumer (nats-server 2.10+). */
   readonly multipleFilters: boolean;
+  /** HOLDFAST_NAMESPACE: the subjects filtered on and the consumer's name are in it. */
+  readonly namespace: string;
+  /** This deployment's id, recorded on the consumer and checked against it. */
+  readonly deploymentId: string;
+  /** Sets aside usage of tenants this database does not know. */
+  readonly guard: TenantGuard;
+  /** Called when the consumer belongs to another deployment: the pipeline has stopped for good. */
+  readonly onFatal: (err: DeploymentConflictError) => void;
 }
 
-/** The durable consumer's name for a sink. */
-export const consumerName = (sink: SinkConfig): string => `holdfast-billing-${sink.name}`;
+/** The durable consumer's name for a sink: `<namespace>-billing-<sink>` (holdfast-billing-stripe). */
+export const consumerName = (sink: SinkConfig, namespace: string = NAMESPACE_DEFAULT): string =>
+  consumerNameOf(namespace, `billing-${sink.name}`);
 
 /**
  * The longest a flush may keep records in process: every attempt's request timeout plus the
@@ -65,16 +88,23 @@ export function flushBudgetMs(sink: SinkConfig): number {
 /** ack_wait: a message may wait one flush interval and one whole flush before it is worked on. */
 export const ackWaitMs = (sink: SinkConfig): number => sink.flushIntervalMs + flushBudgetMs(sink) + ACK_WAIT_SLACK_MS;
 
-/** The narrowest server-side filter: exact subjects when the server takes several. */
-export function filterFor(sink: SinkConfig, multipleFilters: boolean): Pick<ConsumerConfig, "filter_subject" | "filter_subjects"> {
+/** The narrowest server-side filter in the namespace: exact subjects when the server takes several. */
+export function filterFor(
+  sink: SinkConfig,
+  multipleFilters: boolean,
+  namespace: string = NAMESPACE_DEFAULT,
+): Pick<ConsumerConfig, "filter_subject" | "filter_subjects"> {
+  const root = eventSubjectRoot(namespace);
   const tenants = sink.tenants ?? ["*"];
-  const exact = tenants.flatMap((t) => sink.kinds.map((k) => `${EVENT_SUBJECT_ROOT}.${t}.*.${KIND_SUBJECTS[k]}`));
+  const exact = tenants.flatMap((t) => sink.kinds.map((k) => `${root}.${t}.*.${KIND_SUBJECTS[k]}`));
   if (exact.length === 1) return { filter_subject: exact[0]! };
   if (multipleFilters && exact.length <= FILTER_SUBJECTS_MAX) return { filter_subjects: exact };
-  return { filter_subject: tenants.length === 1 ? `${EVENT_SUBJECT_ROOT}.${tenants[0]}.>` : EVENT_SUBJECTS_ALL };
+  return { filter_subject: tenants.length === 1 ? `${root}.${tenants[0]}.>` : eventSubjectsAll(namespace) };
 }
 
-function consumerConfig(sink: SinkConfig, multipleFilters: boolean): Partial<ConsumerConfig> {
+type ConsumerOptions = Pick<SinkStreamOptions, "jsm" | "streamName" | "multipleFilters" | "namespace" | "deploymentId">;
+
+function consumerConfig(sink: SinkConfig, options: ConsumerOptions): Partial<ConsumerConfig> {
   const start =
     sink.start.policy === "all"
       ? { deliver_policy: DeliverPolicy.All }
@@ -82,22 +112,25 @@ function consumerConfig(sink: SinkConfig, multipleFilters: boolean): Partial<Con
         ? { deliver_policy: DeliverPolicy.New }
         : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: sink.start.at.toISOString() };
   return {
-    durable_name: consumerName(sink),
-    description: `Holdfast billing stream to ${sink.type} sink ${sink.name}`,
+    durable_name: consumerName(sink, options.namespace),
+    description: ownedDescription(`Holdfast billing stream to ${sink.type} sink ${sink.name}`, options.deploymentId),
     ack_policy: AckPolicy.Explicit,
     ack_wait: nanos(ackWaitMs(sink)),
     max_ack_pending: sink.maxAckPending,
     max_deliver: -1,
     ...start,
-    ...filterFor(sink, multipleFilters),
+    ...filterFor(sink, options.multipleFilters, options.namespace),
   };
 }
 
-/** Creates the sink's durable consumer, or brings the settings that may change up to date. */
-export async function ensureConsumer(options: Pick<SinkStreamOptions, "jsm" | "streamName" | "multipleFilters">, sink: SinkConfig): Promise<void> {
+/**
+ * Creates the sink's durable consumer, or brings the settings that may change up to date; one
+ * that names another deployment as its owner is refused (DeploymentConflictError).
+ */
+export async function ensureConsumer(options: ConsumerOptions, sink: SinkConfig): Promise<void> {
   const { jsm, streamName } = options;
-  const config = consumerConfig(sink, options.multipleFilters);
-  const name = consumerName(sink);
+  const config = consumerConfig(sink, options);
+  const name = consumerName(sink, options.namespace);
   const existing = await jsm.consumers.info(streamName, name).catch((err: unknown) => {
     if (err instanceof Error && /consumer not found/i.test(err.message)) return null;
     throw err;
@@ -106,6 +139,7 @@ export async function ensureConsumer(options: Pick<SinkStreamOptions, "jsm" | "s
     await jsm.consumers.add(streamName, config);
     return;
   }
+  checkConsumerOwner(existing, options.namespace, options.deploymentId);
   const { ack_wait, max_ack_pending, description, filter_subject, filter_subjects } = config;
   const filterChanged =
     (existing.config.filter_subject ?? "") !== (filter_subject ?? "") ||
@@ -137,12 +171,18 @@ export function createSinkStream(options: SinkStreamOptions) {
     while (!stopping.signal.aborted) {
       try {
         await ensureConsumer(options, sink);
-        const consumer = await options.js.consumers.get(options.streamName, consumerName(sink));
+        const consumer = await options.js.consumers.get(options.streamName, consumerName(sink, options.namespace));
         messages = await consumer.consume({ max_messages: sink.batchSizeMax });
         failures = 0;
         await readBatches(messages, sink, flush);
       } catch (err) {
         if (stopping.signal.aborted) break;
+        if (err instanceof DeploymentConflictError) {
+          // Billing another deployment's usage would bill it twice or to the wrong customer.
+          ctx.logger.fatal({ err, sink: sink.name }, "billing: the sink's consumer belongs to another deployment; not consuming");
+          options.onFatal(err);
+          break;
+        }
         failures++;
         const delay = backoffDelayMs(failures, { delayMsMin: LOOP_RETRY_DELAY_MS_MIN, delayMsMax: LOOP_RETRY_DELAY_MS_MAX });
         ctx.logger.warn({ err, sink: sink.name, retryInMs: delay }, "billing: consumer loop failed; retrying");
@@ -153,7 +193,8 @@ export function createSinkStream(options: SinkStreamOptions) {
 
   /** Delivers one batch and settles every message of it. */
   async function flush(batch: JsMsg[]): Promise<void> {
-    const { records, owners } = groupByTransfer(batch, (msg) => decodeUsage(ctx, msg));
+    const grouped = groupByTransfer(batch, (msg) => decodeUsage(ctx, msg));
+    const { records, owners } = await setAsideUnknown(grouped);
     if (records.length === 0) return;
     const outcomes = await processRecords(ctx, records, {
       signal: stopping.signal,
@@ -161,6 +202,24 @@ export function createSinkStream(options: SinkStreamOptions) {
       onAttempt: () => owners.forEach((msgs) => msgs.forEach((m) => m.working())),
     });
     outcomes.forEach((outcome, i) => owners[i]!.forEach((msg) => settle(msg, outcome)));
+  }
+
+  /**
+   * Terminates the messages of records whose tenant this database does not know (the guard
+   * logs and counts them); when the database cannot say, hands the whole batch back.
+   */
+  async function setAsideUnknown(grouped: { records: UsageRecord[]; owners: JsMsg[][] }): Promise<{ records: UsageRecord[]; owners: JsMsg[][] }> {
+    const indexed = grouped.records.map((record, i) => ({ record, msgs: grouped.owners[i]! }));
+    let split;
+    try {
+      split = await options.guard.split(indexed, (item) => item.record.tenantId);
+    } catch (err) {
+      ctx.logger.warn({ err, sink: sink.name }, "billing: cannot read tenants from PostgreSQL; the batch will be retried");
+      for (const { msgs } of indexed) msgs.forEach((msg) => msg.nak(redeliveryDelayMs(msg)));
+      return { records: [], owners: [] };
+    }
+    for (const { msgs } of split.unknown) msgs.forEach((msg) => msg.term("tenant unknown to this deployment"));
+    return { records: split.known.map((item) => item.record), owners: split.known.map((item) => item.msgs) };
   }
 
   function settle(msg: JsMsg, outcome: RecordOutcome): void {
@@ -172,9 +231,12 @@ export function createSinkStream(options: SinkStreamOptions) {
       msg.nak();
       return;
     }
-    // Later for each redelivery, so a long outage costs few requests per record.
-    const backoff = backoffDelayMs(msg.info.deliveryCount, { delayMsMin: sink.retryDelayMsMin, delayMsMax: sink.retryDelayMsMax });
-    msg.nak(Math.max(backoff, outcome.retryAfterMs ?? 0));
+    msg.nak(Math.max(redeliveryDelayMs(msg), outcome.retryAfterMs ?? 0));
+  }
+
+  /** Later for each redelivery, so a long outage costs few requests per record. */
+  function redeliveryDelayMs(msg: JsMsg): number {
+    return backoffDelayMs(msg.info.deliveryCount, { delayMsMin: sink.retryDelayMsMin, delayMsMax: sink.retryDelayMsMax });
   }
 
   let loop: Promise<void> | null = null;
@@ -184,7 +246,7 @@ export function createSinkStream(options: SinkStreamOptions) {
     },
     /** Refreshes backlog figures from the consumer's info. */
     async refresh(): Promise<void> {
-      const info = await options.jsm.consumers.info(options.streamName, consumerName(sink));
+      const info = await options.jsm.consumers.info(options.streamName, consumerName(sink, options.namespace));
       ctx.metrics.pending = info.num_pending;
       ctx.metrics.ackPending = info.num_ack_pending;
     },

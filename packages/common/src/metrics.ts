@@ -16,8 +16,27 @@ import type http2 from "node:http2";
 import { Code, ConnectError, createContextKey, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Logger } from "pino";
+import { readInteger, type Env, type IntegerSpec } from "./env.js";
 
 export { Counter, Gauge, Histogram, Registry };
+
+/** HOLDFAST_METRICS_PORT: 0 (the default) serves no metrics port. */
+const METRICS_PORT: IntegerSpec = { fallback: 0, min: 0, max: 65_535 };
+
+/** Where a worker serves its metrics. */
+export interface MetricsPortConfig {
+  /** The port of `/metrics` and `/healthz`; null serves none. */
+  readonly metricsPort: number | null;
+}
+
+/**
+ * HOLDFAST_METRICS_PORT, which every worker reads: the port of its `/metrics` and `/healthz`,
+ * bound on HOLDFAST_HOST; unset or `0` serves none. Throws naming the variable when bad.
+ */
+export function readMetricsPortConfig(env: Env): MetricsPortConfig {
+  const port = readInteger(env, "HOLDFAST_METRICS_PORT", METRICS_PORT);
+  return { metricsPort: port === 0 ? null : port };
+}
 
 /** Latency buckets of an RPC, in seconds: a millisecond to ten seconds. */
 export const RPC_DURATION_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

@@ -3,8 +3,8 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import type { Command } from "commander";
 import { EventSchema, type Event } from "@holdfast/gen/holdfast/v1/events_pb";
-import { NATS_URL_DEFAULT, STREAM_NAME_DEFAULT } from "@holdfast/common/config";
-import { EVENT_SUBJECT_ROOT } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT, NATS_URL_DEFAULT, streamNameOf } from "@holdfast/common/config";
+import { eventSubjectRoot } from "@holdfast/common/nats";
 
 /** Where the CLI writes, one line per call (the same shape as in main.ts). */
 export interface TailOutput {
@@ -14,6 +14,8 @@ export interface TailOutput {
 export interface TailOptions {
   natsUrl: string;
   stream: string;
+  /** HOLDFAST_NAMESPACE of the deployment whose events to follow; `holdfast` when absent. */
+  namespace?: string | undefined;
   tenant?: string | undefined;
   wallet?: string | undefined;
   /** "hold.captured" or "holdfast.hold.captured"; a trailing ".>"-style prefix such as "hold" matches every hold event. */
@@ -29,8 +31,8 @@ export interface TailOptions {
 /** A token that may stand in a NATS subject: no dots, spaces or wildcards. */
 const SUBJECT_TOKEN_PATTERN = /^[A-Za-z0-9_:-]+$/;
 
-/** The subject filter for the options: holdfast.events.<tenant>.<wallet>.<kind>.<action>. */
-export function tailSubject(options: Pick<TailOptions, "tenant" | "wallet" | "type">): string {
+/** The subject filter for the options: <namespace>.events.<tenant>.<wallet>.<kind>.<action>. */
+export function tailSubject(options: Pick<TailOptions, "tenant" | "wallet" | "type" | "namespace">): string {
   for (const [name, value] of [["--tenant", options.tenant], ["--wallet", options.wallet]] as const) {
     if (value !== undefined && !SUBJECT_TOKEN_PATTERN.test(value)) {
       throw new Error(`${name} must be 1 or more characters of A-Z, a-z, 0-9, _, : or -`);
@@ -41,7 +43,7 @@ export function tailSubject(options: Pick<TailOptions, "tenant" | "wallet" | "ty
     throw new Error("--type must look like hold.captured or hold");
   }
   const tail = type === undefined ? ">" : type.includes(".") ? type : `${type}.*`;
-  return `${EVENT_SUBJECT_ROOT}.${options.tenant ?? "*"}.${options.wallet ?? "*"}.${tail}`;
+  return `${eventSubjectRoot(options.namespace)}.${options.tenant ?? "*"}.${options.wallet ?? "*"}.${tail}`;
 }
 
 /** One readable line per event. */
@@ -95,16 +97,17 @@ export function addEventsCommands(program: Command, output: TailOutput): void {
     .command("tail")
     .description("follow events live, one line each (filter by tenant, wallet or type)")
     .option("--nats-url <url>", "NATS server URL", process.env["NATS_URL"] ?? NATS_URL_DEFAULT)
-    .option("--stream <name>", "JetStream stream", process.env["HOLDFAST_STREAM_NAME"] ?? STREAM_NAME_DEFAULT)
+    .option("--namespace <name>", "the deployment's namespace on NATS", process.env["HOLDFAST_NAMESPACE"] ?? NAMESPACE_DEFAULT)
+    .option("--stream <name>", "JetStream stream (default: the namespace's, <NAMESPACE>_EVENTS)", process.env["HOLDFAST_STREAM_NAME"])
     .option("--tenant <id>", "only this tenant")
     .option("--wallet <id>", "only this wallet")
     .option("--type <type>", "only this type, e.g. hold.captured, or hold for every hold event")
     .option("--from-start", "replay from the first event in the stream", false)
     .option("--limit <n>", "stop after n events", (v) => Number.parseInt(v, 10))
     .option("--json", "one protobuf-JSON object per line", false)
-    .action(async (opts: { natsUrl: string; stream: string; tenant?: string; wallet?: string; type?: string; fromStart: boolean; limit?: number; json: boolean }) => {
+    .action(async (opts: { natsUrl: string; namespace: string; stream?: string; tenant?: string; wallet?: string; type?: string; fromStart: boolean; limit?: number; json: boolean }) => {
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
-      await tailEvents({ ...opts, signal: abort.signal }, output);
+      await tailEvents({ ...opts, stream: opts.stream ?? streamNameOf(opts.namespace), signal: abort.signal }, output);
     });
 }

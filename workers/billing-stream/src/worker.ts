@@ -2,6 +2,9 @@
  * The billing-stream worker: one JetStream pipeline per configured sink, sharing a NATS
  * connection, a PostgreSQL pool and the wallet look-up cache.
  *
+ * The stream and every sink's consumer must be this deployment's: `start` refuses one owned by
+ * another deployment (DeploymentConflictError), and a conflict found later resolves `fatal`.
+ *
  * @module
  */
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,12 +12,14 @@ import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
+import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import type { BillingConfig } from "@holdfast/billing-core/config";
 import { newSinkMetrics, type SinkMetrics } from "@holdfast/billing-core/metrics";
 import { createResolver } from "@holdfast/billing-core/resolver";
 import { createSink } from "@holdfast/billing-core/sinks";
-import { createSinkStream, type SinkStream } from "@holdfast/billing-core/stream";
+import { createSinkStream, ensureConsumer, type SinkStream } from "@holdfast/billing-core/stream";
 
 /** Entries of each look-up cache (wallet metadata, refunded transfers). */
 const RESOLVER_CACHE_ENTRIES_MAX = 10_000;
@@ -25,8 +30,8 @@ export interface BillingWorkerOptions {
   readonly config: BillingConfig;
   readonly pool: pg.Pool;
   readonly natsUrl: string;
-  /** The ledger's stream settings (created or updated at start, as the ledger does). */
-  readonly stream: Omit<StreamSettings, "subjects">;
+  /** The ledger's stream settings and namespace (created or updated at start, as the ledger does). */
+  readonly stream: StreamSettings;
   readonly logger: Logger;
   /** How often each sink's figures are refreshed and logged. */
   readonly statusLogMs: number;
@@ -38,19 +43,42 @@ export function createBillingWorker(options: BillingWorkerOptions) {
   const { config, logger } = options;
   const metrics = new Map<string, SinkMetrics>(config.sinks.map((s) => [s.name, newSinkMetrics()]));
   const resolver = createResolver({ pool: options.pool, walletCacheTtlMs: config.walletCacheTtlMs, cacheEntriesMax: RESOLVER_CACHE_ENTRIES_MAX });
+  const namespace = options.stream.namespace ?? NAMESPACE_DEFAULT;
+  const deploymentId = deploymentIdOf(options.pool);
+  const unknownTenantEvents = new Map<string, number>(config.sinks.map((s) => [s.name, 0]));
+  const guards = new Map<string, TenantGuard>(
+    config.sinks.map((s) => [
+      s.name,
+      createTenantGuard({
+        pool: options.pool,
+        logger,
+        consumer: `billing:${s.name}`,
+        onUnknown: (count) => unknownTenantEvents.set(s.name, (unknownTenantEvents.get(s.name) ?? 0) + count),
+      }),
+    ]),
+  );
   const stopping = new AbortController();
+  let onFatal: (err: Error) => void = () => undefined;
+  const fatal = new Promise<Error>((resolve) => {
+    onFatal = resolve;
+  });
   let nc: NatsConnection | null = null;
   let streams: SinkStream[] = [];
   let status: ReturnType<typeof setInterval> | null = null;
 
-  async function connect(): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> {
+  /** Connects and checks the stream, retrying until both answer; another deployment's stream is refused. */
+  async function connect(): Promise<{ nc: NatsConnection; jsm: JetStreamManager; id: string }> {
     for (;;) {
       try {
-        const conn = await connectNats(options.natsUrl, "holdfast-billing-stream", logger);
-        const jsm = await ensureStream(conn, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
-        return { nc: conn, jsm };
+        const id = await deploymentId();
+        const conn = await connectNats(options.natsUrl, connectionNameOf(namespace), logger);
+        const jsm = await ensureStream(conn, options.stream, id, logger).catch(async (err: unknown) => {
+          await conn.close().catch(() => undefined);
+          throw err;
+        });
+        return { nc: conn, jsm, id };
       } catch (err) {
-        if (stopping.signal.aborted) throw err;
+        if (stopping.signal.aborted || err instanceof DeploymentConflictError) throw err;
         logger.warn({ err }, "billing: cannot reach NATS; retrying");
         await sleep(CONNECT_RETRY_MS, undefined, { signal: stopping.signal }).catch(() => undefined);
       }
@@ -64,19 +92,39 @@ export function createBillingWorker(options: BillingWorkerOptions) {
 
   return {
     metrics,
-    /** Connects (retrying until NATS answers) and starts every sink's pipeline. */
+    /** Events of tenants this database does not know, set aside per sink since start. */
+    unknownTenantEvents: (): ReadonlyMap<string, number> => new Map(unknownTenantEvents),
+    /**
+     * Resolves with the reason when a sink's consumer turned out to belong to another
+     * deployment after the start (docs/events.md, "Namespaces"); the process should exit.
+     */
+    fatal,
+    /**
+     * Connects (retrying until NATS answers) and starts every sink's pipeline. Rejects with a
+     * DeploymentConflictError when the stream or a sink's consumer is another deployment's.
+     */
     async start(): Promise<void> {
       const connected = await connect();
       nc = connected.nc;
       const js = jetstream(nc);
-      const multipleFilters = supportsMultipleFilters(nc.info?.version);
+      const common = {
+        js,
+        jsm: connected.jsm,
+        streamName: options.stream.name,
+        multipleFilters: supportsMultipleFilters(nc.info?.version),
+        namespace,
+        deploymentId: connected.id,
+      };
+      await checkConsumers(common).catch(async (err: unknown) => {
+        await nc?.close().catch(() => undefined);
+        throw err;
+      });
       streams = config.sinks.map((sinkConfig) =>
         createSinkStream({
           ctx: { sink: createSink(sinkConfig), pool: options.pool, resolver, metrics: metrics.get(sinkConfig.name)!, logger },
-          js,
-          jsm: connected.jsm,
-          streamName: options.stream.name,
-          multipleFilters,
+          ...common,
+          guard: guards.get(sinkConfig.name)!,
+          onFatal,
         }),
       );
       for (const stream of streams) stream.start();
@@ -91,9 +139,28 @@ export function createBillingWorker(options: BillingWorkerOptions) {
       stopping.abort();
       if (status !== null) clearInterval(status);
       await Promise.all(streams.map((s) => s.stop()));
+      for (const guard of guards.values()) guard.close();
       await nc?.drain().catch(() => undefined);
     },
   };
+
+  /** Creates or checks every sink's consumer once, so that a conflict stops the start itself. */
+  async function checkConsumers(common: Parameters<typeof ensureConsumer>[0]): Promise<void> {
+    for (const sink of config.sinks) {
+      try {
+        await ensureConsumer(common, sink);
+      } catch (err) {
+        if (err instanceof DeploymentConflictError) throw err;
+        // Anything else the sink's own loop retries.
+        logger.warn({ err, sink: sink.name }, "billing: cannot set up the sink's consumer yet; retrying in its loop");
+      }
+    }
+  }
+}
+
+/** The NATS connection's name, which monitoring shows: the namespace's billing-stream worker. */
+function connectionNameOf(namespace: string): string {
+  return `${namespace}-billing-stream`;
 }
 
 /** Several filter subjects per consumer need nats-server 2.10 or later. */

@@ -11,10 +11,12 @@
  * | `HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY` | `4` | Most requests in flight to one endpoint, across all worker replicas. |
  * | `HOLDFAST_WEBHOOK_DISABLE_AFTER_SECONDS` | `432000` (5 days) | An endpoint whose attempts all fail for this long is disabled and a `holdfast.webhook.endpoint_disabled` event is sent. |
  * | `HOLDFAST_WEBHOOK_RETENTION_HOURS` | `720` (30 days) | How long finished webhook deliveries (succeeded or failed) are kept. |
+ * | `HOLDFAST_METRICS_PORT` | unset | Port of the worker's `GET /metrics` (Prometheus) and `GET /healthz`, bound on `HOLDFAST_HOST`; unset or `0` serves none (packages/common/src/metrics.ts). |
  *
  * @module
  */
-import { readStreamProcessConfig, type StreamProcessConfig } from "@holdfast/common/config";
+import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
+import { readMetricsPortConfig, type MetricsPortConfig } from "@holdfast/common/metrics";
 import { readDurationList, readInteger, type DurationListSpec, type Env, type IntegerSpec } from "@holdfast/common/env";
 import { readAllowedNetworks } from "@holdfast/webhooks-core/settings";
 
@@ -41,7 +43,7 @@ export interface WebhookSettings {
 }
 
 /** Everything the webhook worker reads from its environment. */
-export interface WebhookWorkerConfig extends StreamProcessConfig {
+export interface WebhookWorkerConfig extends StreamProcessConfig, HostConfig, MetricsPortConfig {
   readonly webhooks: WebhookSettings;
 }
 
@@ -60,5 +62,5 @@ export function readWebhookSettings(env: Env): WebhookSettings {
 
 /** Reads and validates the worker's configuration. Throws an Error naming the first bad variable. */
 export function loadWebhookWorkerConfig(env: Env = process.env): WebhookWorkerConfig {
-  return { ...readStreamProcessConfig(env), webhooks: readWebhookSettings(env) };
+  return { ...readStreamProcessConfig(env), ...readHostConfig(env), ...readMetricsPortConfig(env), webhooks: readWebhookSettings(env) };
 }

@@ -9,16 +9,31 @@
  * Messages are taken in small batches (what has arrived, up to `batchMax`) and stored with one
  * statement per batch.
  *
+ * The stream and the consumer must be this deployment's (their descriptions name its id); one
+ * owned by another deployment stops the intake for good (`fatal`), since taking its messages
+ * would lose its webhooks. An event of a tenant this database does not know is not stored: it
+ * is terminated, logged and counted (the tenant guard in @holdfast/common/deployment).
+ *
  * @module
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { fromBinary } from "@bufbuild/protobuf";
-import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
-import { connectNats, ensureStream, EVENT_SUBJECTS_ALL, type StreamSettings } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
+import {
+  checkConsumerOwner,
+  connectNats,
+  DeploymentConflictError,
+  ensureStream,
+  eventSubjectsAll,
+  ownedDescription,
+  type StreamSettings,
+} from "@holdfast/common/nats";
 import { isUuid } from "@holdfast/common/patterns";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { fanOut, ledgerEventMessage, type WebhookMessage } from "@holdfast/webhooks-core/messages";
@@ -27,7 +42,7 @@ export interface IntakeOptions {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly natsUrl: string;
-  readonly stream: Omit<StreamSettings, "subjects">;
+  readonly stream: StreamSettings;
   /** The durable consumer's name; replicas share it. */
   readonly consumerName: string;
   /** Most messages stored per statement. */
@@ -48,6 +63,16 @@ export interface IntakeTotals {
   messages: number;
   deliveries: number;
   storeFailures: number;
+  /** Events of tenants this database does not know: terminated, logged and counted. */
+  unknownTenantEvents: number;
+}
+
+/** The intake's consumer, as JetStream last reported it. */
+export interface IntakeBacklog {
+  /** Events in the stream not yet handed to any replica. */
+  readonly pending: number;
+  /** Events handed out and not yet acknowledged. */
+  readonly ackPending: number;
 }
 
 /** The pause after the consumer loop first fails; it doubles per failure up to retryDelayMsMax. */
@@ -59,11 +84,15 @@ const LOOP_RETRY_DELAY_MS_MIN = 250;
  */
 export function createIntake(options: IntakeOptions) {
   const { logger } = options;
-  const totals: IntakeTotals = { messages: 0, deliveries: 0, storeFailures: 0 };
+  const totals: IntakeTotals = { messages: 0, deliveries: 0, storeFailures: 0, unknownTenantEvents: 0 };
   const buffer: JsMsg[] = [];
   let stopping = false;
   const stopped = new AbortController();
+  const deploymentId = deploymentIdOf(options.pool);
+  const guard = createTenantGuard({ pool: options.pool, logger, consumer: "webhooks" });
+  const settled = settledSignals();
   let nc: NatsConnection | null = null;
+  let jsm: JetStreamManager | null = null;
   let messages: ConsumerMessages | null = null;
   let arrived: (() => void) | null = null;
   let loops: Promise<unknown> | null = null;
@@ -73,10 +102,11 @@ export function createIntake(options: IntakeOptions) {
     let failures = 0;
     while (!stopping) {
       try {
+        const id = await deploymentId();
         if (nc?.isClosed() === true) nc = null;
-        nc ??= await connectNats(options.natsUrl, "holdfast-webhooks", logger);
-        const jsm = await ensureStream(nc, { ...options.stream, subjects: [EVENT_SUBJECTS_ALL] });
-        await ensureConsumer(jsm, options);
+        nc ??= await connectNats(options.natsUrl, options.consumerName, logger);
+        jsm = await ensureStream(nc, options.stream, id, logger);
+        await ensureConsumer(jsm, options, id);
         const consumer = await jetstream(nc).consumers.get(options.stream.name, options.consumerName);
         messages = await consumer.consume({
           max_messages: options.batchMax,
@@ -87,10 +117,17 @@ export function createIntake(options: IntakeOptions) {
           },
         });
         failures = 0;
+        settled.ready();
         const closed = await messages.closed();
         if (closed instanceof Error) throw closed;
       } catch (err) {
         if (stopping) break;
+        if (err instanceof DeploymentConflictError) {
+          // Taking another deployment's events would lose its webhooks: stop for good.
+          logger.fatal({ err }, "webhooks: the event stream or consumer belongs to another deployment; not consuming");
+          settled.fatal(err);
+          break;
+        }
         failures++;
         const delay = backoffDelayMs(failures, { delayMsMin: LOOP_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
         logger.warn({ err, retryInMs: delay }, "webhooks: event consumer failed; retrying");
@@ -109,7 +146,7 @@ export function createIntake(options: IntakeOptions) {
         arrived = null;
         continue;
       }
-      await storeBatch(options, totals, buffer.splice(0, options.batchMax));
+      await storeBatch({ options, totals, guard }, buffer.splice(0, options.batchMax));
     }
   }
 
@@ -118,6 +155,16 @@ export function createIntake(options: IntakeOptions) {
       loops ??= Promise.all([consumeLoop(), storeLoop()]);
     },
     totals: (): IntakeTotals => ({ ...totals }),
+    /** Resolves once the consumer is subscribed the first time. */
+    ready: settled.readyPromise,
+    /** Resolves with the reason if the intake stopped for good (another deployment's stream). */
+    fatal: settled.fatalPromise,
+    /** The consumer's backlog from JetStream, or null while NATS is away. */
+    async backlog(): Promise<IntakeBacklog | null> {
+      if (jsm === null) return null;
+      const info = await jsm.consumers.info(options.stream.name, options.consumerName).catch(() => null);
+      return info === null ? null : { pending: info.num_pending, ackPending: info.num_ack_pending };
+    },
     /** Stops taking messages, stores what was taken, then closes the connection. */
     async stop(): Promise<void> {
       stopping = true;
@@ -125,22 +172,40 @@ export function createIntake(options: IntakeOptions) {
       await messages?.close().catch(() => undefined);
       arrived?.();
       await loops;
+      guard.close();
       await nc?.drain().catch(() => undefined);
     },
   };
 }
 
+/** The two ways the consumer loop settles its start: subscribed, or refused for good. */
+function settledSignals() {
+  let ready: () => void = () => undefined;
+  let fatal: (err: Error) => void = () => undefined;
+  const readyPromise = new Promise<void>((resolve) => {
+    ready = resolve;
+  });
+  const fatalPromise = new Promise<Error>((resolve) => {
+    fatal = resolve;
+  });
+  return { ready: () => ready(), fatal: (err: Error) => fatal(err), readyPromise, fatalPromise };
+}
+
 export type Intake = ReturnType<typeof createIntake>;
 
-/** Creates the shared durable consumer, or brings its settings up to date. */
-async function ensureConsumer(jsm: Awaited<ReturnType<typeof ensureStream>>, options: IntakeOptions): Promise<void> {
+/**
+ * Creates the shared durable consumer, or brings its settings up to date; one that names
+ * another deployment as its owner is refused (DeploymentConflictError).
+ */
+async function ensureConsumer(jsm: JetStreamManager, options: IntakeOptions, deploymentId: string): Promise<void> {
   const settings = {
     ack_wait: nanos(options.ackWaitMs),
     max_ack_pending: options.ackPendingMax,
-    description: "Holdfast webhook worker: events to webhook deliveries",
+    description: ownedDescription("Holdfast webhook worker: events to webhook deliveries", deploymentId),
   };
   try {
-    await jsm.consumers.info(options.stream.name, options.consumerName);
+    const info = await jsm.consumers.info(options.stream.name, options.consumerName);
+    checkConsumerOwner(info, options.stream.namespace ?? NAMESPACE_DEFAULT, deploymentId);
     await jsm.consumers.update(options.stream.name, options.consumerName, settings);
   } catch (err) {
     if (!(err instanceof Error && /consumer not found/i.test(err.message))) throw err;
@@ -150,34 +215,47 @@ async function ensureConsumer(jsm: Awaited<ReturnType<typeof ensureStream>>, opt
       durable_name: options.consumerName,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      filter_subject: EVENT_SUBJECTS_ALL,
+      filter_subject: eventSubjectsAll(options.stream.namespace),
       max_deliver: -1,
     });
   }
 }
 
+/** What storing a batch needs besides the batch. */
+interface StoreContext {
+  readonly options: IntakeOptions;
+  readonly totals: IntakeTotals;
+  readonly guard: TenantGuard;
+}
+
 /**
  * Stores one batch's deliveries in one statement, then acknowledges its messages; when that
- * fails, hands them back to JetStream for redelivery after `nakDelayMs`.
+ * fails, hands them back to JetStream for redelivery after `nakDelayMs`. Messages of tenants
+ * this database does not know are terminated (the guard logs and counts them).
  */
-async function storeBatch(options: IntakeOptions, totals: IntakeTotals, batch: JsMsg[]): Promise<void> {
-  const decoded: { msg: JsMsg; message: WebhookMessage }[] = [];
+async function storeBatch({ options, totals, guard }: StoreContext, batch: JsMsg[]): Promise<void> {
+  const all: { msg: JsMsg; message: WebhookMessage }[] = [];
   for (const msg of batch) {
     const message = decode(msg, options.logger);
-    if (message !== null) decoded.push({ msg, message });
+    if (message !== null) all.push({ msg, message });
   }
+  let unsettled = all;
   try {
-    const added = await fanOut(options.pool, decoded.map((d) => d.message));
-    totals.messages += decoded.length;
+    const { known, unknown } = await guard.split(all, (d) => d.message.tenantId);
+    for (const { msg } of unknown) msg.term("tenant unknown to this deployment");
+    totals.unknownTenantEvents += unknown.length;
+    unsettled = known;
+    const added = await fanOut(options.pool, known.map((d) => d.message));
+    totals.messages += known.length;
     totals.deliveries += added;
-    for (const { msg } of decoded) msg.ack();
+    for (const { msg } of known) msg.ack();
     if (added > 0) options.onStored();
   } catch (err) {
     // The database is away, or an endpoint was deleted mid-statement: JetStream brings the
     // messages back after the delay and the batch is stored again.
     totals.storeFailures++;
-    options.logger.warn({ err, messages: decoded.length }, "webhooks: storing deliveries failed; messages will be redelivered");
-    for (const { msg } of decoded) msg.nak(options.nakDelayMs);
+    options.logger.warn({ err, messages: unsettled.length }, "webhooks: storing deliveries failed; messages will be redelivered");
+    for (const { msg } of unsettled) msg.nak(options.nakDelayMs);
   }
 }
 

@@ -11,28 +11,33 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
-import type { StreamSettings } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { consumerNameOf, type StreamSettings } from "@holdfast/common/nats";
 import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
 import type { WebhookSettings } from "./config.js";
 import { pruneOld } from "./deliveries.js";
 import { createHttpPoster } from "./http-post.js";
-import { createIntake, type IntakeTotals } from "./intake.js";
+import { createIntake, type IntakeBacklog, type IntakeTotals } from "./intake.js";
 import { createSender, type SenderTotals } from "./sender.js";
 
 export interface WebhookWorkerOptions {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly natsUrl: string;
-  readonly stream: Omit<StreamSettings, "subjects">;
+  /** The stream, and the namespace (HOLDFAST_NAMESPACE) its subjects and the consumer's name are in. */
+  readonly stream: StreamSettings;
   readonly settings: WebhookSettings;
   readonly newId?: IdGenerator;
-  /** The durable consumer's name; every replica of one deployment must use the same. */
+  /**
+   * The durable consumer's name; every replica of one deployment must use the same. Defaults
+   * to `<namespace>-webhooks` ({@link CONSUMER_ROLE}).
+   */
   readonly consumerName?: string;
   readonly pollIdleMs?: number;
 }
 
-/** The durable consumer every replica shares. */
-export const CONSUMER_NAME_DEFAULT = "holdfast-webhooks";
+/** The durable consumer every replica shares is `<namespace>-webhooks`: holdfast-webhooks by default. */
+export const CONSUMER_ROLE = "webhooks";
 /**
  * A claim's lease: twice the request timeout plus this. The attempt itself takes at most one
  * timeout; the second covers recording the outcome and clock skew between replicas. An attempt
@@ -87,7 +92,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     logger,
     natsUrl: options.natsUrl,
     stream: options.stream,
-    consumerName: options.consumerName ?? CONSUMER_NAME_DEFAULT,
+    consumerName: options.consumerName ?? consumerNameOf(options.stream.namespace ?? NAMESPACE_DEFAULT, CONSUMER_ROLE),
     batchMax: INTAKE_BATCH_MAX,
     ackPendingMax: INTAKE_ACK_PENDING_MAX,
     ackWaitMs: INTAKE_ACK_WAIT_MS,
@@ -115,6 +120,15 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       pruner.unref();
     },
     totals: (): { intake: IntakeTotals; sender: SenderTotals } => ({ intake: intake.totals(), sender: sender.totals() }),
+    /** Resolves once the intake's consumer is subscribed the first time. */
+    ready: intake.ready,
+    /**
+     * Resolves with the reason when the intake stopped for good: the stream or its consumer
+     * belongs to another deployment (docs/events.md, "Namespaces"). The process should exit.
+     */
+    fatal: intake.fatal,
+    /** The intake consumer's backlog in JetStream; null while NATS is away. */
+    backlog: (): Promise<IntakeBacklog | null> => intake.backlog(),
     /** Stops taking events, lets attempts in flight finish (each within the request timeout). */
     async stop(): Promise<void> {
       if (pruner !== null) clearInterval(pruner);
