@@ -1452,8 +1452,9 @@ returns jsonb language sql stable as $$
 $$;
 
 -- ListGrants: a wallet's grants (of one asset, or all when p_asset is empty) in consumption
--- order, by asset. Without p_include_closed only grants that are scheduled, active, or still
--- hold money for a hold. p_after: the last grant_id of the previous page (null for the first).
+-- order, by asset. Without p_include_closed only grants that are scheduled or active, or
+-- exhausted while pending holds still draw on them. p_after: the last grant_id of the previous
+-- page (null for the first); a grant of another wallet ends the listing.
 create function ledger_list_grants(p_tenant uuid, p_wallet text, p_asset text,
                                    p_include_closed boolean, p_after text, p_limit integer,
                                    p_now timestamptz)
@@ -1465,7 +1466,8 @@ returns setof jsonb language sql stable as $$
      and (p_after is null
           or (g.asset, g.priority, g.expires_key, g.starts_at, g.created_at, g.grant_id)
              > (select c.asset, c.priority, c.expires_key, c.starts_at, c.created_at, c.grant_id
-                  from grants c where c.tenant_id = p_tenant and c.grant_id = p_after))
+                  from grants c
+                 where c.tenant_id = p_tenant and c.grant_id = p_after and c.wallet_id = p_wallet))
    order by g.asset, g.priority, g.expires_key, g.starts_at, g.created_at, g.grant_id
    limit p_limit
 $$;
