@@ -9,6 +9,7 @@ import { migrate } from "@holdfast/db/migrate";
 import { addEventsCommands } from "./events-tail.js";
 import { addBillingCommands } from "./billing.js";
 import { addRateCardsCommands } from "./ratecards.js";
+import { addVerifyCommand } from "./verify.js";
 
 /** A CLI command is interactive: fail fast when the database does not answer. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -72,15 +73,16 @@ export function buildProgram(output: CliOutput): Command {
   addEventsCommands(program, output);
   addBillingCommands(program, output);
   addRateCardsCommands(program, output, (command, work) => withPool(databaseUrl(command), work));
+  addVerifyCommand(program, output, (command, work) => withPool(databaseUrl(command), work));
   return program;
 }
 
 function addMigrateCommand(program: Command, output: CliOutput): void {
   program
     .command("migrate")
-    .description("apply pending database migrations")
+    .description("apply pending database migrations, as the owner role (HOLDFAST_MIGRATE_DATABASE_URL)")
     .action(async (_options: object, command: Command) => {
-      await withPool(databaseUrl(command), async (pool) => {
+      await withPool(migrateDatabaseUrl(command), async (pool) => {
         const { applied } = await migrate(pool);
         for (const name of applied) output.out(`applied ${name}`);
         output.out(applied.length === 0 ? "database is up to date" : `${applied.length} migration(s) applied`);
@@ -172,6 +174,16 @@ function printSecret(output: CliOutput, secret: string): void {
 
 function databaseUrl(command: Command): string {
   return String(command.optsWithGlobals()["databaseUrl"]);
+}
+
+/**
+ * Migrations run as the owner role, whose URL is usually not the one the processes use (the
+ * runtime role): HOLDFAST_MIGRATE_DATABASE_URL when set, unless --database-url is given.
+ */
+function migrateDatabaseUrl(command: Command): string {
+  const ownerUrl = process.env["HOLDFAST_MIGRATE_DATABASE_URL"];
+  const explicit = command.parent?.getOptionValueSource("databaseUrl") === "cli";
+  return ownerUrl !== undefined && ownerUrl !== "" && !explicit ? ownerUrl : databaseUrl(command);
 }
 
 /** Opens a small pool, checks that the database answers, runs `work`, and always closes it. */

@@ -1,0 +1,307 @@
+/**
+ * `holdfast verify [--tenant <id>]`: recomputes each tenant's journal hash chain (migration
+ * 0011) and checks the ledger invariants (@holdfast/ledger/invariants), all in one database
+ * snapshot, and fails naming every row that does not match. docs/security.md, "Tamper
+ * evidence: roles, hash chain and holdfast verify", says what this proves and what it does not.
+ *
+ * The canonical row is rebuilt here from the columns' text, not by the database's
+ * ledger_chain_canonical: a function the owner replaced cannot vouch for itself.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { Command } from "commander";
+import type { Pool, PoolClient } from "pg";
+import { isUuid } from "@holdfast/common/patterns";
+import { checkInvariants } from "@holdfast/ledger/invariants";
+
+/** Where the command writes, one line per call (the same shape as CliOutput in main.ts). */
+export interface VerifyOutput {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+/** Runs work with a pool on the database the command names (main.ts's withPool). */
+export type WithDatabase = <T>(command: Command, work: (pool: Pool) => Promise<T>) => Promise<T>;
+
+/** Journal rows read per query while walking a chain. */
+const CHAIN_PAGE_ROWS_MAX = 5000;
+/** Problems listed per tenant; more are counted, not listed. */
+const PROBLEMS_LISTED_PER_TENANT_MAX = 20;
+/** Below this many journal rows no progress bar is drawn: the run is over before it would help. */
+const PROGRESS_ROWS_MIN = 10_000;
+const PROGRESS_BAR_WIDTH = 30;
+/** The first row's prev_hash. */
+const GENESIS_HASH = Buffer.alloc(32);
+/** Characters of a hash shown in messages; enough to tell two apart. */
+const HASH_SHOWN_LENGTH = 16;
+/** Must match ledger_chain_canonical in db/migrations/0011_integrity.sql. */
+const CANONICAL_PREFIX = "holdfast.journal.v1";
+
+/** One journal row as the chain walk reads it: every canonical column as the database's text. */
+interface ChainRow {
+  tenant_id: string;
+  chain_seq: string;
+  transfer_id: string;
+  kind: string;
+  debit_wallet_id: string;
+  credit_wallet_id: string;
+  asset: string;
+  amount: string;
+  hold_id: string | null;
+  refund_of: string | null;
+  metadata: string;
+  created_us: string;
+  grants: string | null;
+  key_id: string | null;
+  prev_hash: Buffer;
+  row_hash: Buffer;
+}
+
+/** The last link walked: a row's sequence number and row_hash. */
+interface ChainLink {
+  seq: bigint;
+  hash: Buffer;
+}
+
+/** What one tenant's chain walk found. */
+export interface TenantReport {
+  tenantId: string;
+  rows: number;
+  headSeq: bigint;
+  headHash: string;
+  problems: string[];
+  /** Problems beyond PROBLEMS_LISTED_PER_TENANT_MAX, counted only. */
+  problemsUnlisted: number;
+}
+
+/** What a verify run found; `ok` when no chain problem and no invariant violation. */
+export interface VerifyReport {
+  tenants: TenantReport[];
+  invariantViolations: string[];
+  ok: boolean;
+}
+
+/** Progress of the chain walk, in journal rows. */
+export type VerifyProgress = (done: number, total: number) => void;
+
+/** Registers `holdfast verify`. */
+export function addVerifyCommand(program: Command, output: VerifyOutput, withDatabase: WithDatabase): void {
+  program
+    .command("verify")
+    .description("recompute the journal's hash chain and check the ledger invariants; exits 1 on any mismatch")
+    .option("--tenant <id>", "verify only this tenant")
+    .action(async (options: { tenant?: string }, command: Command) => {
+      if (options.tenant !== undefined && !isUuid(options.tenant)) {
+        throw new Error(`--tenant must be a tenant id (a UUID), not ${JSON.stringify(options.tenant)}`);
+      }
+      const bar = createProgressBar(process.stderr);
+      const report = await withDatabase(command, (pool) =>
+        verifyLedger(pool, { tenantId: options.tenant, progress: bar.update }).finally(bar.clear),
+      );
+      printReport(output, report);
+      if (!report.ok) {
+        const problems = report.tenants.reduce((n, t) => n + t.problems.length + t.problemsUnlisted, 0);
+        throw new Error(`verification failed: ${problems} journal chain problem(s), ${report.invariantViolations.length} invariant violation(s)`);
+      }
+    });
+}
+
+/**
+ * Walks the chain of every tenant (or one) and checks the invariants, in one read-only
+ * repeatable-read transaction, so that the rows, the chain heads and the balances all come from
+ * the same snapshot while the ledger keeps writing.
+ */
+export async function verifyLedger(
+  pool: Pool,
+  options: { tenantId?: string | undefined; progress?: VerifyProgress } = {},
+): Promise<VerifyReport> {
+  const client = await pool.connect();
+  try {
+    await client.query("begin isolation level repeatable read read only");
+    const tenantIds = await tenantsToVerify(client, options.tenantId);
+    const total = await journalRows(client, options.tenantId);
+    let done = 0;
+    const tenants: TenantReport[] = [];
+    for (const tenantId of tenantIds) {
+      tenants.push(
+        await verifyChain(client, tenantId, (rows) => {
+          done += rows;
+          options.progress?.(done, total);
+        }),
+      );
+    }
+    const invariantViolations = await checkInvariants(client, { tenantId: options.tenantId });
+    const ok = invariantViolations.length === 0 && tenants.every((t) => t.problems.length === 0);
+    return { tenants, invariantViolations, ok };
+  } finally {
+    // Read only: ending it with a rollback changes nothing.
+    await client.query("rollback").catch(() => undefined);
+    client.release();
+  }
+}
+
+async function tenantsToVerify(client: PoolClient, tenantId: string | undefined): Promise<string[]> {
+  const { rows } = await client.query<{ id: string }>({
+    text: "select id::text from tenants where $1::uuid is null or id = $1::uuid order by id",
+    values: [tenantId ?? null],
+  });
+  if (tenantId !== undefined && rows.length === 0) {
+    throw new Error(`no tenant ${tenantId}`);
+  }
+  return rows.map((r) => r.id);
+}
+
+async function journalRows(client: PoolClient, tenantId: string | undefined): Promise<number> {
+  const { rows } = await client.query<{ n: string }>({
+    text: "select count(*)::text as n from transfers where $1::uuid is null or tenant_id = $1::uuid",
+    values: [tenantId ?? null],
+  });
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * One tenant's chain: every row's sequence number follows the last, its prev_hash is the last
+ * row's row_hash, and its row_hash is sha256(prev_hash || canonical row); then the chain head
+ * and every checkpoint agree with what was recomputed.
+ */
+async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows: number) => void): Promise<TenantReport> {
+  const report: TenantReport = { tenantId, rows: 0, headSeq: 0n, headHash: GENESIS_HASH.toString("hex"), problems: [], problemsUnlisted: 0 };
+  const problem = (text: string) => {
+    if (report.problems.length < PROBLEMS_LISTED_PER_TENANT_MAX) report.problems.push(text);
+    else report.problemsUnlisted++;
+  };
+  const checkpoints = await chainCheckpoints(client, tenantId);
+  let last: ChainLink = { seq: 0n, hash: GENESIS_HASH };
+  for (;;) {
+    const page = await chainPage(client, tenantId, last.seq);
+    for (const row of page) {
+      last = checkRow(row, last, problem);
+      const checkpoint = checkpoints.get(last.seq);
+      if (checkpoint !== undefined && !checkpoint.equals(last.hash)) {
+        problem(`journal row ${last.seq} (transfer ${row.transfer_id}): differs from the checkpoint of its chain head (checkpoint ${short(checkpoint)}, row ${short(last.hash)})`);
+      }
+      checkpoints.delete(last.seq);
+    }
+    report.rows += page.length;
+    advanced(page.length);
+    if (page.length < CHAIN_PAGE_ROWS_MAX) break;
+  }
+  for (const seq of checkpoints.keys()) {
+    problem(`checkpoint at journal row ${seq}: no such row (the chain ends at row ${last.seq})`);
+  }
+  await checkHead(client, tenantId, last, problem);
+  report.headSeq = last.seq;
+  report.headHash = last.hash.toString("hex");
+  return report;
+}
+
+/** Checks one row against the previous link; returns the link it makes. */
+function checkRow(row: ChainRow, last: ChainLink, problem: (text: string) => void): ChainLink {
+  const seq = BigInt(row.chain_seq);
+  const name = `journal row ${seq} (transfer ${row.transfer_id})`;
+  if (seq !== last.seq + 1n) {
+    problem(`${name}: follows row ${last.seq}; ${seq > last.seq + 1n ? `rows ${last.seq + 1n}-${seq - 1n} are missing` : "sequence out of order"}`);
+  }
+  if (!row.prev_hash.equals(last.hash)) {
+    problem(`${name}: prev_hash ${short(row.prev_hash)} is not the previous row's hash ${short(last.hash)}`);
+  }
+  const recomputed = chainHash(row.prev_hash, row);
+  if (!recomputed.equals(row.row_hash)) {
+    problem(`${name}: content does not match its hash (stored ${short(row.row_hash)}, recomputed ${short(recomputed)})`);
+  }
+  return { seq, hash: row.row_hash };
+}
+
+async function checkHead(client: PoolClient, tenantId: string, last: ChainLink, problem: (text: string) => void): Promise<void> {
+  const { rows } = await client.query<{ chain_seq: string; head_hash: Buffer }>({
+    text: "select chain_seq::text, head_hash from journal_chain_heads where tenant_id = $1",
+    values: [tenantId],
+  });
+  const head = rows[0];
+  if (head === undefined) {
+    if (last.seq > 0n) problem(`chain head: missing, while the chain has ${last.seq} rows`);
+    return;
+  }
+  if (BigInt(head.chain_seq) !== last.seq || !head.head_hash.equals(last.hash)) {
+    problem(`chain head: row ${head.chain_seq} ${short(head.head_hash)}, but the chain ends at row ${last.seq} ${short(last.hash)}`);
+  }
+}
+
+async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<Map<bigint, Buffer>> {
+  const { rows } = await client.query<{ chain_seq: string; head_hash: Buffer }>({
+    text: "select chain_seq::text, head_hash from journal_chain_checkpoints where tenant_id = $1",
+    values: [tenantId],
+  });
+  return new Map(rows.map((r) => [BigInt(r.chain_seq), r.head_hash]));
+}
+
+/** The tenant's next rows after `afterSeq`, in chain order, each column as the database's text. */
+async function chainPage(client: PoolClient, tenantId: string, afterSeq: bigint): Promise<ChainRow[]> {
+  const { rows } = await client.query<ChainRow>({
+    text: `select tenant_id::text, chain_seq::text, transfer_id::text, kind, debit_wallet_id, credit_wallet_id,
+                  asset, amount::text, hold_id, refund_of::text, metadata::text,
+                  ((extract(epoch from created_at) * 1000000)::bigint)::text as created_us,
+                  grants::text, key_id, prev_hash, row_hash
+             from transfers where tenant_id = $1 and chain_seq > $2 order by chain_seq limit $3`,
+    values: [tenantId, afterSeq.toString(), CHAIN_PAGE_ROWS_MAX],
+  });
+  return rows;
+}
+
+/** sha256(prev_hash || canonical row), the canonical row as ledger_chain_canonical builds it. */
+export function chainHash(prevHash: Buffer, row: Omit<ChainRow, "prev_hash" | "row_hash">): Buffer {
+  const fields = [
+    row.tenant_id, row.chain_seq, row.transfer_id, row.kind, row.debit_wallet_id, row.credit_wallet_id,
+    row.asset, row.amount, row.hold_id, row.refund_of, row.metadata, row.created_us, row.grants, row.key_id,
+  ];
+  const canonical = CANONICAL_PREFIX + fields.map(canonicalField).join("");
+  return createHash("sha256").update(prevHash).update(canonical, "utf8").digest();
+}
+
+/** A field as ledger_chain_field encodes it: its UTF-8 length, a colon and the text, or "-" for null. */
+function canonicalField(value: string | null): string {
+  return value === null ? "-" : `${Buffer.byteLength(value, "utf8")}:${value}`;
+}
+
+function short(hash: Buffer): string {
+  return hash.toString("hex").slice(0, HASH_SHOWN_LENGTH);
+}
+
+function printReport(output: VerifyOutput, report: VerifyReport): void {
+  for (const t of report.tenants) {
+    const problems = t.problems.length + t.problemsUnlisted;
+    const head = `head row ${t.headSeq} ${t.headHash.slice(0, HASH_SHOWN_LENGTH)}`;
+    output.out(`tenant ${t.tenantId}: ${t.rows} journal rows, ${problems === 0 ? "chain intact" : `${problems} problem(s)`}, ${head}`);
+    for (const line of t.problems) output.out(`  ${line}`);
+    if (t.problemsUnlisted > 0) output.out(`  ... and ${t.problemsUnlisted} more`);
+  }
+  if (report.invariantViolations.length === 0) {
+    output.out("invariants: ok (sums, balances = journal, holds, events)");
+  } else {
+    output.out(`invariants: ${report.invariantViolations.length} violation(s)`);
+    for (const line of report.invariantViolations) output.out(`  ${line}`);
+  }
+  const rows = report.tenants.reduce((n, t) => n + t.rows, 0);
+  output.out(`verified ${report.tenants.length} tenant(s), ${rows} journal rows: ${report.ok ? "ok" : "MISMATCH"}`);
+}
+
+/**
+ * A progress bar on `stream` when it is a terminal and the ledger is large; nothing otherwise,
+ * so that logs and pipes get only the summary.
+ */
+function createProgressBar(stream: NodeJS.WriteStream): { update: VerifyProgress; clear: () => void } {
+  let drawn = false;
+  return {
+    update(done, total) {
+      if (stream.isTTY !== true || total < PROGRESS_ROWS_MIN) return;
+      const filled = Math.round((PROGRESS_BAR_WIDTH * done) / total);
+      const percent = Math.floor((100 * done) / total);
+      stream.write(`\rverifying [${"#".repeat(filled)}${"-".repeat(PROGRESS_BAR_WIDTH - filled)}] ${percent}% ${done}/${total} journal rows`);
+      drawn = true;
+    },
+    clear() {
+      if (drawn) stream.write("\r\x1b[K");
+    },
+  };
+}
