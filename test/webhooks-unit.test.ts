@@ -1,7 +1,8 @@
 // Goal: the small pure rules behind webhooks hold on their own: the retry verdict and jitter,
 // Retry-After parsing, event type filters (and that the SQL used to fan events out matches
 // exactly what the TypeScript matcher matches), the config parsing of the webhook variables,
-// and that signatures made by the worker verify with the `standardwebhooks` library.
+// that signatures made by the worker verify with the `standardwebhooks` library, and that the
+// address guard refuses IPv6 outside global unicast (IPv4-compatible ::/96 included).
 // Method: direct calls with fixed inputs; the filter comparison evaluates the SQL expression in
 // a fresh database for every filter × type pair.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +14,7 @@ import {
   sqlMatchesEventType,
 } from "@holdfast/webhooks-core/event-types";
 import { newSigningSecret } from "@holdfast/webhooks-core/secrets";
+import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
 import { readWebhookSettings } from "@holdfast/webhooks/config";
 import { parseRetryAfter, RETRY_AFTER_MS_MAX, verdictOf } from "@holdfast/webhooks/schedule";
 import { signatureHeaders } from "@holdfast/webhooks/signing";
@@ -117,5 +119,27 @@ describe("signatures", () => {
     expect(new Webhook(b).verify(body, headers)).toEqual(JSON.parse(body));
     expect(() => new Webhook(newSigningSecret()).verify(body, headers)).toThrow();
     expect(() => new Webhook(a).verify(`${body} `, headers)).toThrow();
+  });
+});
+
+describe("the webhook address guard", () => {
+  const open = createUrlPolicy([]);
+  const loopbackTrusted = createUrlPolicy(["127.0.0.0/8", "::1/128"]);
+
+  it("refuses IPv4-compatible IPv6 (::/96) and other IPv6 outside global unicast, even with loopback trusted", async () => {
+    for (const url of ["https://[::127.0.0.1]/", "https://[::7f00:1]/", "https://[::a00:1]/hooks", "https://[::808:808]/", "https://[4000::1]/"]) {
+      for (const policy of [open, loopbackTrusted]) {
+        const check = await policy.checkUrl(url);
+        expect(check.ok, url).toBe(false);
+      }
+    }
+    expect(open.addressProblem("::7f00:1", false)).toContain("::/96");
+  });
+
+  it("still accepts public IPv6 and IPv4, and what the operator trusts", async () => {
+    for (const url of ["https://[2606:4700:4700::1111]/", "https://[2001:4860:4860::8888]/hooks", "https://93.184.216.34/"]) {
+      expect((await open.checkUrl(url)).ok, url).toBe(true);
+    }
+    expect(createUrlPolicy(["::/96"]).addressProblem("::7f00:1", true)).toBeNull();
   });
 });

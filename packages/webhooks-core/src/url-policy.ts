@@ -21,6 +21,12 @@ export const URL_LENGTH_MAX = 2048;
 const LOOKUP_TIMEOUT_MS = 5000;
 /** The only range ipaddr.js gives to ordinary public addresses. */
 const PUBLIC_RANGE = "unicast";
+/**
+ * IPv6 global unicast (RFC 4291 section 2.4). ipaddr.js calls every IPv6 address it has no name
+ * for "unicast", including IPv4-compatible ones (`::/96`, `[::127.0.0.1]` is `::7f00:1`), which
+ * some stacks route to the IPv4 address inside: a public IPv6 address must also lie in here.
+ */
+const IPV6_GLOBAL_UNICAST = ipaddr.parseCIDR("2000::/3");
 
 export interface UrlPolicy {
   /**
@@ -54,6 +60,9 @@ export function createUrlPolicy(allowedNetworks: readonly string[], resolve: Res
     }
     if (parsed.range() !== PUBLIC_RANGE) {
       return `resolves to a ${parsed.range()} address (${parsed.toString()}); only public addresses and HOLDFAST_WEBHOOK_ALLOWED_NETWORKS are allowed`;
+    }
+    if (parsed.kind() === "ipv6" && !parsed.match(IPV6_GLOBAL_UNICAST)) {
+      return `resolves to an IPv6 address outside global unicast 2000::/3 (${parsed.toString()}), such as an IPv4-compatible ::/96 one; only public addresses and HOLDFAST_WEBHOOK_ALLOWED_NETWORKS are allowed`;
     }
     if (forHttp) {
       return "must be https (plain http is allowed only to HOLDFAST_WEBHOOK_ALLOWED_NETWORKS)";
