@@ -236,14 +236,17 @@ async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<M
   return new Map(rows.map((r) => [BigInt(r.chain_seq), r.head_hash]));
 }
 
-/** The tenant's next rows after `afterSeq`, in chain order, each column as the database's text. */
+/**
+ * The tenant's next rows after `afterSeq`, in chain order, each column as the database's text
+ * (ordered by the column, not by its text alias, which would sort 10 before 9).
+ */
 async function chainPage(client: PoolClient, tenantId: string, afterSeq: bigint): Promise<ChainRow[]> {
   const { rows } = await client.query<ChainRow>({
     text: `select tenant_id::text, chain_seq::text, transfer_id::text, kind, debit_wallet_id, credit_wallet_id,
                   asset, amount::text, hold_id, refund_of::text, metadata::text,
                   ((extract(epoch from created_at) * 1000000)::bigint)::text as created_us,
                   grants::text, key_id, prev_hash, row_hash
-             from transfers where tenant_id = $1 and chain_seq > $2 order by chain_seq limit $3`,
+             from transfers where tenant_id = $1 and chain_seq > $2 order by transfers.chain_seq limit $3`,
     values: [tenantId, afterSeq.toString(), CHAIN_PAGE_ROWS_MAX],
   });
   return rows;
