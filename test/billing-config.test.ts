@@ -1,13 +1,22 @@
-// Goal: the billing configuration refuses what would bill wrongly or leak a secret, and the
-// pure parts of delivery (mapping, Retry-After, splitting) behave as documented.
-// Method: plain function calls; one in-memory sink scripted per request. No servers.
-import { describe, expect, it } from "vitest";
-import { loadBillingConfig, parseBillingConfig, type SinkConfig } from "@holdfast/billing-core/config";
+// Goal: the billing configuration refuses what would bill wrongly or leak a secret (a sink
+// taking every tenant of a database with several included), the pure parts of delivery
+// (mapping, Retry-After, splitting) behave as documented, and an engine's answer is read only
+// up to a cap.
+// Method: plain function calls; one in-memory sink scripted per request; a database with one
+// and then two tenants; a local HTTP server that answers with an endless body.
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkSinkTenants, loadBillingConfig, parseBillingConfig, type SinkConfig } from "@holdfast/billing-core/config";
 import { deliver } from "@holdfast/billing-core/delivery";
 import { mapUsage, type BillableUsage } from "@holdfast/billing-core/mapping";
-import { parseRetryAfter, type ItemResult, type Sink } from "@holdfast/billing-core/sinks/sink";
+import { ANSWER_LENGTH_MAX, parseRetryAfter, post, type ItemResult, type Sink } from "@holdfast/billing-core/sinks/sink";
 import { ackWaitMs, filterFor, flushBudgetMs } from "@holdfast/billing-core/stream";
 import type { UsageRecord } from "@holdfast/billing-core/usage";
+import { createTenant } from "@holdfast/ledger/auth/api-keys";
+import { createTestDatabase, type TestDatabase } from "./support/db.js";
 
 const env = { STRIPE_KEY: "sk_test_1" };
 const stripeSink = (extra: Record<string, unknown> = {}) => ({
@@ -145,5 +154,57 @@ describe("delivery", () => {
     expect(parseRetryAfter("Wed, 21 Oct 2015 07:28:05 GMT", Date.parse("Wed, 21 Oct 2015 07:28:00 GMT"))).toBe(5000);
     expect(parseRetryAfter("soon")).toBeNull();
     expect(parseRetryAfter(null)).toBeNull();
+  });
+});
+
+describe("several tenants", () => {
+  let db: TestDatabase;
+  const config = (...sinks: Record<string, unknown>[]) =>
+    parseBillingConfig({ sinks: sinks.map((extra, i) => stripeSink({ name: `s${i}`, ...extra })) }, env);
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("refuses a sink taking every tenant once the database has two, unless its customers start with the tenant", async () => {
+    await createTenant(db.pool, `billing-a-${randomUUID()}`);
+    // One tenant: nobody else's customers to reach.
+    await checkSinkTenants(config({}), db.pool);
+    const { tenantId } = await createTenant(db.pool, `billing-b-${randomUUID()}`);
+    await expect(checkSinkTenants(config({}, { tenants: "*" }), db.pool)).rejects.toThrow(/sinks "s0", "s1": the database has more than one tenant.*"tenants".*\{tenant_id\}/);
+    await expect(checkSinkTenants(config({ tenants: [tenantId] }, { customer: "{wallet.x}:{tenant_id}" }), db.pool)).rejects.toThrow(/^sink "s1"/);
+    await checkSinkTenants(config({ tenants: [tenantId] }, { customer: "{tenant_id}:{wallet_id}", type: "openmeter", secret_env: undefined }), db.pool);
+  });
+});
+
+describe("engine answers", () => {
+  it("reads at most a few KiB of an answer, even an endless one", async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(500, { "content-type": "text/plain" });
+      const chunk = "é".repeat(8192);
+      const write = () => {
+        while (res.write(chunk));
+      };
+      res.on("drain", write);
+      write();
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    try {
+      const started = Date.now();
+      const outcome = await post(`http://127.0.0.1:${port}/`, {}, "[]", 10_000, new AbortController().signal);
+      expect(outcome).toMatchObject({ kind: "answer", status: 500 });
+      const body = (outcome as { body: string }).body;
+      expect(body.length).toBe(ANSWER_LENGTH_MAX);
+      expect(body).toBe("é".repeat(ANSWER_LENGTH_MAX));
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -11,6 +11,12 @@
  * The worker's environment is read here too ({@link loadBillingWorkerConfig}): the shared
  * settings (packages/common/src/config.ts) and the one variable of its own.
  *
+ * A sink's customer comes from wallet metadata, which each tenant writes for itself. With more
+ * than one tenant in the database, a sink that takes every tenant could be pointed by one
+ * tenant at another tenant's customer on a shared engine account, so such a sink must list its
+ * tenants or start its customer template with `{tenant_id}`; {@link checkSinkTenants} refuses
+ * to start otherwise.
+ *
  * | variable | default | meaning |
  * |---|---|---|
  * | `HOLDFAST_BILLING_CONFIG` | unset | Path of the sink configuration (JSON, see docs/billing-engines.md); the worker refuses to start without it, and `holdfast billing backfill` reads it when `--config` is not given. |
@@ -18,6 +24,7 @@
  * @module
  */
 import { readFile } from "node:fs/promises";
+import type { QueryConfig, QueryResult, QueryResultRow } from "pg";
 import { readHostConfig, readStreamProcessConfig, type HostConfig, type StreamProcessConfig } from "@holdfast/common/config";
 import { readPath, type Env, type IntegerSpec } from "@holdfast/common/env";
 import { isUuid } from "@holdfast/common/patterns";
@@ -158,6 +165,34 @@ export function loadBillingWorkerConfig(env: Env = process.env): BillingWorkerCo
     throw new Error("HOLDFAST_BILLING_CONFIG is not set: point it at the sink configuration (see docs/billing-engines.md)");
   }
   return { ...readStreamProcessConfig(env), ...readHostConfig(env), billingConfigPath };
+}
+
+/** Anything that runs a query (a pool); the tenant check reads one small count. */
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(config: QueryConfig): Promise<QueryResult<R>>;
+}
+
+/** The placeholder a customer template starts with to be safe with several tenants. */
+const TENANT_PREFIX = "{tenant_id}";
+
+/**
+ * Refuses sinks that take every tenant while the database holds more than one, unless their
+ * customer starts with `{tenant_id}`: a tenant controls its wallets' metadata, so without an
+ * explicit list (or the prefix) it could have its usage billed to another tenant's customer.
+ * Run at start by the worker and by `holdfast billing backfill`; throws a BillingConfigError
+ * naming every such sink.
+ */
+export async function checkSinkTenants(config: BillingConfig, db: Queryable): Promise<void> {
+  const open = config.sinks.filter((sink) => sink.tenants === null && !sink.customer.startsWith(TENANT_PREFIX));
+  if (open.length === 0) return;
+  const { rows } = await db.query<{ tenants: number }>({ text: "select count(*)::int as tenants from (select 1 from tenants limit 2) t" });
+  if ((rows[0]?.tenants ?? 0) <= 1) return;
+  const names = open.map((sink) => `"${sink.name}"`).join(", ");
+  throw new BillingConfigError(
+    `${open.length === 1 ? "sink" : "sinks"} ${names}: the database has more than one tenant, so each sink must list its tenants in "tenants" ` +
+      `(a tenant sets its own wallets' metadata, so a sink taking every tenant could bill one tenant's usage to another's customer), ` +
+      `or start "customer" with ${TENANT_PREFIX}; see docs/billing-engines.md`,
+  );
 }
 
 /** Reads and validates the configuration file at `path`. */

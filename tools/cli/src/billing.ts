@@ -10,7 +10,7 @@ import { pino } from "pino";
 import { readLogConfig } from "@holdfast/common/config";
 import { createPool } from "@holdfast/common/pg";
 import { backfill } from "@holdfast/billing-core/backfill";
-import { loadBillingConfig, readBillingConfigPath } from "@holdfast/billing-core/config";
+import { checkSinkTenants, loadBillingConfig, readBillingConfigPath } from "@holdfast/billing-core/config";
 
 /** Where the command writes, one line per call (the same shape as CliOutput in main.ts). */
 export interface BillingOutput {
@@ -66,6 +66,11 @@ async function runBackfill(options: BackfillCliOptions, databaseUrl: string, out
     logger,
     { applicationName: "holdfast-cli-billing-backfill" },
   );
+  // The rule the worker applies at start: with several tenants, a sink must say whose usage it bills.
+  await checkSinkTenants(config, pool).catch(async (err: unknown) => {
+    await pool.end();
+    throw err;
+  });
   const abort = new AbortController();
   const onSigint = () => abort.abort();
   process.once("SIGINT", onSigint);

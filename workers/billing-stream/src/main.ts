@@ -4,7 +4,7 @@ import { createMetricsRegistry, serveMetricsPort } from "@holdfast/common/metric
 import { DeploymentConflictError, streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
 import { exitOnConfigError, loadConfigOrExit, stopOnSignals } from "@holdfast/common/process";
-import { loadBillingConfig } from "@holdfast/billing-core/config";
+import { BillingConfigError, checkSinkTenants, loadBillingConfig } from "@holdfast/billing-core/config";
 import { loadBillingStreamConfig } from "./config.js";
 import { registerBillingMetrics } from "./metrics.js";
 import { createBillingWorker } from "./worker.js";
@@ -17,6 +17,8 @@ const logger = createLogger("billing-stream", config.logLevel);
 // The sink file is configuration too: a bad one is refused like a bad variable.
 const billing = await loadBillingConfig(config.billingConfigPath).catch(exitOnConfigError);
 const pool = createPool(config, logger, { applicationName: "holdfast-billing-stream" });
+// With several tenants, a sink must say whose usage it bills (docs/billing-engines.md).
+await checkSinkTenants(billing, pool).catch((err: unknown) => (err instanceof BillingConfigError ? exitOnConfigError(err) : Promise.reject(err)));
 const worker = createBillingWorker({
   config: billing,
   pool,

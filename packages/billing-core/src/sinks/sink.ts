@@ -37,6 +37,12 @@ export interface Sink {
 
 /** Longest engine answer kept in a result (and so in the dead-letter table). */
 export const ANSWER_LENGTH_MAX = 2000;
+/**
+ * Most bytes of an engine's answer read: enough for {@link ANSWER_LENGTH_MAX} characters of
+ * UTF-8 (at most 4 bytes each). The rest is never read, so an engine (or whatever answers at
+ * its address) cannot make the worker buffer a huge or endless body.
+ */
+export const ANSWER_READ_BYTES_MAX = 4 * ANSWER_LENGTH_MAX;
 
 /** What one HTTP exchange came to. */
 export type HttpOutcome =
@@ -59,7 +65,7 @@ export async function post(
       signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
       redirect: "error",
     });
-    const text = await response.text();
+    const text = await readCapped(response, ANSWER_READ_BYTES_MAX);
     return {
       kind: "answer",
       status: response.status,
@@ -70,6 +76,28 @@ export async function post(
     const err = error as Error & { cause?: { code?: string } };
     return { kind: "network", error: `${err.name}: ${err.cause?.code ?? err.message}` };
   }
+}
+
+/**
+ * The first `bytesMax` bytes of a response body as text; the rest is not read, and the body is
+ * cancelled so the connection does not wait for it. A character cut at the end decodes as U+FFFD.
+ */
+export async function readCapped(response: Response, bytesMax: number): Promise<string> {
+  if (response.body === null) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  try {
+    while (bytes < bytesMax) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      bytes += value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, bytesMax));
 }
 
 /** Retry-After in milliseconds, from delta-seconds or an HTTP date; null when absent or bad. */
