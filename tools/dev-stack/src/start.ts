@@ -10,10 +10,12 @@
  *   is started on its port); else whatever answers on 127.0.0.1:4222; else `nats-server -js`
  *   from PATH, data in `.holdfast/nats`; else instructions, and the stack runs without it and
  *   without the webhook worker, which has nothing to do without events.
- * - Then: creates the database if missing, migrates, creates a "dev" tenant with an admin key
- *   (kept in `.holdfast/dev-admin-key` and reused), starts the ledger, waits until it is
- *   ready, starts the hold-expiry and webhook workers and prints what runs: the endpoint, the
- *   tenant, the key, the CORS origins, where each server came from, and the processes alive.
+ * - Then: creates the database if missing and the roles holdfast_owner and holdfast_app
+ *   (./db-roles.ts), migrates as the owner, creates a "dev" tenant with an admin key (kept in
+ *   `.holdfast/dev-admin-key` and reused), starts the ledger as holdfast_app (so are the
+ *   workers: neither can alter the journal), waits until it is ready, starts the hold-expiry
+ *   and webhook workers and prints what runs: the endpoint, the tenant, the key, the CORS
+ *   origins, where each server came from, and the processes alive.
  *   Webhook endpoints on loopback are allowed unless HOLDFAST_WEBHOOK_ALLOWED_NETWORKS says
  *   otherwise. `HOLDFAST_STATE_DIR` moves `.holdfast`.
  *
@@ -42,6 +44,7 @@ import {
 } from "@holdfast/ledger/auth/api-keys";
 import { loadLedgerConfig, type LedgerConfig } from "@holdfast/ledger/config";
 import { migrate } from "@holdfast/db/migrate";
+import { ensureDevRoles } from "./db-roles.js";
 import { PG_SUPERUSER, startEmbeddedPostgres as startEmbedded } from "@holdfast/dev-servers/embedded-postgres";
 import { findNatsServer, NATS_SERVER_INSTALL_HELP } from "@holdfast/dev-servers/nats-server";
 import { formatBanner, type ProcessInfo, type ServerInfo } from "./banner.js";
@@ -114,12 +117,14 @@ async function run(): Promise<void> {
   const database = await resolveDatabase(config, logger);
   const nats = await resolveNats(config, logger);
   await ensureDatabaseExists(database.url, config);
-  const dev = await prepareLedgerDatabase({ ...config, databaseUrl: database.url }, logger);
+  // Migrations run as holdfast_owner, the processes as holdfast_app (db-roles.ts).
+  const urls = await ensureDevRoles(database.url, logger, config.pgConnectTimeoutMs);
+  const dev = await prepareLedgerDatabase({ ...config, databaseUrl: urls.ownerUrl }, logger);
   const allowedNetworks = config.webhooks.allowedNetworks;
   const webhookNetworks = allowedNetworks.length > 0 ? allowedNetworks.join(",") : DEV_WEBHOOK_ALLOWED_NETWORKS;
   const env = {
     ...process.env,
-    DATABASE_URL: database.url,
+    DATABASE_URL: urls.appUrl,
     HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: webhookNetworks,
     ...(nats === null ? {} : { NATS_URL: nats.url }),
   };
