@@ -318,7 +318,8 @@ describe("Chart.yaml and values", () => {
       expect(text).not.toMatch(/\b(sk|rk)_(live|test)_\w+/);
     }
     expect(resolveValuesPath("database.existingSecret")).toBe("");
-    expect(Object.keys(objectAt("database")).sort()).toEqual(["existingSecret", "urlKey"]);
+    expect(Object.keys(objectAt("database")).sort()).toEqual(["existingSecret", "ownerExistingSecret", "ownerUrlKey", "urlKey"]);
+    expect(resolveValuesPath("database.ownerExistingSecret")).toBe("");
   });
 });
 
@@ -516,6 +517,20 @@ describe("Service, autoscaler and disruption budget", () => {
     expect(pdb).toMatch(/^\{\{- if \.Values\.ledger\.podDisruptionBudget\.enabled \}\}$/m);
     expect(pdb).toContain("apiVersion: policy/v1");
     expect(pdb).toMatch(/selector:\s+matchLabels:\s+\{\{- include "holdfast\.selectorLabels" \$component/);
+  });
+
+  it("with the owner's Secret, an init container migrates as the owner and the processes keep the runtime URL", () => {
+    const ledger = template("ledger-deployment.yaml");
+    const init = /\{\{- if \.Values\.database\.ownerExistingSecret \}\}([\s\S]*?)\{\{- end \}\}\n\s+containers:/.exec(ledger)?.[1] ?? "";
+    expect(init).toMatch(/initContainers:\s+- name: migrate/);
+    expect(init).toContain('command: ["node", "tools/cli/bin/holdfast.js", "migrate"]');
+    expect(init).toMatch(/- name: DATABASE_URL\s+valueFrom:\s+secretKeyRef:\s+name: \{\{ \.Values\.database\.ownerExistingSecret \| quote \}\}/);
+    expect(init).toMatch(/securityContext:\s+\{\{- include "holdfast\.containerSecurityContext" \. \| nindent 12 \}\}/);
+    // The owner's URL reaches the init container only; every process reads the runtime role's.
+    expect([...templates.values()].join("\n").match(/ownerExistingSecret/g)).toHaveLength(2);
+    expect(existsSync(path.join(ROOT, "tools", "cli", "bin", "holdfast.js"))).toBe(true);
+    const bad = coalesce(values, parseHelmYaml("database:\n  ownerExistingSecret: Not_A_Name\n"));
+    expect(schemaErrors(bad).map((e) => e.instancePath)).toContain("/database/ownerExistingSecret");
   });
 });
 
