@@ -17,6 +17,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger, logRepeated, prefersPrettyLogs, REPEAT_WINDOW_MS_DEFAULT } from "@holdfast/common/logger";
 import { freePort, portAccepts } from "@holdfast/common/net";
 import { findNatsServer } from "@holdfast/dev-servers/nats-server";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
@@ -27,6 +28,8 @@ const BANNER_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
 const TEST_TIMEOUT_MS = 120_000;
 const POLL_MS = 100;
+/** Long enough for the relay's backoff (200 ms, doubling) to retry several times. */
+const RELAY_RETRIES_MS = 3000;
 
 let db: TestDatabase;
 let stateDir: string;
@@ -251,9 +254,49 @@ describe("npm start", () => {
       expect(out).toMatch(/nats +not running/);
       expect(out).toMatch(/webhooks: not started: it needs NATS/);
       expect(stack.stderr().match(/NATS is not running/g)).toHaveLength(1);
+      // The relay keeps failing to reach NATS, and says so once (logRepeated), not every retry.
+      await new Promise((r) => setTimeout(r, RELAY_RETRIES_MS));
+      expect(stack.stdout().match(/outbox relay: publish failed/g)?.length ?? 0).toBeLessThanOrEqual(1);
     } finally {
       stack.npm.kill("SIGTERM");
       await stack.exited;
     }
   }, TEST_TIMEOUT_MS);
+});
+
+describe("logRepeated", () => {
+  /** A logger that keeps its lines, parsed. */
+  function capture() {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger("test", "info", { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    return { lines, logger };
+  }
+
+  it("logs the first failure whole, then one line per window with the count and no stack", () => {
+    const { lines, logger } = capture();
+    const err = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:4222"), { code: "ECONNREFUSED" });
+    for (let second = 0; second <= 120; second += 5) {
+      logRepeated(logger, "warn", { err, retryInMs: 5000 }, "relay: publish failed", { nowMs: second * 1000 });
+    }
+    expect(lines.map((l) => l["msg"])).toEqual(["relay: publish failed", "relay: publish failed (still failing)", "relay: publish failed (still failing)"]);
+    expect((lines[0]!["err"] as { stack: string }).stack).toContain("ECONNREFUSED");
+    expect(lines[1]).toMatchObject({ repeated: 12, failures: 13, error: "connect ECONNREFUSED 127.0.0.1:4222", retryInMs: 5000 });
+    expect(lines[1]).not.toHaveProperty("err");
+    expect(lines[2]).toMatchObject({ repeated: 12, failures: 25 });
+  });
+
+  it("starts over for a different error or after a quiet window", () => {
+    const { lines, logger } = capture();
+    logRepeated(logger, "warn", { err: new Error("a") }, "m", { nowMs: 0 });
+    logRepeated(logger, "warn", { err: new Error("a") }, "m", { nowMs: 1000 });
+    logRepeated(logger, "warn", { err: new Error("b") }, "m", { nowMs: 2000 });
+    logRepeated(logger, "warn", { err: new Error("b") }, "m", { nowMs: 2000 + REPEAT_WINDOW_MS_DEFAULT + 1 });
+    expect(lines.map((l) => (l["err"] as { message: string }).message)).toEqual(["a", "b", "b"]);
+  });
+
+  it("pretty-prints only on a terminal outside production", () => {
+    expect(prefersPrettyLogs({}, true)).toBe(true);
+    expect(prefersPrettyLogs({ NODE_ENV: "production" }, true)).toBe(false);
+    expect(prefersPrettyLogs({}, false)).toBe(false);
+  });
 });

@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { logRepeated } from "@holdfast/common/logger";
 import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
 import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import type { BillingConfig } from "@holdfast/billing-core/config";
@@ -79,7 +80,7 @@ export function createBillingWorker(options: BillingWorkerOptions) {
         return { nc: conn, jsm, id };
       } catch (err) {
         if (stopping.signal.aborted || err instanceof DeploymentConflictError) throw err;
-        logger.warn({ err }, "billing: cannot reach NATS; retrying");
+        logRepeated(logger, "warn", { err }, "billing: cannot reach NATS; retrying");
         await sleep(CONNECT_RETRY_MS, undefined, { signal: stopping.signal }).catch(() => undefined);
       }
     }

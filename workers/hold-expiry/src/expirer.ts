@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
+import { logRepeated } from "@holdfast/common/logger";
 import type { Clock } from "@holdfast/common/ids";
 
 export interface ExpirerOptions {
@@ -73,7 +74,7 @@ export function createHoldExpirer(options: ExpirerOptions) {
       } catch (err) {
         failures++;
         const delay = backoffDelayMs(failures, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
-        logger.warn({ err, failures, retryInMs: delay }, "hold expiry pass failed; retrying");
+        logRepeated(logger, "warn", { err, failures, retryInMs: delay }, "hold expiry pass failed; retrying");
         await pause(delay);
       }
     }

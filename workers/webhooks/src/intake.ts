@@ -23,6 +23,7 @@ import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
+import { logRepeated } from "@holdfast/common/logger";
 import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
 import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
 import {
@@ -130,7 +131,7 @@ export function createIntake(options: IntakeOptions) {
         }
         failures++;
         const delay = backoffDelayMs(failures, { delayMsMin: LOOP_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
-        logger.warn({ err, retryInMs: delay }, "webhooks: event consumer failed; retrying");
+        logRepeated(logger, "warn", { err, retryInMs: delay }, "webhooks: event consumer failed; retrying");
         await sleep(delay, undefined, { signal: stopped.signal }).catch(() => undefined);
       }
     }

@@ -18,6 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
+import { logRepeated } from "@holdfast/common/logger";
 import type { IdGenerator } from "@holdfast/common/ids";
 import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
@@ -178,7 +179,7 @@ async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
     } catch (err) {
       failures++;
       const delay = backoffDelayMs(failures, { delayMsMin: CLAIM_RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
-      options.logger.warn({ err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
+      logRepeated(options.logger, "warn", { err, retryInMs: delay }, "webhooks: claiming deliveries failed; retrying");
       await sleep(delay);
       continue;
     }

@@ -4,6 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
+import { logRepeated } from "@holdfast/common/logger";
 import { deploymentIdOf } from "@holdfast/common/deployment";
 import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import { encodeEvent, type OutboxRow } from "./event-codec.js";
@@ -92,7 +93,7 @@ export function createOutboxRelay(options: RelayOptions) {
         failures++;
         status.nats = "disconnected";
         const delay = backoffDelayMs(failures, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: options.retryDelayMsMax });
-        logger.warn({ err, failures, retryInMs: delay }, "outbox relay: publish failed; the backlog waits in Postgres");
+        logRepeated(logger, "warn", { err, failures, retryInMs: delay }, "outbox relay: publish failed; the backlog waits in Postgres");
         await pause(delay);
       }
     }
