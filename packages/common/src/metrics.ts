@@ -162,15 +162,25 @@ export function rpcMetricsInterceptor(rpc: RpcMetrics): Interceptor {
       record(rpc, labels, "OK", startNs);
       return res;
     }
-    return { ...res, message: countedStream(res.message, rpc, labels) };
+    return { ...res, message: countedStream(res.message, rpc, labels, req.signal) };
   };
 }
 
-async function* countedStream<T>(messages: AsyncIterable<T>, rpc: RpcMetrics, labels: { service: string; method: string }): AsyncGenerator<T> {
+/**
+ * The stream's messages, counted when it ends: OK when it completed by itself, the code of
+ * the call's signal when that ended it (the client went away, the deadline, a drain), the
+ * error's code when it failed.
+ */
+async function* countedStream<T>(
+  messages: AsyncIterable<T>,
+  rpc: RpcMetrics,
+  labels: { service: string; method: string },
+  signal: AbortSignal,
+): AsyncGenerator<T> {
   let code = "CANCELED";
   try {
     yield* messages;
-    code = "OK";
+    code = signal.aborted ? codeName(ConnectError.from(signal.reason, Code.Canceled).code) : "OK";
   } catch (err) {
     code = codeName(ConnectError.from(err).code);
     throw err;

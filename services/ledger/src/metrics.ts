@@ -6,6 +6,7 @@
  * @module
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { HoldfastError } from "@holdfast/common/errors";
 import { counterOf, gaugeOf, Counter, Gauge, type Registry } from "@holdfast/common/metrics";
 import { ErrorDetailSchema } from "@holdfast/gen/holdfast/v1/errors_pb";
 import type { Ledger } from "./domain/ledger.js";
@@ -23,6 +24,8 @@ const FAILURE_CODES = new Set([
   Code.Aborted,
   Code.DataLoss,
 ]);
+/** Reasons that mean the ledger could not answer the command now; the others are refusals. */
+const FAILURE_REASONS: ReadonlySet<string> = new Set(["OVERLOADED", "UNAVAILABLE", "DRAINING", "INTERNAL"]);
 const RELAY_ROLES: readonly RelayStatus["role"][] = ["active", "standby", "stopped"];
 const MS_PER_SECOND = 1000;
 
@@ -62,13 +65,28 @@ export function commandMetricsInterceptor(registry: Registry): Interceptor {
       commands.inc({ method, outcome: replayed ? "replayed" : "applied" });
       return res;
     } catch (err) {
-      const error = ConnectError.from(err);
-      const reason = error.findDetails(ErrorDetailSchema)[0]?.reason ?? "NONE";
-      commands.inc({ method, outcome: FAILURE_CODES.has(error.code) ? "failed" : "refused" });
+      const { reason, failed } = classify(err);
+      commands.inc({ method, outcome: failed ? "failed" : "refused" });
       refusals.inc({ method, reason });
       throw err;
     }
   };
+}
+
+/**
+ * What an error thrown by a command's handler says: its reason, and whether the ledger failed to
+ * answer (rather than refusing). Handlers throw the HoldfastError family; the interceptors
+ * outside turn it into a ConnectError, so both are read here.
+ */
+function classify(err: unknown): { reason: string; failed: boolean } {
+  if (err instanceof HoldfastError) {
+    return { reason: err.reason, failed: FAILURE_REASONS.has(err.reason) };
+  }
+  if (err instanceof ConnectError) {
+    return { reason: err.findDetails(ErrorDetailSchema)[0]?.reason ?? "NONE", failed: FAILURE_CODES.has(err.code) };
+  }
+  // Anything else (the database away, a bug) is answered UNAVAILABLE or INTERNAL.
+  return { reason: "NONE", failed: true };
 }
 
 /** Registers the metrics read from the ledger's parts at each scrape. */
