@@ -63,6 +63,11 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   [`${LEDGER}/GetHold`]: { role: "reader", scoped: OWN_RECORDS },
   [`${LEDGER}/ListHolds`]: { role: "reader", scoped: OWN_WALLET },
   [`${LEDGER}/WatchWallet`]: { role: "reader", scoped: OWN_WALLET },
+  [`${LEDGER}/CreateGrant`]: { role: "writer", scoped: { kind: "refused", why: "a grant creates money", field: "wallet_id" } },
+  [`${LEDGER}/VoidGrant`]: { role: "writer", scoped: { kind: "refused", why: "voiding a grant is the tenant's decision" } },
+  // Read by id, a grant would need its own scope check; ListGrants on the key's wallet shows them all.
+  [`${LEDGER}/GetGrant`]: { role: "reader", scoped: { kind: "refused", why: "list the wallet's grants with ListGrants" } },
+  [`${LEDGER}/ListGrants`]: { role: "reader", scoped: OWN_WALLET },
   [`${ADMIN}/UpdateWallet`]: { role: "admin", scoped: ADMINISTRATION },
   [`${ADMIN}/CreateApiKey`]: { role: "admin", scoped: ADMINISTRATION },
   [`${ADMIN}/ListApiKeys`]: { role: "admin", scoped: ADMINISTRATION },
