@@ -26,12 +26,15 @@ export const file_holdfast_v1_errors: GenFile = /*@__PURE__*/
  * | REFUND_EXCEEDS_REMAINING, NOT_REFUNDABLE  | FAILED_PRECONDITION |
  * | WEBHOOK_ENDPOINT_DISABLED                 | FAILED_PRECONDITION |
  * | MODEL_NOT_PRICED (RateCardService)        | FAILED_PRECONDITION |
+ * | GRANT_NOT_ACTIVE (VoidGrant of an expired or voided grant) | FAILED_PRECONDITION |
  * | WALLET_NOT_FOUND, HOLD_NOT_FOUND          | NOT_FOUND           |
  * | TRANSFER_NOT_FOUND, API_KEY_NOT_FOUND     | NOT_FOUND           |
  * | SERVICE_NOT_FOUND (grpc.health.v1 Check)  | NOT_FOUND           |
  * | WEBHOOK_ENDPOINT_NOT_FOUND, WEBHOOK_DELIVERY_NOT_FOUND | NOT_FOUND |
  * | RATE_CARD_NOT_FOUND                       | NOT_FOUND           |
+ * | GRANT_NOT_FOUND                           | NOT_FOUND           |
  * | IDEMPOTENCY_KEY_REUSED, HOLD_ALREADY_EXISTS, WALLET_ALREADY_EXISTS | ALREADY_EXISTS |
+ * | GRANT_ALREADY_EXISTS                      | ALREADY_EXISTS      |
  * | INVALID_FIELD (also an amount whose sum would overflow int64) | INVALID_ARGUMENT |
  * | UNAUTHENTICATED                           | UNAUTHENTICATED     |
  * | PERMISSION_DENIED                         | PERMISSION_DENIED   |
@@ -65,7 +68,10 @@ export type ErrorDetail = Message<"holdfast.v1.ErrorDetail"> & {
   message: string;
 
   /**
-   * Facts that help the caller act, e.g. {"available": "120"} for INSUFFICIENT_FUNDS.
+   * Facts that help the caller act, e.g. {"available": "120"} for INSUFFICIENT_FUNDS: what the
+   * wallet could pay in the request's categories (all when none were given), with
+   * {"categories": "image,chat"} when the request named some; {"status": "expired"} for
+   * GRANT_NOT_ACTIVE.
    *
    * @generated from field: map<string, string> metadata = 4;
    */

@@ -15,7 +15,7 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Balance, Hold, Transfer, Wallet } from "./types_pb.js";
+import type { Balance, Grant, Hold, Transfer, Wallet } from "./types_pb.js";
 import { file_holdfast_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/v1/events.proto.
  */
 export const file_holdfast_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Chhob2xkZmFzdC92MS9ldmVudHMucHJvdG8SC2hvbGRmYXN0LnYxIvMGCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIRCgl3YWxsZXRfaWQYBCABKAkSDQoFYXNzZXQYBSABKAkSEAoIc2VxdWVuY2UYBiABKAQSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKB2JhbGFuY2UYCCABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEjIKCG1ldGFkYXRhGAkgAygLMiAuaG9sZGZhc3QudjEuRXZlbnQuTWV0YWRhdGFFbnRyeRI3ChFkZXBvc2l0X2NvbXBsZXRlZBgUIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABI1Cg9zcGVuZF9jb21wbGV0ZWQYFSABKAsyGi5ob2xkZmFzdC52MS5UcmFuc2ZlckV2ZW50SAASNgoQcmVmdW5kX2NvbXBsZXRlZBgWIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABIzCg10cmFuc2Zlcl9zZW50GBcgASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEjcKEXRyYW5zZmVyX3JlY2VpdmVkGBggASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEi4KDGhvbGRfY3JlYXRlZBgZIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEi8KDWhvbGRfY2FwdHVyZWQYGiABKAsyFi5ob2xkZmFzdC52MS5Ib2xkRXZlbnRIABIvCg1ob2xkX3JlbGVhc2VkGBsgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLgoMaG9sZF9leHBpcmVkGBwgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLwoNaG9sZF9leHRlbmRlZBgdIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEjIKDndhbGxldF91cGRhdGVkGB4gASgLMhguaG9sZGZhc3QudjEuV2FsbGV0RXZlbnRIABovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHcGF5bG9hZCI4Cg1UcmFuc2ZlckV2ZW50EicKCHRyYW5zZmVyGAEgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXIiVQoJSG9sZEV2ZW50Eh8KBGhvbGQYASABKAsyES5ob2xkZmFzdC52MS5Ib2xkEicKCHRyYW5zZmVyGAIgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXIiMgoLV2FsbGV0RXZlbnQSIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0YgZwcm90bzM", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
+  fileDesc("Chhob2xkZmFzdC92MS9ldmVudHMucHJvdG8SC2hvbGRmYXN0LnYxIogICgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIRCgl3YWxsZXRfaWQYBCABKAkSDQoFYXNzZXQYBSABKAkSEAoIc2VxdWVuY2UYBiABKAQSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKB2JhbGFuY2UYCCABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEjIKCG1ldGFkYXRhGAkgAygLMiAuaG9sZGZhc3QudjEuRXZlbnQuTWV0YWRhdGFFbnRyeRI3ChFkZXBvc2l0X2NvbXBsZXRlZBgUIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABI1Cg9zcGVuZF9jb21wbGV0ZWQYFSABKAsyGi5ob2xkZmFzdC52MS5UcmFuc2ZlckV2ZW50SAASNgoQcmVmdW5kX2NvbXBsZXRlZBgWIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABIzCg10cmFuc2Zlcl9zZW50GBcgASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEjcKEXRyYW5zZmVyX3JlY2VpdmVkGBggASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEi4KDGhvbGRfY3JlYXRlZBgZIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEi8KDWhvbGRfY2FwdHVyZWQYGiABKAsyFi5ob2xkZmFzdC52MS5Ib2xkRXZlbnRIABIvCg1ob2xkX3JlbGVhc2VkGBsgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLgoMaG9sZF9leHBpcmVkGBwgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLwoNaG9sZF9leHRlbmRlZBgdIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEjIKDndhbGxldF91cGRhdGVkGB4gASgLMhguaG9sZGZhc3QudjEuV2FsbGV0RXZlbnRIABIwCg1ncmFudF9jcmVhdGVkGB8gASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAEjAKDWdyYW50X2V4cGlyZWQYICABKAsyFy5ob2xkZmFzdC52MS5HcmFudEV2ZW50SAASLwoMZ3JhbnRfdm9pZGVkGCEgASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdwYXlsb2FkIjgKDVRyYW5zZmVyRXZlbnQSJwoIdHJhbnNmZXIYASABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciJVCglIb2xkRXZlbnQSHwoEaG9sZBgBIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQSJwoIdHJhbnNmZXIYAiABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciIyCgtXYWxsZXRFdmVudBIjCgZ3YWxsZXQYASABKAsyEy5ob2xkZmFzdC52MS5XYWxsZXQiWAoKR3JhbnRFdmVudBIhCgVncmFudBgBIAEoCzISLmhvbGRmYXN0LnYxLkdyYW50EicKCHRyYW5zZmVyGAIgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXJiBnByb3RvMw", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
 
 /**
  * @generated from message holdfast.v1.Event
@@ -177,6 +177,32 @@ export type Event = Message<"holdfast.v1.Event"> & {
      */
     value: WalletEvent;
     case: "walletUpdated";
+  } | {
+    /**
+     * holdfast.grant.created: with the GRANT journal row.
+     *
+     * @generated from field: holdfast.v1.GrantEvent grant_created = 31;
+     */
+    value: GrantEvent;
+    case: "grantCreated";
+  } | {
+    /**
+     * holdfast.grant.expired: what was left in an expired grant, or what a hold or refund gave
+     * back to an expired or voided grant, went to @breakage (the BREAKAGE journal row).
+     *
+     * @generated from field: holdfast.v1.GrantEvent grant_expired = 32;
+     */
+    value: GrantEvent;
+    case: "grantExpired";
+  } | {
+    /**
+     * holdfast.grant.voided: VoidGrant; with the BREAKAGE journal row when anything unheld
+     * was left.
+     *
+     * @generated from field: holdfast.v1.GrantEvent grant_voided = 33;
+     */
+    value: GrantEvent;
+    case: "grantVoided";
   } | { case: undefined; value?: undefined };
 };
 
@@ -244,4 +270,30 @@ export type WalletEvent = Message<"holdfast.v1.WalletEvent"> & {
  */
 export const WalletEventSchema: GenMessage<WalletEvent> = /*@__PURE__*/
   messageDesc(file_holdfast_v1_events, 3);
+
+/**
+ * @generated from message holdfast.v1.GrantEvent
+ */
+export type GrantEvent = Message<"holdfast.v1.GrantEvent"> & {
+  /**
+   * The grant after the change.
+   *
+   * @generated from field: holdfast.v1.Grant grant = 1;
+   */
+  grant?: Grant | undefined;
+
+  /**
+   * The journal row of the change; unset for a grant.voided with nothing left unheld.
+   *
+   * @generated from field: holdfast.v1.Transfer transfer = 2;
+   */
+  transfer?: Transfer | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.GrantEvent.
+ * Use `create(GrantEventSchema)` to create a new message.
+ */
+export const GrantEventSchema: GenMessage<GrantEvent> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_events, 4);
 

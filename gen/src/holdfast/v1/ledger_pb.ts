@@ -6,7 +6,8 @@
 // IDEMPOTENCY_KEY_REUSED. Keys are scoped to the tenant and remembered for at least 24 hours.
 //
 // Limits shared by the messages below:
-// - wallet_id, hold_id: 1-128 characters of [A-Za-z0-9_:-].
+// - wallet_id, hold_id, grant_id: 1-128 characters of [A-Za-z0-9_:-].
+// - category: 1-64 characters of [a-z0-9_-].
 // - asset: 1-32 characters of [A-Z0-9_], starting with a letter.
 // - amount: a positive int64 of minor units; sums that would overflow int64 are refused.
 // - idempotency_key: 1-255 printable ASCII characters.
@@ -19,7 +20,9 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Balance, Hold, HoldStatus, Transfer, Wallet } from "./types_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Balance, Grant, Hold, HoldStatus, Transfer, Wallet } from "./types_pb.js";
 import { file_holdfast_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -27,7 +30,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/v1/ledger.proto.
  */
 export const file_holdfast_v1_ledger: GenFile = /*@__PURE__*/
-  fileDesc("Chhob2xkZmFzdC92MS9sZWRnZXIucHJvdG8SC2hvbGRmYXN0LnYxIskBCg5EZXBvc2l0UmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSDQoFYXNzZXQYAiABKAkSDgoGYW1vdW50GAMgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7CghtZXRhZGF0YRgFIAMoCzIpLmhvbGRmYXN0LnYxLkRlcG9zaXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInMKD0RlcG9zaXRSZXNwb25zZRInCgh0cmFuc2ZlchgBIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIIu8BCg5SZXNlcnZlUmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSDQoFYXNzZXQYAiABKAkSDgoGYW1vdW50GAMgASgDEg8KB2hvbGRfaWQYBCABKAkSEwoLdHRsX3NlY29uZHMYBSABKA0SFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEjsKCG1ldGFkYXRhGAcgAygLMikuaG9sZGZhc3QudjEuUmVzZXJ2ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiawoPUmVzZXJ2ZVJlc3BvbnNlEh8KBGhvbGQYASABKAsyES5ob2xkZmFzdC52MS5Ib2xkEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIIsgBCg5DYXB0dXJlUmVxdWVzdBIPCgdob2xkX2lkGAEgASgJEhMKBmFtb3VudBgCIAEoA0gAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRI7CghtZXRhZGF0YRgEIAMoCzIpLmhvbGRmYXN0LnYxLkNhcHR1cmVSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB19hbW91bnQilAEKD0NhcHR1cmVSZXNwb25zZRInCgh0cmFuc2ZlchgBIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyEh8KBGhvbGQYAiABKAsyES5ob2xkZmFzdC52MS5Ib2xkEiUKB2JhbGFuY2UYAyABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAQgASgIIjoKDlJlbGVhc2VSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJImsKD1JlbGVhc2VSZXNwb25zZRIfCgRob2xkGAEgASgLMhEuaG9sZGZhc3QudjEuSG9sZBIlCgdiYWxhbmNlGAIgASgLMhQuaG9sZGZhc3QudjEuQmFsYW5jZRIQCghyZXBsYXllZBgDIAEoCCJSChFFeHRlbmRIb2xkUmVxdWVzdBIPCgdob2xkX2lkGAEgASgJEhMKC3R0bF9zZWNvbmRzGAIgASgNEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCSJHChJFeHRlbmRIb2xkUmVzcG9uc2USHwoEaG9sZBgBIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQSEAoIcmVwbGF5ZWQYAiABKAgixQEKDFNwZW5kUmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSDQoFYXNzZXQYAiABKAkSDgoGYW1vdW50GAMgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI5CghtZXRhZGF0YRgFIAMoCzInLmhvbGRmYXN0LnYxLlNwZW5kUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJxCg1TcGVuZFJlc3BvbnNlEicKCHRyYW5zZmVyGAEgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISJQoHYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYAyABKAgiygEKDVJlZnVuZFJlcXVlc3QSEwoLdHJhbnNmZXJfaWQYASABKAkSEwoGYW1vdW50GAIgASgDSACIAQESFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEjoKCG1ldGFkYXRhGAQgAygLMiguaG9sZGZhc3QudjEuUmVmdW5kUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdfYW1vdW50InIKDlJlZnVuZFJlc3BvbnNlEicKCHRyYW5zZmVyGAEgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISJQoHYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYAyABKAgi5gEKD1RyYW5zZmVyUmVxdWVzdBIWCg5mcm9tX3dhbGxldF9pZBgBIAEoCRIUCgx0b193YWxsZXRfaWQYAiABKAkSDQoFYXNzZXQYAyABKAkSDgoGYW1vdW50GAQgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRI8CghtZXRhZGF0YRgGIAMoCzIqLmhvbGRmYXN0LnYxLlRyYW5zZmVyUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKjAQoQVHJhbnNmZXJSZXNwb25zZRInCgh0cmFuc2ZlchgBIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyEioKDGZyb21fYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USKAoKdG9fYmFsYW5jZRgDIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYBCABKAgimwEKE0NyZWF0ZVdhbGxldFJlcXVlc3QSEQoJd2FsbGV0X2lkGAEgASgJEkAKCG1ldGFkYXRhGAIgAygLMi4uaG9sZGZhc3QudjEuQ3JlYXRlV2FsbGV0UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI7ChRDcmVhdGVXYWxsZXRSZXNwb25zZRIjCgZ3YWxsZXQYASABKAsyEy5ob2xkZmFzdC52MS5XYWxsZXQiJQoQR2V0V2FsbGV0UmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkiOAoRR2V0V2FsbGV0UmVzcG9uc2USIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0Il8KFExpc3RUcmFuc2ZlcnNSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRINCgVhc3NldBgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJaChVMaXN0VHJhbnNmZXJzUmVzcG9uc2USKAoJdHJhbnNmZXJzGAEgAygLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkdldEhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkiMgoPR2V0SG9sZFJlc3BvbnNlEh8KBGhvbGQYASABKAsyES5ob2xkZmFzdC52MS5Ib2xkInUKEExpc3RIb2xkc1JlcXVlc3QSEQoJd2FsbGV0X2lkGAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmhvbGRmYXN0LnYxLkhvbGRTdGF0dXMSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiTgoRTGlzdEhvbGRzUmVzcG9uc2USIAoFaG9sZHMYASADKAsyES5ob2xkZmFzdC52MS5Ib2xkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSInChJXYXRjaFdhbGxldFJlcXVlc3QSEQoJd2FsbGV0X2lkGAEgASgJInUKE1dhdGNoV2FsbGV0UmVzcG9uc2USEQoJd2FsbGV0X2lkGAEgASgJEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHNlcXVlbmNlGAMgASgEEhIKCmV2ZW50X3R5cGUYBCABKAkyoQgKDUxlZGdlclNlcnZpY2USRAoHRGVwb3NpdBIbLmhvbGRmYXN0LnYxLkRlcG9zaXRSZXF1ZXN0GhwuaG9sZGZhc3QudjEuRGVwb3NpdFJlc3BvbnNlEkQKB1Jlc2VydmUSGy5ob2xkZmFzdC52MS5SZXNlcnZlUmVxdWVzdBocLmhvbGRmYXN0LnYxLlJlc2VydmVSZXNwb25zZRJECgdDYXB0dXJlEhsuaG9sZGZhc3QudjEuQ2FwdHVyZVJlcXVlc3QaHC5ob2xkZmFzdC52MS5DYXB0dXJlUmVzcG9uc2USRAoHUmVsZWFzZRIbLmhvbGRmYXN0LnYxLlJlbGVhc2VSZXF1ZXN0GhwuaG9sZGZhc3QudjEuUmVsZWFzZVJlc3BvbnNlEk0KCkV4dGVuZEhvbGQSHi5ob2xkZmFzdC52MS5FeHRlbmRIb2xkUmVxdWVzdBofLmhvbGRmYXN0LnYxLkV4dGVuZEhvbGRSZXNwb25zZRI+CgVTcGVuZBIZLmhvbGRmYXN0LnYxLlNwZW5kUmVxdWVzdBoaLmhvbGRmYXN0LnYxLlNwZW5kUmVzcG9uc2USQQoGUmVmdW5kEhouaG9sZGZhc3QudjEuUmVmdW5kUmVxdWVzdBobLmhvbGRmYXN0LnYxLlJlZnVuZFJlc3BvbnNlEkcKCFRyYW5zZmVyEhwuaG9sZGZhc3QudjEuVHJhbnNmZXJSZXF1ZXN0Gh0uaG9sZGZhc3QudjEuVHJhbnNmZXJSZXNwb25zZRJTCgxDcmVhdGVXYWxsZXQSIC5ob2xkZmFzdC52MS5DcmVhdGVXYWxsZXRSZXF1ZXN0GiEuaG9sZGZhc3QudjEuQ3JlYXRlV2FsbGV0UmVzcG9uc2USSgoJR2V0V2FsbGV0Eh0uaG9sZGZhc3QudjEuR2V0V2FsbGV0UmVxdWVzdBoeLmhvbGRmYXN0LnYxLkdldFdhbGxldFJlc3BvbnNlElYKDUxpc3RUcmFuc2ZlcnMSIS5ob2xkZmFzdC52MS5MaXN0VHJhbnNmZXJzUmVxdWVzdBoiLmhvbGRmYXN0LnYxLkxpc3RUcmFuc2ZlcnNSZXNwb25zZRJECgdHZXRIb2xkEhsuaG9sZGZhc3QudjEuR2V0SG9sZFJlcXVlc3QaHC5ob2xkZmFzdC52MS5HZXRIb2xkUmVzcG9uc2USSgoJTGlzdEhvbGRzEh0uaG9sZGZhc3QudjEuTGlzdEhvbGRzUmVxdWVzdBoeLmhvbGRmYXN0LnYxLkxpc3RIb2xkc1Jlc3BvbnNlElIKC1dhdGNoV2FsbGV0Eh8uaG9sZGZhc3QudjEuV2F0Y2hXYWxsZXRSZXF1ZXN0GiAuaG9sZGZhc3QudjEuV2F0Y2hXYWxsZXRSZXNwb25zZTABYgZwcm90bzM", [file_holdfast_v1_types]);
+  fileDesc("Chhob2xkZmFzdC92MS9sZWRnZXIucHJvdG8SC2hvbGRmYXN0LnYxIskBCg5EZXBvc2l0UmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSDQoFYXNzZXQYAiABKAkSDgoGYW1vdW50GAMgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRI7CghtZXRhZGF0YRgFIAMoCzIpLmhvbGRmYXN0LnYxLkRlcG9zaXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInMKD0RlcG9zaXRSZXNwb25zZRInCgh0cmFuc2ZlchgBIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIIoMCCg5SZXNlcnZlUmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSDQoFYXNzZXQYAiABKAkSDgoGYW1vdW50GAMgASgDEg8KB2hvbGRfaWQYBCABKAkSEwoLdHRsX3NlY29uZHMYBSABKA0SFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEjsKCG1ldGFkYXRhGAcgAygLMikuaG9sZGZhc3QudjEuUmVzZXJ2ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRISCgpjYXRlZ29yaWVzGAggAygJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJrCg9SZXNlcnZlUmVzcG9uc2USHwoEaG9sZBgBIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQSJQoHYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYAyABKAgiyAEKDkNhcHR1cmVSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEwoGYW1vdW50GAIgASgDSACIAQESFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEjsKCG1ldGFkYXRhGAQgAygLMikuaG9sZGZhc3QudjEuQ2FwdHVyZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX2Ftb3VudCKUAQoPQ2FwdHVyZVJlc3BvbnNlEicKCHRyYW5zZmVyGAEgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISHwoEaG9sZBgCIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQSJQoHYmFsYW5jZRgDIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYBCABKAgiOgoOUmVsZWFzZVJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiawoPUmVsZWFzZVJlc3BvbnNlEh8KBGhvbGQYASABKAsyES5ob2xkZmFzdC52MS5Ib2xkEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIIlIKEUV4dGVuZEhvbGRSZXF1ZXN0Eg8KB2hvbGRfaWQYASABKAkSEwoLdHRsX3NlY29uZHMYAiABKA0SFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkcKEkV4dGVuZEhvbGRSZXNwb25zZRIfCgRob2xkGAEgASgLMhEuaG9sZGZhc3QudjEuSG9sZBIQCghyZXBsYXllZBgCIAEoCCLZAQoMU3BlbmRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRINCgVhc3NldBgCIAEoCRIOCgZhbW91bnQYAyABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjkKCG1ldGFkYXRhGAUgAygLMicuaG9sZGZhc3QudjEuU3BlbmRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSEgoKY2F0ZWdvcmllcxgGIAMoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicQoNU3BlbmRSZXNwb25zZRInCgh0cmFuc2ZlchgBIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyEiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIIsoBCg1SZWZ1bmRSZXF1ZXN0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhMKBmFtb3VudBgCIAEoA0gAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRI6CghtZXRhZGF0YRgEIAMoCzIoLmhvbGRmYXN0LnYxLlJlZnVuZFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX2Ftb3VudCKEAQoOUmVmdW5kUmVzcG9uc2USJwoIdHJhbnNmZXIYASABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlchIlCgdiYWxhbmNlGAIgASgLMhQuaG9sZGZhc3QudjEuQmFsYW5jZRIQCghyZXBsYXllZBgDIAEoCBIQCghicmVha2FnZRgEIAEoAyLmAQoPVHJhbnNmZXJSZXF1ZXN0EhYKDmZyb21fd2FsbGV0X2lkGAEgASgJEhQKDHRvX3dhbGxldF9pZBgCIAEoCRINCgVhc3NldBgDIAEoCRIOCgZhbW91bnQYBCABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEjwKCG1ldGFkYXRhGAYgAygLMiouaG9sZGZhc3QudjEuVHJhbnNmZXJSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqMBChBUcmFuc2ZlclJlc3BvbnNlEicKCHRyYW5zZmVyGAEgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISKgoMZnJvbV9iYWxhbmNlGAIgASgLMhQuaG9sZGZhc3QudjEuQmFsYW5jZRIoCgp0b19iYWxhbmNlGAMgASgLMhQuaG9sZGZhc3QudjEuQmFsYW5jZRIQCghyZXBsYXllZBgEIAEoCCKbAQoTQ3JlYXRlV2FsbGV0UmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSQAoIbWV0YWRhdGEYAiADKAsyLi5ob2xkZmFzdC52MS5DcmVhdGVXYWxsZXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKFENyZWF0ZVdhbGxldFJlc3BvbnNlEiMKBndhbGxldBgBIAEoCzITLmhvbGRmYXN0LnYxLldhbGxldCIlChBHZXRXYWxsZXRSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCSI4ChFHZXRXYWxsZXRSZXNwb25zZRIjCgZ3YWxsZXQYASABKAsyEy5ob2xkZmFzdC52MS5XYWxsZXQiXwoUTGlzdFRyYW5zZmVyc1JlcXVlc3QSEQoJd2FsbGV0X2lkGAEgASgJEg0KBWFzc2V0GAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIloKFUxpc3RUcmFuc2ZlcnNSZXNwb25zZRIoCgl0cmFuc2ZlcnMYASADKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0SG9sZFJlcXVlc3QSDwoHaG9sZF9pZBgBIAEoCSIyCg9HZXRIb2xkUmVzcG9uc2USHwoEaG9sZBgBIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQidQoQTGlzdEhvbGRzUmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkSJwoGc3RhdHVzGAIgASgOMhcuaG9sZGZhc3QudjEuSG9sZFN0YXR1cxIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJOChFMaXN0SG9sZHNSZXNwb25zZRIgCgVob2xkcxgBIAMoCzIRLmhvbGRmYXN0LnYxLkhvbGQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIvgCChJDcmVhdGVHcmFudFJlcXVlc3QSEQoJd2FsbGV0X2lkGAEgASgJEg0KBWFzc2V0GAIgASgJEg4KBmFtb3VudBgDIAEoAxIQCghncmFudF9pZBgEIAEoCRIQCghjYXRlZ29yeRgFIAEoCRIVCghwcmlvcml0eRgGIAEoDUgAiAEBEi0KCXN0YXJ0c19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPaWRlbXBvdGVuY3lfa2V5GAkgASgJEj8KCG1ldGFkYXRhGAogAygLMi0uaG9sZGZhc3QudjEuQ3JlYXRlR3JhbnRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgsKCV9wcmlvcml0eSKaAQoTQ3JlYXRlR3JhbnRSZXNwb25zZRIhCgVncmFudBgBIAEoCzISLmhvbGRmYXN0LnYxLkdyYW50EiUKB2JhbGFuY2UYAiABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEhAKCHJlcGxheWVkGAMgASgIEicKCHRyYW5zZmVyGAQgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXIiPQoQVm9pZEdyYW50UmVxdWVzdBIQCghncmFudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkimAEKEVZvaWRHcmFudFJlc3BvbnNlEiEKBWdyYW50GAEgASgLMhIuaG9sZGZhc3QudjEuR3JhbnQSJQoHYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIcmVwbGF5ZWQYAyABKAgSJwoIdHJhbnNmZXIYBCABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciIjCg9HZXRHcmFudFJlcXVlc3QSEAoIZ3JhbnRfaWQYASABKAkiNQoQR2V0R3JhbnRSZXNwb25zZRIhCgVncmFudBgBIAEoCzISLmhvbGRmYXN0LnYxLkdyYW50InQKEUxpc3RHcmFudHNSZXF1ZXN0EhEKCXdhbGxldF9pZBgBIAEoCRINCgVhc3NldBgCIAEoCRIWCg5pbmNsdWRlX2Nsb3NlZBgDIAEoCBIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCSJRChJMaXN0R3JhbnRzUmVzcG9uc2USIgoGZ3JhbnRzGAEgAygLMhIuaG9sZGZhc3QudjEuR3JhbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIicKEldhdGNoV2FsbGV0UmVxdWVzdBIRCgl3YWxsZXRfaWQYASABKAkidQoTV2F0Y2hXYWxsZXRSZXNwb25zZRIRCgl3YWxsZXRfaWQYASABKAkSJQoHYmFsYW5jZRgCIAEoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USEAoIc2VxdWVuY2UYAyABKAQSEgoKZXZlbnRfdHlwZRgEIAEoCTLXCgoNTGVkZ2VyU2VydmljZRJECgdEZXBvc2l0EhsuaG9sZGZhc3QudjEuRGVwb3NpdFJlcXVlc3QaHC5ob2xkZmFzdC52MS5EZXBvc2l0UmVzcG9uc2USRAoHUmVzZXJ2ZRIbLmhvbGRmYXN0LnYxLlJlc2VydmVSZXF1ZXN0GhwuaG9sZGZhc3QudjEuUmVzZXJ2ZVJlc3BvbnNlEkQKB0NhcHR1cmUSGy5ob2xkZmFzdC52MS5DYXB0dXJlUmVxdWVzdBocLmhvbGRmYXN0LnYxLkNhcHR1cmVSZXNwb25zZRJECgdSZWxlYXNlEhsuaG9sZGZhc3QudjEuUmVsZWFzZVJlcXVlc3QaHC5ob2xkZmFzdC52MS5SZWxlYXNlUmVzcG9uc2USTQoKRXh0ZW5kSG9sZBIeLmhvbGRmYXN0LnYxLkV4dGVuZEhvbGRSZXF1ZXN0Gh8uaG9sZGZhc3QudjEuRXh0ZW5kSG9sZFJlc3BvbnNlEj4KBVNwZW5kEhkuaG9sZGZhc3QudjEuU3BlbmRSZXF1ZXN0GhouaG9sZGZhc3QudjEuU3BlbmRSZXNwb25zZRJBCgZSZWZ1bmQSGi5ob2xkZmFzdC52MS5SZWZ1bmRSZXF1ZXN0GhsuaG9sZGZhc3QudjEuUmVmdW5kUmVzcG9uc2USRwoIVHJhbnNmZXISHC5ob2xkZmFzdC52MS5UcmFuc2ZlclJlcXVlc3QaHS5ob2xkZmFzdC52MS5UcmFuc2ZlclJlc3BvbnNlElMKDENyZWF0ZVdhbGxldBIgLmhvbGRmYXN0LnYxLkNyZWF0ZVdhbGxldFJlcXVlc3QaIS5ob2xkZmFzdC52MS5DcmVhdGVXYWxsZXRSZXNwb25zZRJKCglHZXRXYWxsZXQSHS5ob2xkZmFzdC52MS5HZXRXYWxsZXRSZXF1ZXN0Gh4uaG9sZGZhc3QudjEuR2V0V2FsbGV0UmVzcG9uc2USVgoNTGlzdFRyYW5zZmVycxIhLmhvbGRmYXN0LnYxLkxpc3RUcmFuc2ZlcnNSZXF1ZXN0GiIuaG9sZGZhc3QudjEuTGlzdFRyYW5zZmVyc1Jlc3BvbnNlEkQKB0dldEhvbGQSGy5ob2xkZmFzdC52MS5HZXRIb2xkUmVxdWVzdBocLmhvbGRmYXN0LnYxLkdldEhvbGRSZXNwb25zZRJKCglMaXN0SG9sZHMSHS5ob2xkZmFzdC52MS5MaXN0SG9sZHNSZXF1ZXN0Gh4uaG9sZGZhc3QudjEuTGlzdEhvbGRzUmVzcG9uc2USUgoLV2F0Y2hXYWxsZXQSHy5ob2xkZmFzdC52MS5XYXRjaFdhbGxldFJlcXVlc3QaIC5ob2xkZmFzdC52MS5XYXRjaFdhbGxldFJlc3BvbnNlMAESUAoLQ3JlYXRlR3JhbnQSHy5ob2xkZmFzdC52MS5DcmVhdGVHcmFudFJlcXVlc3QaIC5ob2xkZmFzdC52MS5DcmVhdGVHcmFudFJlc3BvbnNlEkoKCVZvaWRHcmFudBIdLmhvbGRmYXN0LnYxLlZvaWRHcmFudFJlcXVlc3QaHi5ob2xkZmFzdC52MS5Wb2lkR3JhbnRSZXNwb25zZRJHCghHZXRHcmFudBIcLmhvbGRmYXN0LnYxLkdldEdyYW50UmVxdWVzdBodLmhvbGRmYXN0LnYxLkdldEdyYW50UmVzcG9uc2USTQoKTGlzdEdyYW50cxIeLmhvbGRmYXN0LnYxLkxpc3RHcmFudHNSZXF1ZXN0Gh8uaG9sZGZhc3QudjEuTGlzdEdyYW50c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
 
 /**
  * @generated from message holdfast.v1.DepositRequest
@@ -138,6 +141,14 @@ export type ReserveRequest = Message<"holdfast.v1.ReserveRequest"> & {
    * @generated from field: map<string, string> metadata = 7;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Draw only on grants of these categories (and then the credit line); empty: every grant.
+   * At most 16, each 1-64 characters of [a-z0-9_-]. An over-capture of the hold honours them.
+   *
+   * @generated from field: repeated string categories = 8;
+   */
+  categories: string[];
 };
 
 /**
@@ -370,6 +381,14 @@ export type SpendRequest = Message<"holdfast.v1.SpendRequest"> & {
    * @generated from field: map<string, string> metadata = 5;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Draw only on grants of these categories (and then the credit line); empty: every grant.
+   * At most 16, each 1-64 characters of [a-z0-9_-].
+   *
+   * @generated from field: repeated string categories = 6;
+   */
+  categories: string[];
 };
 
 /**
@@ -447,6 +466,9 @@ export const RefundRequestSchema: GenMessage<RefundRequest> = /*@__PURE__*/
  */
 export type RefundResponse = Message<"holdfast.v1.RefundResponse"> & {
   /**
+   * The money goes back to the grants the refunded transfer drew from, latest consumed first
+   * (transfer.grants).
+   *
    * @generated from field: holdfast.v1.Transfer transfer = 1;
    */
   transfer?: Transfer | undefined;
@@ -460,6 +482,14 @@ export type RefundResponse = Message<"holdfast.v1.RefundResponse"> & {
    * @generated from field: bool replayed = 3;
    */
   replayed: boolean;
+
+  /**
+   * What landed in grants that had expired or been voided meanwhile and went on to @breakage
+   * (each a BREAKAGE journal row of its own).
+   *
+   * @generated from field: int64 breakage = 4;
+   */
+  breakage: bigint;
 };
 
 /**
@@ -773,6 +803,277 @@ export const ListHoldsResponseSchema: GenMessage<ListHoldsResponse> = /*@__PURE_
   messageDesc(file_holdfast_v1_ledger, 25);
 
 /**
+ * @generated from message holdfast.v1.CreateGrantRequest
+ */
+export type CreateGrantRequest = Message<"holdfast.v1.CreateGrantRequest"> & {
+  /**
+   * @generated from field: string wallet_id = 1;
+   */
+  walletId: string;
+
+  /**
+   * @generated from field: string asset = 2;
+   */
+  asset: string;
+
+  /**
+   * Positive.
+   *
+   * @generated from field: int64 amount = 3;
+   */
+  amount: bigint;
+
+  /**
+   * Optional; generated when empty. Unique in the tenant: reusing one with a new idempotency
+   * key fails with GRANT_ALREADY_EXISTS.
+   *
+   * @generated from field: string grant_id = 4;
+   */
+  grantId: string;
+
+  /**
+   * 1-64 characters of [a-z0-9_-], e.g. "paid", "promotional"; empty means "default".
+   *
+   * @generated from field: string category = 5;
+   */
+  category: string;
+
+  /**
+   * 0-1000, lower is consumed first; unset means 100.
+   *
+   * @generated from field: optional uint32 priority = 6;
+   */
+  priority?: number | undefined;
+
+  /**
+   * Inclusive; unset means now. May lie in the past (it then only orders the grant).
+   *
+   * @generated from field: google.protobuf.Timestamp starts_at = 7;
+   */
+  startsAt?: Timestamp | undefined;
+
+  /**
+   * Exclusive; unset means never. Must be after starts_at and in the future (INVALID_FIELD
+   * naming expires_at otherwise).
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 8;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string idempotency_key = 9;
+   */
+  idempotencyKey: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 10;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message holdfast.v1.CreateGrantRequest.
+ * Use `create(CreateGrantRequestSchema)` to create a new message.
+ */
+export const CreateGrantRequestSchema: GenMessage<CreateGrantRequest> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 26);
+
+/**
+ * @generated from message holdfast.v1.CreateGrantResponse
+ */
+export type CreateGrantResponse = Message<"holdfast.v1.CreateGrantResponse"> & {
+  /**
+   * @generated from field: holdfast.v1.Grant grant = 1;
+   */
+  grant?: Grant | undefined;
+
+  /**
+   * @generated from field: holdfast.v1.Balance balance = 2;
+   */
+  balance?: Balance | undefined;
+
+  /**
+   * @generated from field: bool replayed = 3;
+   */
+  replayed: boolean;
+
+  /**
+   * The GRANT journal row: @world to the wallet; its grants show a repayment of the credit
+   * line as "@credit".
+   *
+   * @generated from field: holdfast.v1.Transfer transfer = 4;
+   */
+  transfer?: Transfer | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.CreateGrantResponse.
+ * Use `create(CreateGrantResponseSchema)` to create a new message.
+ */
+export const CreateGrantResponseSchema: GenMessage<CreateGrantResponse> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 27);
+
+/**
+ * @generated from message holdfast.v1.VoidGrantRequest
+ */
+export type VoidGrantRequest = Message<"holdfast.v1.VoidGrantRequest"> & {
+  /**
+   * @generated from field: string grant_id = 1;
+   */
+  grantId: string;
+
+  /**
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message holdfast.v1.VoidGrantRequest.
+ * Use `create(VoidGrantRequestSchema)` to create a new message.
+ */
+export const VoidGrantRequestSchema: GenMessage<VoidGrantRequest> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 28);
+
+/**
+ * @generated from message holdfast.v1.VoidGrantResponse
+ */
+export type VoidGrantResponse = Message<"holdfast.v1.VoidGrantResponse"> & {
+  /**
+   * @generated from field: holdfast.v1.Grant grant = 1;
+   */
+  grant?: Grant | undefined;
+
+  /**
+   * @generated from field: holdfast.v1.Balance balance = 2;
+   */
+  balance?: Balance | undefined;
+
+  /**
+   * @generated from field: bool replayed = 3;
+   */
+  replayed: boolean;
+
+  /**
+   * The BREAKAGE journal row of what remained unheld; unset when nothing did.
+   *
+   * @generated from field: holdfast.v1.Transfer transfer = 4;
+   */
+  transfer?: Transfer | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.VoidGrantResponse.
+ * Use `create(VoidGrantResponseSchema)` to create a new message.
+ */
+export const VoidGrantResponseSchema: GenMessage<VoidGrantResponse> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 29);
+
+/**
+ * @generated from message holdfast.v1.GetGrantRequest
+ */
+export type GetGrantRequest = Message<"holdfast.v1.GetGrantRequest"> & {
+  /**
+   * @generated from field: string grant_id = 1;
+   */
+  grantId: string;
+};
+
+/**
+ * Describes the message holdfast.v1.GetGrantRequest.
+ * Use `create(GetGrantRequestSchema)` to create a new message.
+ */
+export const GetGrantRequestSchema: GenMessage<GetGrantRequest> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 30);
+
+/**
+ * @generated from message holdfast.v1.GetGrantResponse
+ */
+export type GetGrantResponse = Message<"holdfast.v1.GetGrantResponse"> & {
+  /**
+   * @generated from field: holdfast.v1.Grant grant = 1;
+   */
+  grant?: Grant | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.GetGrantResponse.
+ * Use `create(GetGrantResponseSchema)` to create a new message.
+ */
+export const GetGrantResponseSchema: GenMessage<GetGrantResponse> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 31);
+
+/**
+ * @generated from message holdfast.v1.ListGrantsRequest
+ */
+export type ListGrantsRequest = Message<"holdfast.v1.ListGrantsRequest"> & {
+  /**
+   * @generated from field: string wallet_id = 1;
+   */
+  walletId: string;
+
+  /**
+   * Optional filter by asset.
+   *
+   * @generated from field: string asset = 2;
+   */
+  asset: string;
+
+  /**
+   * Also list grants that are expired, voided, or exhausted with nothing held; by default only
+   * grants that are scheduled or active, or exhausted while pending holds still draw on them.
+   *
+   * @generated from field: bool include_closed = 3;
+   */
+  includeClosed: boolean;
+
+  /**
+   * 1-500; 0 means 50.
+   *
+   * @generated from field: uint32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message holdfast.v1.ListGrantsRequest.
+ * Use `create(ListGrantsRequestSchema)` to create a new message.
+ */
+export const ListGrantsRequestSchema: GenMessage<ListGrantsRequest> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 32);
+
+/**
+ * @generated from message holdfast.v1.ListGrantsResponse
+ */
+export type ListGrantsResponse = Message<"holdfast.v1.ListGrantsResponse"> & {
+  /**
+   * In consumption order, by asset.
+   *
+   * @generated from field: repeated holdfast.v1.Grant grants = 1;
+   */
+  grants: Grant[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message holdfast.v1.ListGrantsResponse.
+ * Use `create(ListGrantsResponseSchema)` to create a new message.
+ */
+export const ListGrantsResponseSchema: GenMessage<ListGrantsResponse> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_ledger, 33);
+
+/**
  * @generated from message holdfast.v1.WatchWalletRequest
  */
 export type WatchWalletRequest = Message<"holdfast.v1.WatchWalletRequest"> & {
@@ -787,7 +1088,7 @@ export type WatchWalletRequest = Message<"holdfast.v1.WatchWalletRequest"> & {
  * Use `create(WatchWalletRequestSchema)` to create a new message.
  */
 export const WatchWalletRequestSchema: GenMessage<WatchWalletRequest> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_ledger, 26);
+  messageDesc(file_holdfast_v1_ledger, 34);
 
 /**
  * @generated from message holdfast.v1.WatchWalletResponse
@@ -826,7 +1127,7 @@ export type WatchWalletResponse = Message<"holdfast.v1.WatchWalletResponse"> & {
  * Use `create(WatchWalletResponseSchema)` to create a new message.
  */
 export const WatchWalletResponseSchema: GenMessage<WatchWalletResponse> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_ledger, 27);
+  messageDesc(file_holdfast_v1_ledger, 35);
 
 /**
  * @generated from service holdfast.v1.LedgerService
@@ -975,6 +1276,50 @@ export const LedgerService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchWalletRequestSchema;
     output: typeof WatchWalletResponseSchema;
+  },
+  /**
+   * CreateGrant credits a wallet from @world with a grant of its own category, priority and
+   * validity window, creating the wallet on first use like Deposit. On a wallet in overdraft a
+   * grant that has started repays the credit line first (counted as consumed). Writer keys.
+   *
+   * @generated from rpc holdfast.v1.LedgerService.CreateGrant
+   */
+  createGrant: {
+    methodKind: "unary";
+    input: typeof CreateGrantRequestSchema;
+    output: typeof CreateGrantResponseSchema;
+  },
+  /**
+   * VoidGrant closes a grant: what remains unheld leaves the wallet for @breakage now; what
+   * pending holds draw on stays with them, and whatever they give back later goes to
+   * @breakage too. GRANT_NOT_ACTIVE for a grant already expired or voided. Writer keys.
+   *
+   * @generated from rpc holdfast.v1.LedgerService.VoidGrant
+   */
+  voidGrant: {
+    methodKind: "unary";
+    input: typeof VoidGrantRequestSchema;
+    output: typeof VoidGrantResponseSchema;
+  },
+  /**
+   * GetGrant answers one grant as it stands now.
+   *
+   * @generated from rpc holdfast.v1.LedgerService.GetGrant
+   */
+  getGrant: {
+    methodKind: "unary";
+    input: typeof GetGrantRequestSchema;
+    output: typeof GetGrantResponseSchema;
+  },
+  /**
+   * ListGrants pages through a wallet's grants in consumption order (by asset).
+   *
+   * @generated from rpc holdfast.v1.LedgerService.ListGrants
+   */
+  listGrants: {
+    methodKind: "unary";
+    input: typeof ListGrantsRequestSchema;
+    output: typeof ListGrantsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_holdfast_v1_ledger, 0);

@@ -18,12 +18,14 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/v1/types.proto.
  */
 export const file_holdfast_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Chdob2xkZmFzdC92MS90eXBlcy5wcm90bxILaG9sZGZhc3QudjEiXwoHQmFsYW5jZRINCgVhc3NldBgBIAEoCRIOCgZwb3N0ZWQYAiABKAMSDAoEaGVsZBgDIAEoAxIRCglhdmFpbGFibGUYBCABKAMSFAoMY3JlZGl0X2xpbWl0GAUgASgDIpsDCgRIb2xkEg8KB2hvbGRfaWQYASABKAkSEQoJd2FsbGV0X2lkGAIgASgJEg0KBWFzc2V0GAMgASgJEg4KBmFtb3VudBgEIAEoAxIXCg9jYXB0dXJlZF9hbW91bnQYBSABKAMSJwoGc3RhdHVzGAYgASgOMhcuaG9sZGZhc3QudjEuSG9sZFN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgljbG9zZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKCG1ldGFkYXRhGAogAygLMh8uaG9sZGZhc3QudjEuSG9sZC5NZXRhZGF0YUVudHJ5EhsKE3Jlc2VydmVfdHJhbnNmZXJfaWQYCyABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuICCghUcmFuc2ZlchITCgt0cmFuc2Zlcl9pZBgBIAEoCRInCgRraW5kGAIgASgOMhkuaG9sZGZhc3QudjEuVHJhbnNmZXJLaW5kEhcKD2RlYml0X3dhbGxldF9pZBgDIAEoCRIYChBjcmVkaXRfd2FsbGV0X2lkGAQgASgJEg0KBWFzc2V0GAUgASgJEg4KBmFtb3VudBgGIAEoAxIPCgdob2xkX2lkGAcgASgJEh0KFXJlZnVuZF9vZl90cmFuc2Zlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CghtZXRhZGF0YRgKIAMoCzIjLmhvbGRmYXN0LnYxLlRyYW5zZmVyLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrQCCgZXYWxsZXQSEQoJd2FsbGV0X2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLmhvbGRmYXN0LnYxLldhbGxldFN0YXR1cxIzCghtZXRhZGF0YRgDIAMoCzIhLmhvbGRmYXN0LnYxLldhbGxldC5NZXRhZGF0YUVudHJ5EiYKCGJhbGFuY2VzGAQgAygLMhQuaG9sZGZhc3QudjEuQmFsYW5jZRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqjwEKCkhvbGRTdGF0dXMSGwoXSE9MRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNIT0xEX1NUQVRVU19QRU5ESU5HEAESGAoUSE9MRF9TVEFUVVNfQ0FQVFVSRUQQAhIYChRIT0xEX1NUQVRVU19SRUxFQVNFRBADEhcKE0hPTERfU1RBVFVTX0VYUElSRUQQBCqCAgoMVHJhbnNmZXJLaW5kEh0KGVRSQU5TRkVSX0tJTkRfVU5TUEVDSUZJRUQQABIZChVUUkFOU0ZFUl9LSU5EX0RFUE9TSVQQARIXChNUUkFOU0ZFUl9LSU5EX1NQRU5EEAISGQoVVFJBTlNGRVJfS0lORF9SRVNFUlZFEAMSGQoVVFJBTlNGRVJfS0lORF9DQVBUVVJFEAQSGQoVVFJBTlNGRVJfS0lORF9SRUxFQVNFEAUSGAoUVFJBTlNGRVJfS0lORF9FWFBJUkUQBhIYChRUUkFOU0ZFUl9LSU5EX1JFRlVORBAHEhoKFlRSQU5TRkVSX0tJTkRfVFJBTlNGRVIQCCp7CgxXYWxsZXRTdGF0dXMSHQoZV0FMTEVUX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFFdBTExFVF9TVEFUVVNfQUNUSVZFEAESGAoUV0FMTEVUX1NUQVRVU19GUk9aRU4QAhIYChRXQUxMRVRfU1RBVFVTX0NMT1NFRBADYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chdob2xkZmFzdC92MS90eXBlcy5wcm90bxILaG9sZGZhc3QudjEicgoHQmFsYW5jZRINCgVhc3NldBgBIAEoCRIOCgZwb3N0ZWQYAiABKAMSDAoEaGVsZBgDIAEoAxIRCglhdmFpbGFibGUYBCABKAMSFAoMY3JlZGl0X2xpbWl0GAUgASgDEhEKCXNjaGVkdWxlZBgGIAEoAyIvCgtHcmFudEFtb3VudBIQCghncmFudF9pZBgBIAEoCRIOCgZhbW91bnQYAiABKAMi3gMKBEhvbGQSDwoHaG9sZF9pZBgBIAEoCRIRCgl3YWxsZXRfaWQYAiABKAkSDQoFYXNzZXQYAyABKAkSDgoGYW1vdW50GAQgASgDEhcKD2NhcHR1cmVkX2Ftb3VudBgFIAEoAxInCgZzdGF0dXMYBiABKA4yFy5ob2xkZmFzdC52MS5Ib2xkU3RhdHVzEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWNsb3NlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoIbWV0YWRhdGEYCiADKAsyHy5ob2xkZmFzdC52MS5Ib2xkLk1ldGFkYXRhRW50cnkSGwoTcmVzZXJ2ZV90cmFuc2Zlcl9pZBgLIAEoCRItCgthbGxvY2F0aW9ucxgMIAMoCzIYLmhvbGRmYXN0LnYxLkdyYW50QW1vdW50EhIKCmNhdGVnb3JpZXMYDSADKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIr0DCghUcmFuc2ZlchITCgt0cmFuc2Zlcl9pZBgBIAEoCRInCgRraW5kGAIgASgOMhkuaG9sZGZhc3QudjEuVHJhbnNmZXJLaW5kEhcKD2RlYml0X3dhbGxldF9pZBgDIAEoCRIYChBjcmVkaXRfd2FsbGV0X2lkGAQgASgJEg0KBWFzc2V0GAUgASgJEg4KBmFtb3VudBgGIAEoAxIPCgdob2xkX2lkGAcgASgJEh0KFXJlZnVuZF9vZl90cmFuc2Zlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CghtZXRhZGF0YRgKIAMoCzIjLmhvbGRmYXN0LnYxLlRyYW5zZmVyLk1ldGFkYXRhRW50cnkSKAoGZ3JhbnRzGAsgAygLMhguaG9sZGZhc3QudjEuR3JhbnRBbW91bnQSLwoNY3JlZGl0X2dyYW50cxgMIAMoCzIYLmhvbGRmYXN0LnYxLkdyYW50QW1vdW50Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQBAoFR3JhbnQSEAoIZ3JhbnRfaWQYASABKAkSEQoJd2FsbGV0X2lkGAIgASgJEg0KBWFzc2V0GAMgASgJEhAKCGNhdGVnb3J5GAQgASgJEhAKCHByaW9yaXR5GAUgASgNEg4KBmFtb3VudBgGIAEoAxIRCglyZW1haW5pbmcYByABKAMSDAoEaGVsZBgIIAEoAxIQCghjb25zdW1lZBgJIAEoAxIPCgdleHBpcmVkGAogASgDEg4KBnZvaWRlZBgLIAEoAxItCglzdGFydHNfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBnN0YXR1cxgOIAEoDjIYLmhvbGRmYXN0LnYxLkdyYW50U3RhdHVzEi4KCmNyZWF0ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCG1ldGFkYXRhGBAgAygLMiAuaG9sZGZhc3QudjEuR3JhbnQuTWV0YWRhdGFFbnRyeRItCgl2b2lkZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK0AgoGV2FsbGV0EhEKCXdhbGxldF9pZBgBIAEoCRIpCgZzdGF0dXMYAiABKA4yGS5ob2xkZmFzdC52MS5XYWxsZXRTdGF0dXMSMwoIbWV0YWRhdGEYAyADKAsyIS5ob2xkZmFzdC52MS5XYWxsZXQuTWV0YWRhdGFFbnRyeRImCghiYWxhbmNlcxgEIAMoCzIULmhvbGRmYXN0LnYxLkJhbGFuY2USLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKo8BCgpIb2xkU3RhdHVzEhsKF0hPTERfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTSE9MRF9TVEFUVVNfUEVORElORxABEhgKFEhPTERfU1RBVFVTX0NBUFRVUkVEEAISGAoUSE9MRF9TVEFUVVNfUkVMRUFTRUQQAxIXChNIT0xEX1NUQVRVU19FWFBJUkVEEAQqtwIKDFRyYW5zZmVyS2luZBIdChlUUkFOU0ZFUl9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVVFJBTlNGRVJfS0lORF9ERVBPU0lUEAESFwoTVFJBTlNGRVJfS0lORF9TUEVORBACEhkKFVRSQU5TRkVSX0tJTkRfUkVTRVJWRRADEhkKFVRSQU5TRkVSX0tJTkRfQ0FQVFVSRRAEEhkKFVRSQU5TRkVSX0tJTkRfUkVMRUFTRRAFEhgKFFRSQU5TRkVSX0tJTkRfRVhQSVJFEAYSGAoUVFJBTlNGRVJfS0lORF9SRUZVTkQQBxIaChZUUkFOU0ZFUl9LSU5EX1RSQU5TRkVSEAgSFwoTVFJBTlNGRVJfS0lORF9HUkFOVBAJEhoKFlRSQU5TRkVSX0tJTkRfQlJFQUtBR0UQCiqvAQoLR3JhbnRTdGF0dXMSHAoYR1JBTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWR1JBTlRfU1RBVFVTX1NDSEVEVUxFRBABEhcKE0dSQU5UX1NUQVRVU19BQ1RJVkUQAhIaChZHUkFOVF9TVEFUVVNfRVhIQVVTVEVEEAMSGAoUR1JBTlRfU1RBVFVTX0VYUElSRUQQBBIXChNHUkFOVF9TVEFUVVNfVk9JREVEEAUqewoMV2FsbGV0U3RhdHVzEh0KGVdBTExFVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRXQUxMRVRfU1RBVFVTX0FDVElWRRABEhgKFFdBTExFVF9TVEFUVVNfRlJPWkVOEAISGAoUV0FMTEVUX1NUQVRVU19DTE9TRUQQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Balance is a wallet's position in one asset, after the change that returned it.
  *
- * available = posted - held + credit_limit, and Holdfast never lets it go below zero.
+ * available = posted - held + credit_limit - scheduled, and Holdfast never lets it go below
+ * zero. For a wallet whose money is all in its default grant (only deposits), scheduled is 0
+ * and available = posted - held + credit_limit. See docs/grants.md.
  *
  * @generated from message holdfast.v1.Balance
  */
@@ -37,7 +39,8 @@ export type Balance = Message<"holdfast.v1.Balance"> & {
 
   /**
    * Money that has settled in the wallet: credits posted minus debits posted. Negative only
-   * when a credit limit lets the wallet overdraw.
+   * when a credit limit lets the wallet overdraw. What is left in an expired grant is no
+   * longer counted, even before the breakage is posted.
    *
    * @generated from field: int64 posted = 2;
    */
@@ -51,18 +54,27 @@ export type Balance = Message<"holdfast.v1.Balance"> & {
   held: bigint;
 
   /**
-   * What the wallet may still spend or reserve now: posted - held + credit_limit.
+   * What the wallet may still spend or reserve now: the remaining of every grant that has
+   * started and not expired, plus what the credit limit still allows.
    *
    * @generated from field: int64 available = 4;
    */
   available: bigint;
 
   /**
-   * How far below zero the posted balance may go (postpaid overdraft); 0 for prepaid.
+   * How far below zero the posted balance may go (postpaid overdraft); 0 for prepaid. It is
+   * drawn on only after every eligible grant is exhausted.
    *
    * @generated from field: int64 credit_limit = 5;
    */
   creditLimit: bigint;
+
+  /**
+   * Money in grants that have not started yet: part of posted, not of available.
+   *
+   * @generated from field: int64 scheduled = 6;
+   */
+  scheduled: bigint;
 };
 
 /**
@@ -71,6 +83,31 @@ export type Balance = Message<"holdfast.v1.Balance"> & {
  */
 export const BalanceSchema: GenMessage<Balance> = /*@__PURE__*/
   messageDesc(file_holdfast_v1_types, 0);
+
+/**
+ * GrantAmount is what one grant contributed to a hold or a transfer. grant_id "@credit" names
+ * the wallet's credit line.
+ *
+ * @generated from message holdfast.v1.GrantAmount
+ */
+export type GrantAmount = Message<"holdfast.v1.GrantAmount"> & {
+  /**
+   * @generated from field: string grant_id = 1;
+   */
+  grantId: string;
+
+  /**
+   * @generated from field: int64 amount = 2;
+   */
+  amount: bigint;
+};
+
+/**
+ * Describes the message holdfast.v1.GrantAmount.
+ * Use `create(GrantAmountSchema)` to create a new message.
+ */
+export const GrantAmountSchema: GenMessage<GrantAmount> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_types, 1);
 
 /**
  * Hold is a reservation of funds, as callers see it.
@@ -146,6 +183,21 @@ export type Hold = Message<"holdfast.v1.Hold"> & {
    * @generated from field: string reserve_transfer_id = 11;
    */
   reserveTransferId: string;
+
+  /**
+   * The grants the hold draws on, in consumption order, summing to amount. Capture consumes
+   * them in this order; Release and expiry give each back to its grant.
+   *
+   * @generated from field: repeated holdfast.v1.GrantAmount allocations = 12;
+   */
+  allocations: GrantAmount[];
+
+  /**
+   * The Reserve's category filter (empty: every category); an over-capture honours it too.
+   *
+   * @generated from field: repeated string categories = 13;
+   */
+  categories: string[];
 };
 
 /**
@@ -153,7 +205,7 @@ export type Hold = Message<"holdfast.v1.Hold"> & {
  * Use `create(HoldSchema)` to create a new message.
  */
 export const HoldSchema: GenMessage<Hold> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_types, 1);
+  messageDesc(file_holdfast_v1_types, 2);
 
 /**
  * Transfer is one immutable row of the journal.
@@ -174,14 +226,14 @@ export type Transfer = Message<"holdfast.v1.Transfer"> & {
   kind: TransferKind;
 
   /**
-   * The wallet debited, or "@world" / "@revenue" for the tenant's system accounts.
+   * The wallet debited, or "@world" / "@revenue" / "@breakage" for the tenant's system accounts.
    *
    * @generated from field: string debit_wallet_id = 3;
    */
   debitWalletId: string;
 
   /**
-   * The wallet credited, or "@world" / "@revenue".
+   * The wallet credited, or "@world" / "@revenue" / "@breakage".
    *
    * @generated from field: string credit_wallet_id = 4;
    */
@@ -222,6 +274,24 @@ export type Transfer = Message<"holdfast.v1.Transfer"> & {
    * @generated from field: map<string, string> metadata = 10;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Which grants paid (SPEND, CAPTURE, TRANSFER: the sender's; RESERVE: the hold's allocations;
+   * BREAKAGE: the grant broken), or which grants the money went to (DEPOSIT, GRANT, REFUND,
+   * RELEASE, EXPIRE), one entry per grant. "@credit" is the credit line: drawn on for debits,
+   * repaid for credits. Empty on journal rows written before grants existed.
+   *
+   * @generated from field: repeated holdfast.v1.GrantAmount grants = 11;
+   */
+  grants: GrantAmount[];
+
+  /**
+   * For TRANSFER: where the money went in the receiving wallet (its default grant, and
+   * "@credit" for what repaid its credit line).
+   *
+   * @generated from field: repeated holdfast.v1.GrantAmount credit_grants = 12;
+   */
+  creditGrants: GrantAmount[];
 };
 
 /**
@@ -229,7 +299,135 @@ export type Transfer = Message<"holdfast.v1.Transfer"> & {
  * Use `create(TransferSchema)` to create a new message.
  */
 export const TransferSchema: GenMessage<Transfer> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_types, 2);
+  messageDesc(file_holdfast_v1_types, 3);
+
+/**
+ * Grant is an amount of credit in a wallet with its own category, priority and validity
+ * window. Grants are consumed in order: priority ascending, then expires_at ascending
+ * (never-expiring last), then starts_at, created_at and grant_id. Always
+ * amount = remaining + held + consumed + expired + voided. See docs/grants.md.
+ *
+ * @generated from message holdfast.v1.Grant
+ */
+export type Grant = Message<"holdfast.v1.Grant"> & {
+  /**
+   * Caller-chosen or generated id, unique in the tenant: 1-128 characters of [A-Za-z0-9_:-].
+   *
+   * @generated from field: string grant_id = 1;
+   */
+  grantId: string;
+
+  /**
+   * @generated from field: string wallet_id = 2;
+   */
+  walletId: string;
+
+  /**
+   * @generated from field: string asset = 3;
+   */
+  asset: string;
+
+  /**
+   * 1-64 characters of [a-z0-9_-], e.g. "paid", "promotional", "monthly_allowance". The
+   * wallet's default grant, which Deposit credits, has category "default".
+   *
+   * @generated from field: string category = 4;
+   */
+  category: string;
+
+  /**
+   * 0-1000; lower is consumed first. The default grant has 100.
+   *
+   * @generated from field: uint32 priority = 5;
+   */
+  priority: number;
+
+  /**
+   * What the grant received: for a created grant the amount granted; for the default grant
+   * the sum of the deposits, transfers and refunds it took in.
+   *
+   * @generated from field: int64 amount = 6;
+   */
+  amount: bigint;
+
+  /**
+   * Spendable now, or once the grant starts.
+   *
+   * @generated from field: int64 remaining = 7;
+   */
+  remaining: bigint;
+
+  /**
+   * Reserved by pending holds (see Hold.allocations).
+   *
+   * @generated from field: int64 held = 8;
+   */
+  held: bigint;
+
+  /**
+   * Spent, captured, sent, or used to repay the credit line, less what refunds gave back.
+   *
+   * @generated from field: int64 consumed = 9;
+   */
+  consumed: bigint;
+
+  /**
+   * Lost to expiry: posted to @breakage.
+   *
+   * @generated from field: int64 expired = 10;
+   */
+  expired: bigint;
+
+  /**
+   * Lost to VoidGrant: posted to @breakage.
+   *
+   * @generated from field: int64 voided = 11;
+   */
+  voided: bigint;
+
+  /**
+   * Inclusive. The default grant reports its created_at.
+   *
+   * @generated from field: google.protobuf.Timestamp starts_at = 12;
+   */
+  startsAt?: Timestamp | undefined;
+
+  /**
+   * Exclusive; unset for a grant that never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 13;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: holdfast.v1.GrantStatus status = 14;
+   */
+  status: GrantStatus;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 15;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: map<string, string> metadata = 16;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * When VoidGrant voided it; unset otherwise.
+   *
+   * @generated from field: google.protobuf.Timestamp voided_at = 17;
+   */
+  voidedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message holdfast.v1.Grant.
+ * Use `create(GrantSchema)` to create a new message.
+ */
+export const GrantSchema: GenMessage<Grant> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_types, 4);
 
 /**
  * Wallet is a customer's wallet and its balance in every asset it holds.
@@ -277,7 +475,7 @@ export type Wallet = Message<"holdfast.v1.Wallet"> & {
  * Use `create(WalletSchema)` to create a new message.
  */
 export const WalletSchema: GenMessage<Wallet> = /*@__PURE__*/
-  messageDesc(file_holdfast_v1_types, 3);
+  messageDesc(file_holdfast_v1_types, 5);
 
 /**
  * The state of a hold. A hold leaves PENDING at most once.
@@ -391,6 +589,21 @@ export enum TransferKind {
    * @generated from enum value: TRANSFER_KIND_TRANSFER = 8;
    */
   TRANSFER = 8,
+
+  /**
+   * Money entering a wallet from @world as a credit grant (CreateGrant).
+   *
+   * @generated from enum value: TRANSFER_KIND_GRANT = 9;
+   */
+  GRANT = 9,
+
+  /**
+   * What was left in an expired or voided grant, leaving the wallet for the tenant's
+   * @breakage account.
+   *
+   * @generated from enum value: TRANSFER_KIND_BREAKAGE = 10;
+   */
+  BREAKAGE = 10,
 }
 
 /**
@@ -398,6 +611,59 @@ export enum TransferKind {
  */
 export const TransferKindSchema: GenEnum<TransferKind> = /*@__PURE__*/
   enumDesc(file_holdfast_v1_types, 1);
+
+/**
+ * The state of a grant at the time it is read.
+ *
+ * @generated from enum holdfast.v1.GrantStatus
+ */
+export enum GrantStatus {
+  /**
+   * @generated from enum value: GRANT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * starts_at is still to come: its money counts in Balance.scheduled, not in available.
+   *
+   * @generated from enum value: GRANT_STATUS_SCHEDULED = 1;
+   */
+  SCHEDULED = 1,
+
+  /**
+   * Spendable: started, not expired, not voided, remaining above zero.
+   *
+   * @generated from enum value: GRANT_STATUS_ACTIVE = 2;
+   */
+  ACTIVE = 2,
+
+  /**
+   * Nothing remaining to spend (holds may still draw on it; a refund can bring money back).
+   *
+   * @generated from enum value: GRANT_STATUS_EXHAUSTED = 3;
+   */
+  EXHAUSTED = 3,
+
+  /**
+   * expires_at has passed: nothing in it is spendable, whether or not any worker ran.
+   *
+   * @generated from enum value: GRANT_STATUS_EXPIRED = 4;
+   */
+  EXPIRED = 4,
+
+  /**
+   * Voided by VoidGrant.
+   *
+   * @generated from enum value: GRANT_STATUS_VOIDED = 5;
+   */
+  VOIDED = 5,
+}
+
+/**
+ * Describes the enum holdfast.v1.GrantStatus.
+ */
+export const GrantStatusSchema: GenEnum<GrantStatus> = /*@__PURE__*/
+  enumDesc(file_holdfast_v1_types, 2);
 
 /**
  * The lifecycle state of a wallet.
@@ -438,5 +704,5 @@ export enum WalletStatus {
  * Describes the enum holdfast.v1.WalletStatus.
  */
 export const WalletStatusSchema: GenEnum<WalletStatus> = /*@__PURE__*/
-  enumDesc(file_holdfast_v1_types, 2);
+  enumDesc(file_holdfast_v1_types, 3);
 
