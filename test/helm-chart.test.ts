@@ -22,7 +22,7 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 
 import { LOG_LEVELS } from "@holdfast/common/env";
-import { loadBillingWorkerConfig } from "@holdfast/billing-core/config";
+import { loadBillingStreamConfig } from "@holdfast/billing-stream/config";
 import { loadHoldExpiryConfig } from "@holdfast/hold-expiry/config";
 import { loadLedgerConfig } from "@holdfast/ledger/config";
 import { loadWebhookWorkerConfig } from "@holdfast/webhooks/config";
@@ -64,6 +64,8 @@ const EXPECTED_TEMPLATES = [
   "billing-stream-deployment.yaml",
   "billing-stream-configmap.yaml",
   "serviceaccount.yaml",
+  "servicemonitor.yaml",
+  "podmonitor.yaml",
 ];
 
 /**
@@ -97,12 +99,12 @@ const DEPLOYMENTS = [
     key: "billingStream",
     entry: "workers/billing-stream/dist/main.js",
     configModule: "packages/billing-core/src/config.ts",
-    load: loadBillingWorkerConfig,
+    load: loadBillingStreamConfig,
   },
 ] as const;
 
 /** The modules that declare variables more than one process reads. */
-const SHARED_CONFIG_MODULES = ["packages/common/src/config.ts", "packages/webhooks-core/src/settings.ts"];
+const SHARED_CONFIG_MODULES = ["packages/common/src/config.ts", "packages/common/src/metrics.ts", "packages/webhooks-core/src/settings.ts"];
 const readSource = (file: string): string => readFileSync(path.join(ROOT, file), "utf8");
 
 function compileSchema() {
@@ -224,8 +226,8 @@ function evaluateEnvExpr(expr: string, variables: ReadonlyMap<string, string> = 
     value = variables.get(head);
   } else if (ternary !== null) {
     value = resolveValuesPath(ternary[3] ?? "") === true ? (ternary[1] ?? "") : (ternary[2] ?? "");
-  } else if (head.startsWith(".Values.")) {
-    value = resolveValuesPath(head.slice(".Values.".length));
+  } else if (head.startsWith(".Values.") || head.startsWith(".root.Values.")) {
+    value = resolveValuesPath(head.slice(head.indexOf(".Values.") + ".Values.".length));
   } else {
     return undefined;
   }
@@ -241,7 +243,9 @@ function evaluateEnvExpr(expr: string, variables: ReadonlyMap<string, string> = 
 function renderedEnv(file: string): Record<string, string> {
   const env: Record<string, string> = {};
   const variables = templateVariables(template(file));
-  for (const { name, expr } of [...envEntries(helper("holdfast.commonEnv")), ...envEntries(template(file))]) {
+  // A worker's HOLDFAST_METRICS_PORT comes from a helper it includes (with metrics enabled).
+  const metricsEnv = template(file).includes('include "holdfast.workerMetrics" (dict "root" . "part" "env")') ? envEntries(helper("holdfast.workerMetrics")) : [];
+  for (const { name, expr } of [...envEntries(helper("holdfast.commonEnv")), ...envEntries(template(file)), ...metricsEnv]) {
     const value = evaluateEnvExpr(expr, variables);
     if (value !== undefined) env[name] = value;
   }
@@ -531,6 +535,67 @@ describe("Service, autoscaler and disruption budget", () => {
     expect(existsSync(path.join(ROOT, "tools", "cli", "bin", "holdfast.js"))).toBe(true);
     const bad = coalesce(values, parseHelmYaml("database:\n  ownerExistingSecret: Not_A_Name\n"));
     expect(schemaErrors(bad).map((e) => e.instancePath)).toContain("/database/ownerExistingSecret");
+  });
+});
+
+describe("namespace and metrics", () => {
+  it("every process gets HOLDFAST_NAMESPACE, and the stream's name only when one is set", () => {
+    expect(resolveValuesPath("config.namespace")).toBe("holdfast");
+    expect(resolveValuesPath("config.streamName")).toBe("");
+    for (const { file, key, load } of DEPLOYMENTS) {
+      const env = renderedEnv(file);
+      expect(env["HOLDFAST_NAMESPACE"], file).toBe("holdfast");
+      expect(env["HOLDFAST_STREAM_NAME"], file).toBeUndefined();
+      // The hold-expiry worker does not use NATS; the others read the namespace.
+      if (key !== "holdExpiry") expect(load(env), file).toMatchObject({ namespace: "holdfast", streamName: "HOLDFAST_EVENTS" });
+    }
+    expect(helper("holdfast.commonEnv")).toMatch(/\{\{- with \.Values\.config\.streamName \}\}\s+- name: HOLDFAST_STREAM_NAME\s+value: \{\{ \. \| quote \}\}/);
+    for (const bad of ["Staging", "a.b", "", "x".repeat(33)]) {
+      const errors = schemaErrors(coalesce(values, { config: { namespace: bad } }));
+      expect(errors.map((e) => [e.instancePath, e.keyword]), bad).toContainEqual(["/config/namespace", "pattern"]);
+    }
+    expect(schemaErrors(coalesce(values, { config: { namespace: "staging", streamName: "STAGING_EVENTS" } }))).toEqual([]);
+  });
+
+  it("the workers serve HOLDFAST_METRICS_PORT on a port named metrics, scraped by annotation", () => {
+    const workerEnv = envEntries(helper("holdfast.workerMetrics"));
+    expect(workerEnv).toEqual([{ name: "HOLDFAST_METRICS_PORT", expr: ".root.Values.metrics.port | int64 | quote" }]);
+    expect(helper("holdfast.workerMetrics")).toMatch(/ports:\s+- name: metrics\s+containerPort: \{\{ \.root\.Values\.metrics\.port \}\}/);
+    for (const file of ["hold-expiry-deployment.yaml", "webhooks-deployment.yaml", "billing-stream-deployment.yaml"]) {
+      const text = template(file);
+      expect(text, file).toContain('include "holdfast.workerMetrics" (dict "root" . "part" "env") | nindent 12');
+      expect(text, file).toContain('include "holdfast.scrapeAnnotations"');
+      expect(renderedEnv(file)["HOLDFAST_METRICS_PORT"], file).toBe(String(numberAt("metrics.port")));
+    }
+    expect(helper("holdfast.scrapeAnnotations")).toMatch(/"prometheus\.io\/scrape" "true"[\s\S]*"prometheus\.io\/port"[\s\S]*"prometheus\.io\/path" "\/metrics"/);
+    // The billing-stream worker's probes follow its metrics port.
+    expect(template("billing-stream-deployment.yaml")).toMatch(/\$metricsPort := ternary \(int64 \.Values\.metrics\.port\) \(int64 \.Values\.billingStream\.healthPort\) \.Values\.metrics\.enabled/);
+    expect(template("billing-stream-deployment.yaml")).toMatch(/containerPort: \{\{ \$metricsPort \}\}/);
+  });
+
+  it("the ledger's token comes from a Secret, and then the ledger is not scraped by annotation", () => {
+    const ledger = template("ledger-deployment.yaml");
+    expect(ledger).toMatch(
+      /\{\{- with \.Values\.metrics\.tokenExistingSecret \}\}\s+- name: HOLDFAST_METRICS_TOKEN\s+valueFrom:\s+secretKeyRef:\s+name: \{\{ \. \| quote \}\}\s+key: \{\{ \$\.Values\.metrics\.tokenKey \| quote \}\}/,
+    );
+    expect(ledger).toMatch(/\{\{- if not \.Values\.metrics\.tokenExistingSecret \}\}\s+\{\{- include "holdfast\.scrapeAnnotations" \(dict "root" \. "port" \.Values\.ledger\.port/);
+    expect(resolveValuesPath("metrics.tokenExistingSecret")).toBe("");
+    const bad = coalesce(values, parseHelmYaml("metrics:\n  tokenExistingSecret: Not_A_Name\n"));
+    expect(schemaErrors(bad).map((e) => e.instancePath)).toContain("/metrics/tokenExistingSecret");
+  });
+
+  it("a ServiceMonitor (ledger) and a PodMonitor (workers) behind one toggle, off by default", () => {
+    expect(resolveValuesPath("metrics.serviceMonitor.enabled")).toBe(false);
+    const monitor = template("servicemonitor.yaml");
+    expect(monitor).toMatch(/^\{\{- if \.Values\.metrics\.serviceMonitor\.enabled \}\}$/m);
+    expect(monitor).toMatch(/apiVersion: monitoring\.coreos\.com\/v1\s+kind: ServiceMonitor/);
+    expect(monitor).toMatch(/- port: grpc\s+path: \/metrics/);
+    expect(monitor).toMatch(/authorization:\s+type: Bearer\s+credentials:\s+name: \{\{ \. \| quote \}\}/);
+    const pods = template("podmonitor.yaml");
+    expect(pods).toMatch(/^\{\{- if \.Values\.metrics\.serviceMonitor\.enabled \}\}$/m);
+    expect(pods).toMatch(/kind: PodMonitor[\s\S]*values: \[hold-expiry, webhooks, billing-stream\][\s\S]*- port: metrics\s+path: \/metrics/);
+    const badInterval = coalesce(values, parseHelmYaml("metrics:\n  serviceMonitor:\n    interval: soon\n"));
+    expect(schemaErrors(badInterval).map((e) => [e.instancePath, e.keyword])).toContainEqual(["/metrics/serviceMonitor/interval", "pattern"]);
   });
 });
 

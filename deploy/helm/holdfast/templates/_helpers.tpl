@@ -104,8 +104,12 @@ int64 because Helm reads them as floats, and a float of a million or more prints
 {{- end }}
 - name: LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
+- name: HOLDFAST_NAMESPACE
+  value: {{ .Values.config.namespace | quote }}
+{{- with .Values.config.streamName }}
 - name: HOLDFAST_STREAM_NAME
-  value: {{ .Values.config.streamName | quote }}
+  value: {{ . | quote }}
+{{- end }}
 - name: HOLDFAST_STREAM_REPLICAS
   value: {{ .Values.config.streamReplicas | int64 | quote }}
 - name: HOLDFAST_STREAM_MAX_AGE_HOURS
@@ -118,6 +122,36 @@ int64 because Helm reads them as floats, and a float of a million or more prints
   value: {{ .Values.config.webhookAllowedNetworks | quote }}
 {{- with .Values.config.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Prometheus scrape annotations of a pod, set into the dict given as "into" (nothing is
+printed): (dict "root" $ "port" 9464 "into" $annotations). Only with metrics.podAnnotations.
+*/}}
+{{- define "holdfast.scrapeAnnotations" -}}
+{{- if .root.Values.metrics.podAnnotations }}
+{{- $_ := set .into "prometheus.io/scrape" "true" }}
+{{- $_ := set .into "prometheus.io/port" (toString (int64 .port)) }}
+{{- $_ := set .into "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- end }}
+
+{{/*
+A worker's metrics port: the HOLDFAST_METRICS_PORT it reads, under "env", and the named
+container port, under "ports"; both empty when metrics are off. (dict "root" $ "part" "env")
+*/}}
+{{- define "holdfast.workerMetrics" -}}
+{{- if .root.Values.metrics.enabled }}
+{{- if eq .part "env" }}
+- name: HOLDFAST_METRICS_PORT
+  value: {{ .root.Values.metrics.port | int64 | quote }}
+{{- else }}
+ports:
+  - name: metrics
+    containerPort: {{ .root.Values.metrics.port }}
+    protocol: TCP
+{{- end }}
 {{- end }}
 {{- end }}
 
