@@ -31,15 +31,19 @@ export async function startNatsServer() {
     }
   }
 
-  async function stop(): Promise<void> {
+  /**
+   * Stops the server: SIGTERM by default (a clean shutdown), or SIGKILL for a fault test that
+   * wants the server to die without flushing or telling its clients.
+   */
+  async function stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     const running = child;
     child = null;
-    if (!running || running.exitCode !== null) {
+    if (!running || running.exitCode !== null || running.signalCode !== null) {
       return;
     }
     await new Promise<void>((resolve) => {
       running.once("exit", () => resolve());
-      running.kill("SIGTERM");
+      running.kill(signal);
     });
   }
 
