@@ -126,6 +126,47 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   }
 }
 
+/** What {@link restartEmbeddedPostgresImmediately} takes; everything is optional. */
+export interface ImmediateRestartOptions {
+  /** How long the server stays down between the stop and the start; 0 by default. */
+  readonly downMs?: number;
+  /** As for {@link startEmbeddedPostgres}; the restarted server runs in the caller's group by default. */
+  readonly detached?: boolean;
+  readonly startTimeoutMs?: number;
+}
+
+/**
+ * Stops `server` the way `pg_ctl stop -m immediate` does, with SIGQUIT: no checkpoint, every
+ * session cut at once, crash recovery from the WAL at the next start, as if the database alone
+ * had lost power. Then starts it again on the same folder, host and port, and resolves with the
+ * new server once it accepts queries. Fault tests use it: whatever was committed before the stop
+ * must be there after it, and clients must find the server again on their own.
+ */
+export async function restartEmbeddedPostgresImmediately(
+  server: EmbeddedPostgres,
+  options: ImmediateRestartOptions = {},
+): Promise<EmbeddedPostgres> {
+  if (server.child.exitCode === null && server.child.signalCode === null) {
+    server.child.kill("SIGQUIT");
+    const timedOut = await Promise.race([
+      server.exited.then(() => false),
+      sleep(STOP_TIMEOUT_MS_DEFAULT, undefined, { ref: false }).then(() => true),
+    ]);
+    if (timedOut) {
+      server.child.kill("SIGKILL");
+      await server.exited;
+    }
+  }
+  if ((options.downMs ?? 0) > 0) await sleep(options.downMs);
+  return startEmbeddedPostgres({
+    baseDir: path.dirname(server.dataDir),
+    port: server.port,
+    host: server.host,
+    detached: options.detached ?? false,
+    ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
+  });
+}
+
 function describeServer(parts: {
   host: string;
   port: number;
