@@ -5,12 +5,16 @@
  *
  * @module
  */
+import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
+import type pg from "pg";
 import { pino } from "pino";
-import { readLogConfig } from "@holdfast/common/config";
+import { readLogConfig, withoutPassword } from "@holdfast/common/config";
+import type { Env } from "@holdfast/common/env";
 import { createPool } from "@holdfast/common/pg";
 import { backfill } from "@holdfast/billing-core/backfill";
-import { checkSinkTenants, loadBillingConfig, readBillingConfigPath } from "@holdfast/billing-core/config";
+import { checkSinkTenants, loadBillingConfig, readBillingConfigPath, type BillingConfig } from "@holdfast/billing-core/config";
+import { describeError } from "./describe-error.js";
 
 /** Where the command writes, one line per call (the same shape as CliOutput in main.ts). */
 export interface BillingOutput {
@@ -28,6 +32,11 @@ const PROGRESS_BAR_WIDTH = 30;
 const PROGRESS_LINE_STEP_PERCENT = 10;
 /** With a terminal, redraw at most this often. */
 const PROGRESS_REDRAW_MS = 100;
+/**
+ * What the secrets of the sinks a backfill does not send to read as while the file is
+ * validated; they are dropped with their sinks before anything is sent.
+ */
+const UNUSED_SECRET_STAND_IN = "unused-by-this-backfill";
 
 interface BackfillCliOptions {
   sink: string;
@@ -47,7 +56,7 @@ export function addBillingCommands(program: Command, output: BillingOutput): voi
     .requiredOption("--sink <name>", "the sink's name in the billing configuration")
     .requiredOption("--since <time>", "usage created at or after this ISO 8601 time")
     .option("--until <time>", "usage created before this ISO 8601 time (default: now)")
-    .option("--tenant <id>", "only this tenant")
+    .option("--tenant <name-or-id>", "only this tenant, by name or id")
     .option("--config <file>", "billing configuration file (default: HOLDFAST_BILLING_CONFIG)")
     .action(async (options: BackfillCliOptions, command: Command) => {
       await runBackfill(options, String(command.optsWithGlobals()["databaseUrl"]), output);
@@ -59,7 +68,7 @@ async function runBackfill(options: BackfillCliOptions, databaseUrl: string, out
   const until = options.until === undefined ? undefined : parseTime("--until", options.until);
   const configPath = options.config ?? readBillingConfigPath(process.env);
   if (configPath === null || configPath === "") throw new Error("name the billing configuration with --config or HOLDFAST_BILLING_CONFIG");
-  const config = await loadBillingConfig(configPath);
+  const config = await loadSinkConfig(configPath, options.sink);
   const logger = pino({ level: readLogConfig(process.env, "warn").logLevel }, pino.destination(2));
   const pool = createPool(
     { databaseUrl, pgPoolMax: POOL_SIZE_MAX, pgConnectTimeoutMs: CONNECT_TIMEOUT_MS, pgStatementTimeoutMs: STATEMENT_TIMEOUT_MS },
@@ -67,7 +76,7 @@ async function runBackfill(options: BackfillCliOptions, databaseUrl: string, out
     { applicationName: "holdfast-cli-billing-backfill" },
   );
   // The rule the worker applies at start: with several tenants, a sink must say whose usage it bills.
-  await checkSinkTenants(config, pool).catch(async (err: unknown) => {
+  await checkDatabase(pool, databaseUrl).then(() => checkSinkTenants(config, pool)).catch(async (err: unknown) => {
     await pool.end();
     throw err;
   });
@@ -96,13 +105,52 @@ async function runBackfill(options: BackfillCliOptions, databaseUrl: string, out
         `skipped ${m.skipped}, failed ${m.failed} in ${seconds.toFixed(1)} s (${Math.round(m.sent / seconds)}/s)`,
     );
     if (m.failed > 0) {
-      throw new Error(`${m.failed} usage records could not be sent (the sink is unavailable); run the same command again: what was sent is deduplicated`);
+      const endpoint = config.sinks[0] === undefined ? "" : ` at ${withoutPassword(config.sinks[0].endpoint)}`;
+      throw new Error(`${m.failed} usage records could not be sent (the sink${endpoint} is unavailable); run the same command again: what was sent is deduplicated`);
     }
     if (abort.signal.aborted) throw new Error("interrupted; run the same command again to finish");
   } finally {
     process.removeListener("SIGINT", onSigint);
     await pool.end();
   }
+}
+
+/**
+ * The billing configuration with only the sink `sinkName`, validated whole. A backfill sends to
+ * one sink, so only that sink's secret must be set: the other sinks' unset `secret_env`
+ * variables read as a stand-in while the file is checked, and those sinks are then dropped.
+ */
+async function loadSinkConfig(configPath: string, sinkName: string): Promise<BillingConfig> {
+  const config = await loadBillingConfig(configPath, await envForSink(configPath, sinkName));
+  const sinks = config.sinks.filter((sink) => sink.name === sinkName);
+  if (sinks.length === 0) {
+    throw new Error(`no sink named ${JSON.stringify(sinkName)} in ${configPath} (sinks: ${config.sinks.map((s) => s.name).join(", ")})`);
+  }
+  return { ...config, sinks };
+}
+
+/** This process's environment, with a stand-in for every other sink's unset secret variable. */
+async function envForSink(configPath: string, sinkName: string): Promise<Env> {
+  // loadBillingConfig reports an unreadable or malformed file; here it only means no stand-ins.
+  const json = await readFile(configPath, "utf8").then((text) => JSON.parse(text) as unknown, () => undefined);
+  const sinksJson = (json as { sinks?: unknown } | undefined)?.sinks;
+  const sinks = Array.isArray(sinksJson) ? (sinksJson as { name?: unknown; secret_env?: unknown }[]) : [];
+  const own = new Set(sinks.filter((sink) => sink?.name === sinkName).map((sink) => sink.secret_env));
+  const env: Record<string, string | undefined> = { ...process.env };
+  for (const sink of sinks) {
+    const name = sink?.secret_env;
+    if (typeof name === "string" && !own.has(name) && (env[name] ?? "").trim() === "") {
+      env[name] = UNUSED_SECRET_STAND_IN;
+    }
+  }
+  return env;
+}
+
+/** Fails with one line naming the database (without its password) when it does not answer. */
+async function checkDatabase(pool: pg.Pool, databaseUrl: string): Promise<void> {
+  await pool.query("select 1").catch((err: unknown) => {
+    throw new Error(`cannot connect to PostgreSQL at ${withoutPassword(databaseUrl)}: ${describeError(err)}`);
+  });
 }
 
 function parseTime(flag: string, value: string): Date {

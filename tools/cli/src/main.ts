@@ -2,14 +2,14 @@ import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
 import type { Pool } from "pg";
 import { DATABASE_URL_DEFAULT, withoutPassword } from "@holdfast/common/config";
-import { inTransaction } from "@holdfast/common/pg";
-import { createApiKey, createTenant, revokeApiKey, ROLES } from "@holdfast/ledger/auth/api-keys";
-import type { ApiKeyRecord, Role } from "@holdfast/ledger/auth/api-keys";
+import { isUuid } from "@holdfast/common/patterns";
 import { migrate } from "@holdfast/db/migrate";
 import { addEventsCommands } from "./events-tail.js";
 import { addBillingCommands } from "./billing.js";
 import { addRateCardsCommands } from "./ratecards.js";
 import { addVerifyCommand } from "./verify.js";
+import { addKeyCommands, addTenantCommands, resolveTenantRef } from "./tenants.js";
+import { describeError } from "./describe-error.js";
 
 /** A CLI command is interactive: fail fast when the database does not answer. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -67,9 +67,17 @@ export function buildProgram(output: CliOutput): Command {
     .addOption(
       new Option("--database-url <url>", "PostgreSQL connection URL").env("DATABASE_URL").default(DATABASE_URL_DEFAULT),
     );
+  const withDatabase = <T>(command: Command, work: (pool: Pool) => Promise<T>) => withPool(databaseUrl(command), work);
+  // Every command's --tenant takes a tenant's name or id; the actions see the id.
+  program.hook("preAction", async (_program, action) => {
+    const tenant: unknown = action.opts()["tenant"];
+    if (typeof tenant === "string") {
+      action.setOptionValue("tenant", await resolveTenant(action, tenant));
+    }
+  });
   addMigrateCommand(program, output);
-  addTenantCommands(program, output);
-  addKeyCommands(program, output);
+  addTenantCommands(program, output, withDatabase);
+  addKeyCommands(program, output, withDatabase);
   addEventsCommands(program, output);
   addBillingCommands(program, output);
   addRateCardsCommands(program, output, (command, work) => withPool(databaseUrl(command), work));
@@ -90,86 +98,9 @@ function addMigrateCommand(program: Command, output: CliOutput): void {
     });
 }
 
-function addTenantCommands(program: Command, output: CliOutput): void {
-  const tenant = program.command("tenant").description("manage tenants");
-  tenant
-    .command("create")
-    .description("create a tenant and its first admin API key")
-    .argument("<name>", "tenant name, 1-128 characters, unique")
-    .option("--json", "print only {tenantId, keyId, apiKey} as JSON")
-    .action(async (name: string, options: { json?: boolean }, command: Command) => {
-      const created = await withPool(databaseUrl(command), (pool) =>
-        inTransaction(pool, async (client) => {
-          const { tenantId } = await createTenant(client, name);
-          return createApiKey(client, { tenantId, name: "admin", role: "admin" });
-        }),
-      );
-      if (options.json === true) {
-        output.out(JSON.stringify({ tenantId: created.key.tenantId, keyId: created.key.keyId, apiKey: created.secret }));
-        return;
-      }
-      output.out(`Created tenant ${created.key.tenantId} (${name}) with admin key ${created.key.keyId}:`);
-      printSecret(output, created.secret);
-    });
-}
-
-function addKeyCommands(program: Command, output: CliOutput): void {
-  const key = program.command("key").description("manage API keys");
-  key
-    .command("create")
-    .description("create an API key")
-    .requiredOption("--tenant <id>", "tenant id")
-    .addOption(new Option("--role <role>", "what the key may call").choices(ROLES).makeOptionMandatory())
-    .option("--wallet <id>", "limit the key to one wallet (not for admin keys)")
-    .option("--name <name>", "a label for humans (default: the role)")
-    .option("--json", "print only {tenantId, keyId, role, walletId, apiKey} as JSON")
-    .action(async (options: KeyCreateOptions, command: Command) => {
-      const { key: record, secret } = await withPool(databaseUrl(command), (pool) =>
-        createApiKey(pool, {
-          tenantId: options.tenant,
-          name: options.name ?? options.role,
-          role: options.role,
-          walletId: options.wallet,
-        }),
-      );
-      printCreatedKey(output, record, secret, options.json === true);
-    });
-  key
-    .command("revoke")
-    .description("revoke an API key for good")
-    .requiredOption("--tenant <id>", "tenant id")
-    .argument("<keyId>", "the key id (the part after hf_)")
-    .action(async (keyId: string, options: { tenant: string }, command: Command) => {
-      const record = await withPool(databaseUrl(command), (pool) => revokeApiKey(pool, options.tenant, keyId));
-      if (record === null) throw new CliError(`tenant ${options.tenant} has no key ${keyId}`);
-      output.out(`Revoked key ${record.keyId} at ${record.revokedAt?.toISOString() ?? "?"}.`);
-    });
-}
-
-interface KeyCreateOptions {
-  tenant: string;
-  role: Role;
-  wallet?: string;
-  name?: string;
-  json?: boolean;
-}
-
-function printCreatedKey(output: CliOutput, record: ApiKeyRecord, secret: string, json: boolean): void {
-  if (json) {
-    const { tenantId, keyId, role, walletId } = record;
-    output.out(JSON.stringify({ tenantId, keyId, role, walletId, apiKey: secret }));
-    return;
-  }
-  const scope = record.walletId === null ? "" : `, limited to wallet ${record.walletId}`;
-  output.out(`Created ${record.role} key ${record.keyId} for tenant ${record.tenantId}${scope}:`);
-  printSecret(output, secret);
-}
-
-function printSecret(output: CliOutput, secret: string): void {
-  output.out("");
-  output.out(`  ${secret}`);
-  output.out("");
-  output.out("This key is shown once and cannot be recovered: only its hash is stored. Keep it now.");
+/** The id of the tenant a --tenant value names; only a name needs the database. */
+async function resolveTenant(command: Command, ref: string): Promise<string> {
+  return isUuid(ref) ? ref : withPool(databaseUrl(command), (pool) => resolveTenantRef(pool, ref));
 }
 
 function databaseUrl(command: Command): string {
@@ -214,13 +145,4 @@ function checkDatabaseUrl(url: string): void {
   if (!URL.canParse(url) || !DATABASE_URL_PROTOCOLS.includes(new URL(url).protocol)) {
     throw new CliError("the database URL (--database-url or DATABASE_URL) must look like postgres://user@host:port/db");
   }
-}
-
-/** One line about an error: its message, or its code when the message is empty. */
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const code = "code" in error && typeof error.code === "string" ? error.code : "";
-  const message = error.message !== "" ? error.message : code !== "" ? code : error.name;
-  // Postgres explains a missing database, but not how to get one.
-  return code === "3D000" ? `${message} (create it first, e.g. with createdb)` : message;
 }

@@ -1,0 +1,187 @@
+// Goal: the holdfast CLI's everyday gaps are closed: `tenant list`, `key list [--tenant]`,
+// every --tenant taking a name or an id, `key revoke` taking a whole key, `events tail --type`
+// refusing a type that does not exist instead of waiting forever, errors that name the URL
+// they could not reach (never its password), and `billing backfill --sink X` needing only
+// sink X's secret.
+// Method: the CLI's main() in process, on a database of this file's own; NATS and PostgreSQL
+// "unreachable" are loopback ports nothing listens on; the billing configuration is a file
+// with two sinks, of which only one has its secret set.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main } from "@holdfast/cli/main";
+import { freePort } from "@holdfast/common/net";
+import { createTestDatabase, type TestDatabase } from "./support/db.js";
+
+let db: TestDatabase;
+let dir: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  dir = await mkdtemp(join(tmpdir(), "holdfast-cli-"));
+});
+afterAll(async () => {
+  await db?.drop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Runs the CLI in process on this file's database and returns its exit code and output. */
+async function cli(...args: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(["node", "holdfast", "--database-url", db.url, ...args], {
+    out: (line) => out.push(line),
+    err: (line) => err.push(line),
+  });
+  return { code, out, err, text: out.join("\n"), error: err.join("\n") };
+}
+
+/** Creates a tenant through the CLI and returns its id and admin key. */
+async function tenant(name: string): Promise<{ tenantId: string; keyId: string; apiKey: string }> {
+  const run = await cli("tenant", "create", name, "--json");
+  expect(run.code, run.error).toBe(0);
+  return JSON.parse(run.text) as { tenantId: string; keyId: string; apiKey: string };
+}
+
+describe("holdfast tenant list and key list", () => {
+  it("lists tenants with their usable keys, readable and as JSON", async () => {
+    const acme = await tenant("acme-list");
+    const globex = await tenant("globex-list");
+    const table = await cli("tenant", "list");
+    expect(table.code).toBe(0);
+    expect(table.out[0]).toMatch(/^TENANT ID +NAME +CREATED +KEYS$/);
+    expect(table.text).toMatch(new RegExp(`${acme.tenantId} +acme-list +\\S+ +1`));
+    const json = JSON.parse((await cli("tenant", "list", "--json")).text) as { tenantId: string; name: string; activeKeys: number }[];
+    expect(json).toEqual(expect.arrayContaining([
+      expect.objectContaining({ tenantId: acme.tenantId, name: "acme-list", activeKeys: 1 }),
+      expect.objectContaining({ tenantId: globex.tenantId, name: "globex-list", activeKeys: 1 }),
+    ]));
+  });
+
+  it("lists one tenant's keys by name or id, and every tenant's without --tenant", async () => {
+    const t = await tenant("keys-by-name");
+    const other = await tenant("keys-other");
+    const created = await cli("key", "create", "--tenant", "keys-by-name", "--role", "reader", "--name", "dashboard", "--json");
+    expect(created.code, created.error).toBe(0);
+    const reader = JSON.parse(created.text) as { tenantId: string; keyId: string };
+    expect(reader.tenantId).toBe(t.tenantId);
+
+    for (const ref of ["keys-by-name", t.tenantId]) {
+      const keys = JSON.parse((await cli("key", "list", "--tenant", ref, "--json")).text) as { keyId: string; role: string; status: string }[];
+      expect(keys.map((k) => [k.keyId, k.role, k.status])).toEqual([[t.keyId, "admin", "active"], [reader.keyId, "reader", "active"]]);
+    }
+    const all = await cli("key", "list");
+    expect(all.out[0]).toMatch(/^KEY ID +TENANT ID +NAME +ROLE +WALLET +STATUS +CREATED +LAST USED$/);
+    for (const keyId of [t.keyId, reader.keyId, other.keyId]) expect(all.text).toContain(keyId);
+    // Secrets are never listed.
+    expect(all.text).not.toContain(t.apiKey);
+  });
+
+  it("refuses a --tenant that names no tenant, saying how to find them", async () => {
+    const run = await cli("key", "list", "--tenant", "no-such-tenant");
+    expect(run.code).toBe(1);
+    expect(run.error).toContain('no tenant is named "no-such-tenant" (holdfast tenant list shows them)');
+  });
+});
+
+describe("holdfast key revoke", () => {
+  it("takes the whole key and revokes its key id", async () => {
+    const t = await tenant("revoke-full-key");
+    const run = await cli("key", "revoke", "--tenant", "revoke-full-key", t.apiKey);
+    expect(run.code, run.error).toBe(0);
+    expect(run.text).toMatch(new RegExp(`^Revoked key ${t.keyId} \\(the id of the key given\\) at `));
+    const keys = JSON.parse((await cli("key", "list", "--tenant", t.tenantId, "--json")).text) as { keyId: string; status: string }[];
+    expect(keys).toEqual([expect.objectContaining({ keyId: t.keyId, status: "revoked" })]);
+  });
+
+  it("takes the key id, and names the tenant and key it did not find", async () => {
+    const t = await tenant("revoke-key-id");
+    expect((await cli("key", "revoke", "--tenant", t.tenantId, t.keyId)).code).toBe(0);
+    const missing = await cli("key", "revoke", "--tenant", "revoke-key-id", "0123456789abcdef");
+    expect(missing.code).toBe(1);
+    expect(missing.error).toContain(`tenant ${t.tenantId} has no key 0123456789abcdef`);
+  });
+});
+
+describe("errors name what they could not reach", () => {
+  it("names the PostgreSQL URL without its password", async () => {
+    const port = await freePort();
+    const out: string[] = [];
+    const code = await main(["node", "holdfast", "--database-url", `postgres://holdfast:s3cret@127.0.0.1:${port}/holdfast`, "tenant", "list"], {
+      out: (line) => out.push(line),
+      err: (line) => out.push(line),
+    });
+    expect(code).toBe(1);
+    expect(out.join("\n")).toContain(`cannot connect to PostgreSQL at postgres://holdfast:***@127.0.0.1:${port}/holdfast`);
+    expect(out.join("\n")).not.toContain("s3cret");
+  });
+
+  it("events tail names the NATS URL without its credentials", async () => {
+    const port = await freePort();
+    const run = await cli("events", "tail", "--nats-url", `nats://user:s3cret@127.0.0.1:${port}`, "--limit", "1");
+    expect(run.code).toBe(1);
+    expect(run.error).toContain(`cannot connect to NATS at nats://127.0.0.1:${port}`);
+    expect(run.error).not.toContain("s3cret");
+  });
+});
+
+describe("holdfast events tail --type", () => {
+  it("refuses a type nothing publishes, at once and without NATS, listing the known ones", async () => {
+    const port = await freePort();
+    for (const type of ["hold.capturd", "holdfast.webhook.test", "wallet.deleted", "nothing"]) {
+      const run = await cli("events", "tail", "--nats-url", `nats://127.0.0.1:${port}`, "--type", type);
+      expect(run.code, type).toBe(1);
+      expect(run.error).toContain(`--type "${type}" is not an event type`);
+      expect(run.error).toContain("hold.captured");
+      // Refused before connecting: the unreachable URL is never mentioned.
+      expect(run.error).not.toContain("cannot connect");
+    }
+  });
+
+  it("accepts a type, a kind and the webhook filters' spellings of them", async () => {
+    const { tailSubject } = await import("@holdfast/cli/events-tail");
+    expect(tailSubject({ type: "holdfast.hold.*" })).toBe("holdfast.events.*.*.hold.*");
+    expect(tailSubject({ type: "hold.*" })).toBe("holdfast.events.*.*.hold.*");
+    expect(tailSubject({ type: "deposit" })).toBe("holdfast.events.*.*.deposit.*");
+    expect(tailSubject({ type: "wallet.updated" })).toBe("holdfast.events.*.*.wallet.updated");
+  });
+});
+
+describe("holdfast billing backfill --sink", () => {
+  /** Two sinks, each with its own secret variable; neither variable is set by the test runner. */
+  async function writeConfig(tenantId: string): Promise<string> {
+    const sink = (name: string, secretEnv: string) => ({
+      name,
+      type: "http",
+      endpoint: "http://127.0.0.1:9/usage",
+      secret_env: secretEnv,
+      tenants: [tenantId],
+    });
+    const file = join(dir, "billing.json");
+    await writeFile(file, JSON.stringify({ sinks: [sink("first", "HOLDFAST_TEST_FIRST_SECRET"), sink("second", "HOLDFAST_TEST_SECOND_SECRET")] }));
+    return file;
+  }
+
+  it("needs only the named sink's secret", async () => {
+    const t = await tenant("backfill-one-secret");
+    const file = await writeConfig(t.tenantId);
+    process.env["HOLDFAST_TEST_FIRST_SECRET"] = "first-secret";
+    try {
+      const first = await cli("billing", "backfill", "--sink", "first", "--since", "2020-01-01T00:00:00Z", "--config", file, "--tenant", "backfill-one-secret");
+      // Nothing on stderr but the progress bar.
+      expect(first.err.filter((l) => !l.startsWith("["))).toEqual([]);
+      expect(first.code).toBe(0);
+      expect(first.text).toContain("backfill to first: 0 usage records");
+      // The second sink's secret is still required to send to the second sink.
+      const second = await cli("billing", "backfill", "--sink", "second", "--since", "2020-01-01T00:00:00Z", "--config", file);
+      expect(second.code).toBe(1);
+      expect(second.error).toContain("HOLDFAST_TEST_SECOND_SECRET (secret_env) is not set");
+      const unknown = await cli("billing", "backfill", "--sink", "third", "--since", "2020-01-01T00:00:00Z", "--config", file);
+      expect(unknown.error).toContain('no sink named "third"');
+      expect(unknown.error).toContain("(sinks: first, second)");
+    } finally {
+      delete process.env["HOLDFAST_TEST_FIRST_SECRET"];
+    }
+  });
+});
