@@ -78,6 +78,13 @@ describe("holdfast tenant list and key list", () => {
     expect(all.text).not.toContain(t.apiKey);
   });
 
+  it("reads --tenant by name in the other commands too (verify)", async () => {
+    await tenant("verify-by-name");
+    const run = await cli("verify", "--tenant", "verify-by-name");
+    expect(run.error).not.toContain("must be a tenant id");
+    expect(run.code, run.error).toBe(0);
+  });
+
   it("refuses a --tenant that names no tenant, saying how to find them", async () => {
     const run = await cli("key", "list", "--tenant", "no-such-tenant");
     expect(run.code).toBe(1);
