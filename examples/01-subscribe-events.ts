@@ -4,8 +4,9 @@
 //
 //   npx tsx examples/01-subscribe-events.ts <tenant_id> [wallet_id]
 //
-// NATS_URL (default nats://127.0.0.1:4222) and HOLDFAST_STREAM_NAME (default HOLDFAST_EVENTS)
-// say where to read.
+// NATS_URL (default nats://127.0.0.1:4222), HOLDFAST_NAMESPACE (default holdfast; the
+// subjects are <namespace>.events.>) and HOLDFAST_STREAM_NAME (default <NAMESPACE>_EVENTS,
+// HOLDFAST_EVENTS) say where to read, as they do for the ledger (docs/events.md).
 import { fromBinary } from "@bufbuild/protobuf";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -13,12 +14,13 @@ import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 
 const [tenant = "*", wallet = "*"] = process.argv.slice(2);
 const nc = await connect({ servers: process.env["NATS_URL"] ?? "nats://127.0.0.1:4222" });
-const stream = process.env["HOLDFAST_STREAM_NAME"] ?? "HOLDFAST_EVENTS";
+const namespace = process.env["HOLDFAST_NAMESPACE"] ?? "holdfast";
+const stream = process.env["HOLDFAST_STREAM_NAME"] ?? `${namespace.toUpperCase()}_EVENTS`;
 
 // An ordered consumer replays the stream in order and needs no server-side state. A service
 // that must resume where it stopped would use a durable consumer instead.
 const consumer = await jetstream(nc).consumers.get(stream, {
-  filter_subjects: `holdfast.events.${tenant}.${wallet}.>`,
+  filter_subjects: `${namespace}.events.${tenant}.${wallet}.>`,
   deliver_policy: DeliverPolicy.All,
 });
 

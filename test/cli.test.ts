@@ -2,17 +2,23 @@
 // every --tenant taking a name or an id, `key revoke` taking a whole key, `events tail --type`
 // refusing a type that does not exist instead of waiting forever, errors that name the URL
 // they could not reach (never its password), and `billing backfill --sink X` needing only
-// sink X's secret.
+// sink X's secret; and one variable, HOLDFAST_API_KEY, for the API key in every doc and
+// example.
 // Method: the CLI's main() in process, on a database of this file's own; NATS and PostgreSQL
 // "unreachable" are loopback ports nothing listens on; the billing configuration is a file
-// with two sinks, of which only one has its secret set.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+// with two sinks, of which only one has its secret set. The reserve → capture example runs
+// under tsx against a real ledger with HOLDFAST_API_KEY set, and without it; the README, docs/
+// and examples/ are searched for any other name of the key.
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "@holdfast/cli/main";
 import { freePort } from "@holdfast/common/net";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
+import { startTestServer } from "./support/server.js";
 
 let db: TestDatabase;
 let dir: string;
@@ -189,6 +195,47 @@ describe("holdfast billing backfill --sink", () => {
       expect(unknown.error).toContain("(sinks: first, second)");
     } finally {
       delete process.env["HOLDFAST_TEST_FIRST_SECRET"];
+    }
+  });
+});
+
+describe("HOLDFAST_API_KEY, the one name of the API key", () => {
+  /** Runs an example from source under tsx, as its header says to. */
+  function runExample(file: string, args: string[], env: Record<string, string>) {
+    return promisify(execFile)(process.execPath, ["--conditions=source", "--import", "tsx", file, ...args], {
+      env: { PATH: process.env["PATH"], ...env },
+      timeout: 30_000,
+    });
+  }
+
+  it("is what the reserve → capture example sends, and it says so when the key is missing", async () => {
+    const server = await startTestServer();
+    try {
+      const { stdout } = await runExample("examples/02-reserve-capture.ts", [server.app.url, "example_wallet"], { HOLDFAST_API_KEY: server.keys.writer });
+      expect(stdout).toContain("reserved 500 USD on example_wallet");
+      expect(stdout).toContain("available now 877");
+      const missing = await runExample("examples/02-reserve-capture.ts", [server.app.url], {}).catch((err: { code: number; stderr: string }) => err);
+      expect(missing).toMatchObject({ code: 1 });
+      expect((missing as { stderr: string }).stderr).toContain("set HOLDFAST_API_KEY");
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
+  it("is the only name the README, docs/ and examples/ give it", async () => {
+    const files = ["README.md", "CONTRIBUTING.md", ...(await readdir("docs")).map((f) => `docs/${f}`), ...(await readdir("examples")).filter((f) => f.endsWith(".ts")).map((f) => `examples/${f}`)];
+    for (const file of files.filter((f) => /\.(md|ts)$/.test(f))) {
+      const text = await readFile(file, "utf8");
+      expect(text, file).not.toMatch(/\b(HOLDFAST_KEY|HOLDFAST_ADMIN_KEY|HF_KEY|HF_API_KEY)\b/);
+      // Every bearer header a doc builds from a variable uses HOLDFAST_API_KEY; every example
+      // that sends one reads it from there.
+      if (file.endsWith(".md")) {
+        for (const match of text.matchAll(/Bearer \$\{?([A-Za-z_.[\]"]+)/g)) {
+          expect(match[1], `${file}: ${match[0]}`).toMatch(/HOLDFAST_API_KEY/);
+        }
+      } else if (text.includes("authorization")) {
+        expect(text, file).toContain('process.env["HOLDFAST_API_KEY"]');
+      }
     }
   });
 });
