@@ -47,7 +47,7 @@ describe("deposit", () => {
   it("creates the wallet and credits it", async () => {
     const w = wallet();
     const r = ok(await t.ledger.deposit(t.caller, { walletId: w, asset: "USD", amount: 1000n, idempotencyKey: key(), metadata: { a: "b" } }));
-    expect(r.balance).toEqual({ asset: "USD", posted: 1000n, held: 0n, available: 1000n, creditLimit: 0n });
+    expect(r.balance).toEqual({ asset: "USD", posted: 1000n, held: 0n, available: 1000n, creditLimit: 0n, scheduled: 0n });
     expect(r.transfer).toMatchObject({ kind: "deposit", debitWalletId: "@world", creditWalletId: w, amount: 1000n, metadata: { a: "b" } });
     expect(r.replayed).toBe(false);
   });

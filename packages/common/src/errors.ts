@@ -29,6 +29,7 @@ const REASON_CODES = {
   NOT_REFUNDABLE: Code.FailedPrecondition,
   WEBHOOK_ENDPOINT_DISABLED: Code.FailedPrecondition,
   MODEL_NOT_PRICED: Code.FailedPrecondition,
+  GRANT_NOT_ACTIVE: Code.FailedPrecondition,
   WALLET_NOT_FOUND: Code.NotFound,
   HOLD_NOT_FOUND: Code.NotFound,
   TRANSFER_NOT_FOUND: Code.NotFound,
@@ -37,9 +38,11 @@ const REASON_CODES = {
   WEBHOOK_ENDPOINT_NOT_FOUND: Code.NotFound,
   WEBHOOK_DELIVERY_NOT_FOUND: Code.NotFound,
   RATE_CARD_NOT_FOUND: Code.NotFound,
+  GRANT_NOT_FOUND: Code.NotFound,
   IDEMPOTENCY_KEY_REUSED: Code.AlreadyExists,
   HOLD_ALREADY_EXISTS: Code.AlreadyExists,
   WALLET_ALREADY_EXISTS: Code.AlreadyExists,
+  GRANT_ALREADY_EXISTS: Code.AlreadyExists,
   INVALID_FIELD: Code.InvalidArgument,
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
@@ -177,11 +180,19 @@ export class RefusedError extends HoldfastError {
   }
 }
 
-/** The reason, message and extra a refusal travels with. */
+/**
+ * The reason, message and extra a refusal travels with. An INVALID_FIELD refusal (a check only
+ * the ledger can make at command time, e.g. a grant's expires_at in the past) names its field
+ * in `metadata.field` and travels like an {@link InvalidFieldError}; its message already reads
+ * `"<field>: <why>"`.
+ */
 function wireFormOf(refusal: Refusal): [ErrorReason, string, ErrorExtra] {
   if (refusal.reason === "AMOUNT_OVERFLOW") {
     const field = refusal.metadata["field"] ?? "amount";
     return ["INVALID_FIELD", `${field}: ${refusal.message}`, { field }];
+  }
+  if (refusal.reason === "INVALID_FIELD") {
+    return ["INVALID_FIELD", refusal.message, { field: refusal.metadata["field"] ?? "" }];
   }
   return [refusal.reason, refusal.message, { metadata: refusal.metadata }];
 }

@@ -1,13 +1,16 @@
 import type pg from "pg";
 import type { Clock, IdGenerator } from "@holdfast/common/ids";
+import { PermissionDeniedError } from "@holdfast/common/errors";
 import { pgErrorCode } from "@holdfast/common/pg";
 import { requestFingerprint } from "./fingerprint.js";
 import { createHoldRoutes, type HoldRoutes } from "./hold-routes.js";
 import {
   parseCaptureResult,
+  parseGrantResult,
   parseHold,
   parseHoldResult,
   parseOutcome,
+  parseRefundResult,
   parseTransferBetweenResult,
   parseTransferResult,
   parseWalletResult,
@@ -16,8 +19,10 @@ import type {
   CaptureInput,
   CaptureResult,
   Caller,
+  CreateGrantInput,
   DepositInput,
   ExtendHoldInput,
+  GrantResult,
   Hold,
   HoldCommandInput,
   HoldResult,
@@ -25,12 +30,14 @@ import type {
   Metadata,
   Outcome,
   RefundInput,
+  RefundResult,
   ReserveInput,
   SpendInput,
   TransferBetweenResult,
   TransferInput,
   TransferResult,
   UpdateWalletInput,
+  VoidGrantInput,
   WalletResult,
 } from "./types.js";
 
@@ -136,6 +143,8 @@ export function createCommands(options: CommandsOptions) {
     extendHold: (caller: Caller, input: ExtendHoldInput) => extendHold(ctx, caller, input),
     refund: (caller: Caller, input: RefundInput) => refund(ctx, caller, input),
     transfer: (caller: Caller, input: TransferInput) => transfer(ctx, caller, input),
+    createGrant: (caller: Caller, input: CreateGrantInput) => createGrant(ctx, caller, input),
+    voidGrant: (caller: Caller, input: VoidGrantInput) => voidGrant(ctx, caller, input),
     createWallet: (caller: Caller, walletId: string, metadata: Metadata) => createWallet(ctx, caller, walletId, metadata),
     updateWallet: (caller: Caller, input: UpdateWalletInput) => updateWallet(ctx, caller, input),
   };
@@ -176,8 +185,22 @@ async function deposit(ctx: CommandContext, caller: Caller, input: DepositInput)
   return parseOutcome(row, parseTransferResult);
 }
 
+/**
+ * The `categories` argument of Spend and Reserve, only when some are given: a request without
+ * them keeps the arguments, and so the idempotency fingerprint, it had before grants.
+ */
+function categoriesArg(categories: readonly string[] | undefined): { categories?: readonly string[] } {
+  return categories !== undefined && categories.length > 0 ? { categories } : {};
+}
+
 async function spend(ctx: CommandContext, caller: Caller, input: SpendInput): Promise<Outcome<TransferResult>> {
-  const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
+  const args = {
+    wallet_id: input.walletId,
+    asset: input.asset,
+    amount: String(input.amount),
+    metadata: input.metadata,
+    ...categoriesArg(input.categories),
+  };
   const row = await send(ctx, caller, "Spend", input.idempotencyKey, args, args, input.walletId);
   return parseOutcome(row, parseTransferResult);
 }
@@ -191,6 +214,7 @@ async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput)
     hold_id: input.holdId,
     ttl_seconds: input.ttlSeconds,
     metadata: input.metadata,
+    ...categoriesArg(input.categories),
   };
   const args = { ...request, hold_id: input.holdId === "" ? `hold_${ctx.newId()}` : input.holdId };
   const row = await send(ctx, caller, "Reserve", input.idempotencyKey, request, args, input.walletId);
@@ -231,14 +255,14 @@ async function extendHold(ctx: CommandContext, caller: Caller, input: ExtendHold
 }
 
 /** Refunds are not routed to a wallet's queue: the wallet is known only to the SQL. */
-async function refund(ctx: CommandContext, caller: Caller, input: RefundInput): Promise<Outcome<TransferResult>> {
+async function refund(ctx: CommandContext, caller: Caller, input: RefundInput): Promise<Outcome<RefundResult>> {
   const args = {
     refund_transfer_id: input.transferId,
     amount: input.amount === null ? null : String(input.amount),
     metadata: input.metadata,
   };
   const row = await send(ctx, caller, "Refund", input.idempotencyKey, args, args, undefined);
-  return parseOutcome(row, parseTransferResult);
+  return parseOutcome(row, parseRefundResult);
 }
 
 /** Transfers touch two wallets, so they run alone rather than in either wallet's queue. */
@@ -252,6 +276,39 @@ async function transfer(ctx: CommandContext, caller: Caller, input: TransferInpu
   };
   const row = await send(ctx, caller, "Transfer", input.idempotencyKey, args, args, undefined);
   return parseOutcome(row, parseTransferBetweenResult);
+}
+
+/**
+ * Credits a wallet with a grant. A grant creates money, so a key limited to one wallet may
+ * never create one: the SQL does not check the scope for CreateGrant, this does (besides the
+ * RPC layer's rule). An empty grant id gets a generated one, which the fingerprint does not
+ * cover.
+ */
+async function createGrant(ctx: CommandContext, caller: Caller, input: CreateGrantInput): Promise<Outcome<GrantResult>> {
+  if (caller.scopeWalletId !== null) {
+    throw new PermissionDeniedError("CreateGrant: a key limited to one wallet may not create grants", "wallet_id");
+  }
+  const request = {
+    wallet_id: input.walletId,
+    asset: input.asset,
+    amount: String(input.amount),
+    grant_id: input.grantId,
+    category: input.category,
+    priority: input.priority,
+    starts_at: input.startsAt?.toISOString() ?? null,
+    expires_at: input.expiresAt?.toISOString() ?? null,
+    metadata: input.metadata,
+  };
+  const args = { ...request, grant_id: input.grantId === "" ? `grant_${ctx.newId()}` : input.grantId };
+  const row = await send(ctx, caller, "CreateGrant", input.idempotencyKey, request, args, input.walletId);
+  return parseOutcome(row, parseGrantResult);
+}
+
+/** Voids a grant; like refunds it runs alone, since only the SQL knows the grant's wallet. */
+async function voidGrant(ctx: CommandContext, caller: Caller, input: VoidGrantInput): Promise<Outcome<GrantResult>> {
+  const args = { grant_id: input.grantId };
+  const row = await send(ctx, caller, "VoidGrant", input.idempotencyKey, args, args, undefined);
+  return parseOutcome(row, parseGrantResult);
 }
 
 async function createWallet(ctx: CommandContext, caller: Caller, walletId: string, metadata: Metadata): Promise<Outcome<WalletResult>> {

@@ -2,10 +2,10 @@ import type pg from "pg";
 import type { Clock } from "@holdfast/common/ids";
 import { InvalidPageTokenError } from "@holdfast/common/errors";
 import { decodePageToken, encodePageToken } from "@holdfast/common/page-token";
-import { isUuid } from "@holdfast/common/patterns";
+import { isUuid, WALLET_ID_PATTERN } from "@holdfast/common/patterns";
 import { pgErrorCode } from "@holdfast/common/pg";
-import { parseHold, parseTransfer, parseWallet } from "./rows.js";
-import type { Caller, Hold, HoldStatus, Json, Page, Transfer, Wallet } from "./types.js";
+import { parseGrant, parseHold, parseTransfer, parseWallet } from "./rows.js";
+import type { Caller, Grant, Hold, HoldStatus, Json, ListGrantsInput, Page, Transfer, Wallet } from "./types.js";
 
 /**
  * The ledger's reads: one wallet, one hold, and the two lists. Reads take no locks and never
@@ -34,6 +34,8 @@ export function createQueries({ pool, clock }: QueriesOptions) {
       listTransfers(pool, caller, walletId, asset, pageSize, pageToken),
     listHolds: (caller: Caller, walletId: string, status: HoldStatus | null, pageSize: number, pageToken: string) =>
       listHolds(pool, clock(), caller, walletId, status, pageSize, pageToken),
+    getGrant: (caller: Caller, grantId: string) => getGrant(pool, clock(), caller, grantId),
+    listGrants: (caller: Caller, input: ListGrantsInput) => listGrants(pool, clock(), caller, input),
   };
 }
 
@@ -138,3 +140,32 @@ async function listHolds(
 
 const isHoldCursorTime = (s: string) => HOLD_CURSOR_TIME_PATTERN.test(s);
 const isHoldId = (s: string) => s.length > 0 && s.length <= HOLD_ID_LENGTH_MAX;
+
+/** The grant as it stands at `now`; null when the tenant has none, or it lies outside the key's scope. */
+async function getGrant(pool: pg.Pool, now: Date, caller: Caller, grantId: string): Promise<Grant | null> {
+  const result = await pool.query<{ r: Json | null }>({
+    name: "ledger_get_grant",
+    text: "select ledger_get_grant($1, $2, $3, $4) as r",
+    values: [caller.tenantId, grantId, caller.scopeWalletId, now],
+  });
+  const row = result.rows[0]?.r;
+  return row ? parseGrant(row) : null;
+}
+
+/**
+ * A wallet's grants in consumption order, by asset; the cursor is the last grant id (a grant
+ * of another wallet in a token ends the listing, the SQL decides).
+ */
+async function listGrants(pool: pg.Pool, now: Date, caller: Caller, input: ListGrantsInput): Promise<Page<Grant>> {
+  const after = decodePageToken(input.pageToken, [isGrantId])?.[0] ?? null;
+  const result = await pool.query<{ r: Json }>({
+    name: "ledger_list_grants",
+    text: "select r from ledger_list_grants($1, $2, $3, $4, $5, $6, $7) as r",
+    values: [caller.tenantId, input.walletId, input.asset, input.includeClosed, after, input.pageSize + 1, now],
+  });
+  const items = result.rows.slice(0, input.pageSize).map((row) => parseGrant(row.r));
+  const more = result.rows.length > input.pageSize;
+  return { items, nextPageToken: more ? encodePageToken([items.at(-1)!.grantId]) : "" };
+}
+
+const isGrantId = (s: string) => WALLET_ID_PATTERN.test(s);

@@ -1,6 +1,10 @@
 import type {
   Balance,
   CaptureResult,
+  Grant,
+  GrantAmount,
+  GrantResult,
+  GrantStatus,
   Hold,
   HoldResult,
   HoldStatus,
@@ -9,6 +13,7 @@ import type {
   Outcome,
   Refusal,
   RefusalReason,
+  RefundResult,
   Transfer,
   TransferBetweenResult,
   TransferKind,
@@ -44,8 +49,24 @@ function time(row: Json, key: string): Date {
   return new Date(str(row, key));
 }
 
+function optTime(row: Json, key: string): Date | null {
+  const value = optStr(row, key);
+  return value === null ? null : new Date(value);
+}
+
 function metadata(row: Json): Metadata {
   return (row["metadata"] ?? {}) as Metadata;
+}
+
+/** An amount rows written before grants (migration 0008) do not carry: zero then. */
+function optInt(row: Json, key: string): bigint {
+  return row[key] === undefined || row[key] === null ? 0n : int(row, key);
+}
+
+/** A list of {grant_id, amount}; absent on rows written before grants. */
+function grantAmounts(row: Json, key: string): GrantAmount[] {
+  const entries = (row[key] ?? []) as Json[];
+  return entries.map((e) => ({ grantId: str(e, "grant_id"), amount: int(e, "amount") }));
 }
 
 export function parseBalance(row: Json): Balance {
@@ -55,6 +76,7 @@ export function parseBalance(row: Json): Balance {
     held: int(row, "held"),
     available: int(row, "available"),
     creditLimit: int(row, "credit_limit"),
+    scheduled: optInt(row, "scheduled"),
   };
 }
 
@@ -70,6 +92,8 @@ export function parseTransfer(row: Json): Transfer {
     refundOf: optStr(row, "refund_of"),
     createdAt: time(row, "created_at"),
     metadata: metadata(row),
+    grants: grantAmounts(row, "grants"),
+    creditGrants: grantAmounts(row, "credit_grants"),
   };
 }
 
@@ -93,6 +117,31 @@ export function parseHold(row: Json, now: Date): Hold {
     expiresAt,
     createdAt: time(row, "created_at"),
     closedAt: lapsed ? expiresAt : closedAt === null ? null : new Date(closedAt),
+    metadata: metadata(row),
+    allocations: grantAmounts(row, "allocations"),
+    categories: (row["categories"] ?? []) as string[],
+  };
+}
+
+/** A grant as the SQL reports it at the time of the read or command (ledger_grant_json). */
+export function parseGrant(row: Json): Grant {
+  return {
+    grantId: str(row, "grant_id"),
+    walletId: str(row, "wallet_id"),
+    asset: str(row, "asset"),
+    category: str(row, "category"),
+    priority: Number(row["priority"]),
+    amount: int(row, "amount"),
+    remaining: int(row, "remaining"),
+    held: int(row, "held"),
+    consumed: int(row, "consumed"),
+    expired: int(row, "expired"),
+    voided: int(row, "voided"),
+    startsAt: time(row, "starts_at"),
+    expiresAt: optTime(row, "expires_at"),
+    voidedAt: optTime(row, "voided_at"),
+    status: str(row, "status") as GrantStatus,
+    createdAt: time(row, "created_at"),
     metadata: metadata(row),
   };
 }
@@ -129,6 +178,21 @@ export function parseOutcome<T>(row: Json, parse: (row: Json) => T): Outcome<T> 
 /** The result of Deposit, Spend and Refund. */
 export function parseTransferResult(row: Json): TransferResult {
   return { transfer: parseTransfer(row["transfer"] as Json), balance: parseBalance(row["balance"] as Json) };
+}
+
+/** The result of Refund; `breakage` is absent from answers recorded before grants. */
+export function parseRefundResult(row: Json): RefundResult {
+  return { ...parseTransferResult(row), breakage: optInt(row, "breakage") };
+}
+
+/** The result of CreateGrant and VoidGrant (VoidGrant's transfer may be null). */
+export function parseGrantResult(row: Json): GrantResult {
+  const transfer = row["transfer"] as Json | null | undefined;
+  return {
+    grant: parseGrant(row["grant"] as Json),
+    balance: parseBalance(row["balance"] as Json),
+    transfer: transfer ? parseTransfer(transfer) : null,
+  };
 }
 
 /** The result of Reserve and Release; `now` decides whether a pending hold has lapsed. */

@@ -13,7 +13,10 @@ export type TransferKind =
   | "release"
   | "expire"
   | "refund"
-  | "transfer";
+  | "transfer"
+  | "grant"
+  | "breakage";
+export type GrantStatus = "scheduled" | "active" | "exhausted" | "expired" | "voided";
 
 export type Metadata = Record<string, string>;
 
@@ -23,6 +26,14 @@ export interface Balance {
   held: bigint;
   available: bigint;
   creditLimit: bigint;
+  /** In grants that have not started yet: part of posted, not of available. */
+  scheduled: bigint;
+}
+
+/** What one grant (or "@credit", the credit line) contributed to a hold or a journal row. */
+export interface GrantAmount {
+  grantId: string;
+  amount: bigint;
 }
 
 export interface Transfer {
@@ -36,6 +47,10 @@ export interface Transfer {
   refundOf: string | null;
   createdAt: Date;
   metadata: Metadata;
+  /** Which grants paid, or which the money went to (see docs/grants.md); empty before grants. */
+  grants: GrantAmount[];
+  /** For a transfer between wallets: where the money went in the receiving wallet. */
+  creditGrants: GrantAmount[];
 }
 
 export interface Hold {
@@ -49,6 +64,32 @@ export interface Hold {
   expiresAt: Date;
   createdAt: Date;
   closedAt: Date | null;
+  metadata: Metadata;
+  /** The grants the hold draws on, in consumption order, summing to its amount. */
+  allocations: GrantAmount[];
+  /** The Reserve's category filter; empty: every category. */
+  categories: string[];
+}
+
+/** A credit grant as callers see it at the time it is read (docs/grants.md). */
+export interface Grant {
+  grantId: string;
+  walletId: string;
+  asset: string;
+  category: string;
+  priority: number;
+  amount: bigint;
+  remaining: bigint;
+  held: bigint;
+  consumed: bigint;
+  expired: bigint;
+  voided: bigint;
+  startsAt: Date;
+  /** Null: never expires. */
+  expiresAt: Date | null;
+  voidedAt: Date | null;
+  status: GrantStatus;
+  createdAt: Date;
   metadata: Metadata;
 }
 
@@ -80,6 +121,10 @@ export type RefusalReason =
   | "IDEMPOTENCY_KEY_REUSED"
   | "HOLD_ALREADY_EXISTS"
   | "WALLET_ALREADY_EXISTS"
+  | "GRANT_NOT_FOUND"
+  | "GRANT_ALREADY_EXISTS"
+  | "GRANT_NOT_ACTIVE"
+  | "INVALID_FIELD"
   | "AMOUNT_OVERFLOW";
 
 export interface Refusal {
@@ -113,12 +158,47 @@ export interface DepositInput {
   idempotencyKey: string;
   metadata: Metadata;
 }
-export type SpendInput = DepositInput;
+export interface SpendInput extends DepositInput {
+  /** Draw only on grants of these categories (then the credit line); absent or empty: every grant. */
+  categories?: readonly string[];
+}
 
-export interface ReserveInput extends DepositInput {
+export interface ReserveInput extends SpendInput {
   /** Empty: generate one. */
   holdId: string;
   ttlSeconds: number;
+}
+
+export interface CreateGrantInput {
+  walletId: string;
+  asset: string;
+  amount: bigint;
+  /** Empty: generate one. */
+  grantId: string;
+  /** Null: "default". */
+  category: string | null;
+  /** Null: 100. */
+  priority: number | null;
+  /** Null: now. */
+  startsAt: Date | null;
+  /** Null: never. */
+  expiresAt: Date | null;
+  idempotencyKey: string;
+  metadata: Metadata;
+}
+
+export interface VoidGrantInput {
+  grantId: string;
+  idempotencyKey: string;
+}
+
+export interface ListGrantsInput {
+  walletId: string;
+  /** Empty: every asset. */
+  asset: string;
+  includeClosed: boolean;
+  pageSize: number;
+  pageToken: string;
 }
 
 export interface CaptureInput {
@@ -166,6 +246,16 @@ export interface UpdateWalletInput {
 export interface TransferResult {
   transfer: Transfer;
   balance: Balance;
+}
+/** Refund: also what landed in expired or voided grants and went on to @breakage. */
+export interface RefundResult extends TransferResult {
+  breakage: bigint;
+}
+/** CreateGrant and VoidGrant; VoidGrant's transfer is null when nothing was left unheld. */
+export interface GrantResult {
+  grant: Grant;
+  balance: Balance;
+  transfer: Transfer | null;
 }
 export interface HoldResult {
   hold: Hold;

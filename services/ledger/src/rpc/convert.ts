@@ -2,10 +2,13 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { InvalidFieldError, RefusedError } from "@holdfast/common/errors";
 import {
+  GrantStatus,
   HoldStatus,
   TransferKind,
   WalletStatus,
   type BalanceSchema,
+  type GrantAmountSchema,
+  type GrantSchema,
   type HoldSchema,
   type TransferSchema,
   type WalletSchema,
@@ -15,7 +18,18 @@ import type * as domain from "../domain/types.js";
 /** Mapping between the domain values and the holdfast.v1 messages. */
 
 export function toBalance(b: domain.Balance): MessageInitShape<typeof BalanceSchema> {
-  return { asset: b.asset, posted: b.posted, held: b.held, available: b.available, creditLimit: b.creditLimit };
+  return {
+    asset: b.asset,
+    posted: b.posted,
+    held: b.held,
+    available: b.available,
+    creditLimit: b.creditLimit,
+    scheduled: b.scheduled,
+  };
+}
+
+export function toGrantAmounts(amounts: readonly domain.GrantAmount[]): MessageInitShape<typeof GrantAmountSchema>[] {
+  return amounts.map((a) => ({ grantId: a.grantId, amount: a.amount }));
 }
 
 const TRANSFER_KINDS: Record<domain.TransferKind, TransferKind> = {
@@ -27,6 +41,8 @@ const TRANSFER_KINDS: Record<domain.TransferKind, TransferKind> = {
   expire: TransferKind.EXPIRE,
   refund: TransferKind.REFUND,
   transfer: TransferKind.TRANSFER,
+  grant: TransferKind.GRANT,
+  breakage: TransferKind.BREAKAGE,
 };
 
 export function toTransfer(t: domain.Transfer): MessageInitShape<typeof TransferSchema> {
@@ -41,6 +57,8 @@ export function toTransfer(t: domain.Transfer): MessageInitShape<typeof Transfer
     refundOfTransferId: t.refundOf ?? "",
     createdAt: timestampFromDate(t.createdAt),
     metadata: t.metadata,
+    grants: toGrantAmounts(t.grants),
+    creditGrants: toGrantAmounts(t.creditGrants),
   };
 }
 
@@ -64,6 +82,8 @@ export function toHold(h: domain.Hold): MessageInitShape<typeof HoldSchema> {
     closedAt: h.closedAt ? timestampFromDate(h.closedAt) : undefined,
     metadata: h.metadata,
     reserveTransferId: h.reserveTransferId,
+    allocations: toGrantAmounts(h.allocations),
+    categories: h.categories,
   };
 }
 
@@ -74,6 +94,36 @@ export function fromHoldStatus(status: HoldStatus): domain.HoldStatus | null {
     throw new InvalidFieldError("status", "is not a known hold status");
   }
   return found ? (found[0] as domain.HoldStatus) : null;
+}
+
+const GRANT_STATUSES: Record<domain.GrantStatus, GrantStatus> = {
+  scheduled: GrantStatus.SCHEDULED,
+  active: GrantStatus.ACTIVE,
+  exhausted: GrantStatus.EXHAUSTED,
+  expired: GrantStatus.EXPIRED,
+  voided: GrantStatus.VOIDED,
+};
+
+export function toGrant(g: domain.Grant): MessageInitShape<typeof GrantSchema> {
+  return {
+    grantId: g.grantId,
+    walletId: g.walletId,
+    asset: g.asset,
+    category: g.category,
+    priority: g.priority,
+    amount: g.amount,
+    remaining: g.remaining,
+    held: g.held,
+    consumed: g.consumed,
+    expired: g.expired,
+    voided: g.voided,
+    startsAt: timestampFromDate(g.startsAt),
+    expiresAt: g.expiresAt ? timestampFromDate(g.expiresAt) : undefined,
+    status: GRANT_STATUSES[g.status],
+    createdAt: timestampFromDate(g.createdAt),
+    metadata: g.metadata,
+    voidedAt: g.voidedAt ? timestampFromDate(g.voidedAt) : undefined,
+  };
 }
 
 const WALLET_STATUSES: Record<domain.WalletStatus, WalletStatus> = {

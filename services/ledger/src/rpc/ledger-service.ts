@@ -5,7 +5,7 @@ import type { Ledger } from "../domain/ledger.js";
 import type { Caller, DepositInput } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
 import { callerOf } from "./auth.js";
-import { fromHoldStatus, toBalance, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
+import { fromHoldStatus, toBalance, toGrant, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
 import * as v from "./validate.js";
 
 export interface LedgerServiceOptions {
@@ -23,7 +23,7 @@ type Handlers = ServiceImpl<typeof LedgerService>;
  * answered by the routes' error interceptor.
  */
 export function ledgerService(options: LedgerServiceOptions): Handlers {
-  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options) };
+  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options) };
 }
 
 /** The commands that move funds at once: Deposit, Spend, Refund, Transfer. */
@@ -35,7 +35,8 @@ function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "depo
     },
 
     async spend(req, ctx) {
-      const r = unwrap(await ledger.spend(callerOf(ctx), walletAmountInput(req)));
+      const input = { ...walletAmountInput(req), categories: v.categories(req.categories) };
+      const r = unwrap(await ledger.spend(callerOf(ctx), input));
       return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
     },
 
@@ -47,7 +48,7 @@ function balanceHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "depo
         metadata: v.metadata(req.metadata),
       };
       const r = unwrap(await ledger.refund(callerOf(ctx), input));
-      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed };
+      return { transfer: toTransfer(r.transfer), balance: toBalance(r.balance), replayed: r.replayed, breakage: r.breakage };
     },
 
     async transfer(req, ctx) {
@@ -78,6 +79,7 @@ function holdHandlers({ ledger, defaultHoldTtlSeconds }: LedgerServiceOptions): 
         ...walletAmountInput(req),
         holdId: v.optionalHoldId(req.holdId),
         ttlSeconds: v.ttlSeconds(req.ttlSeconds, defaultHoldTtlSeconds),
+        categories: v.categories(req.categories),
       };
       const r = unwrap(await ledger.reserve(caller, input));
       return { hold: toHold(r.hold), balance: toBalance(r.balance), replayed: r.replayed };
@@ -164,6 +166,57 @@ function walletHandlers({
       for await (const change of feed.follow(caller.tenantId, walletId, wallet.eventSeq, ctx.signal)) {
         yield { walletId, balance: toBalance(change.balance), sequence: change.seq, eventType: change.type };
       }
+    },
+  };
+}
+
+/** Credit grants: CreateGrant, VoidGrant, GetGrant and ListGrants (docs/grants.md). */
+function grantHandlers({ ledger }: LedgerServiceOptions): Pick<Handlers, "createGrant" | "voidGrant" | "getGrant" | "listGrants"> {
+  return {
+    async createGrant(req, ctx) {
+      const input = {
+        walletId: v.walletId(req.walletId),
+        asset: v.asset(req.asset),
+        amount: v.amount(req.amount),
+        grantId: v.optionalGrantId(req.grantId),
+        category: v.optionalCategory(req.category),
+        priority: v.optionalPriority(req.priority),
+        startsAt: v.optionalTimestamp(req.startsAt, "starts_at"),
+        expiresAt: v.optionalTimestamp(req.expiresAt, "expires_at"),
+        idempotencyKey: v.idempotencyKey(req.idempotencyKey),
+        metadata: v.metadata(req.metadata),
+      };
+      v.grantWindow(input.startsAt, input.expiresAt);
+      const r = unwrap(await ledger.createGrant(callerOf(ctx), input));
+      const transfer = r.transfer ? toTransfer(r.transfer) : undefined;
+      return { grant: toGrant(r.grant), balance: toBalance(r.balance), transfer, replayed: r.replayed };
+    },
+
+    async voidGrant(req, ctx) {
+      const input = { grantId: v.grantId(req.grantId), idempotencyKey: v.idempotencyKey(req.idempotencyKey) };
+      const r = unwrap(await ledger.voidGrant(callerOf(ctx), input));
+      const transfer = r.transfer ? toTransfer(r.transfer) : undefined;
+      return { grant: toGrant(r.grant), balance: toBalance(r.balance), transfer, replayed: r.replayed };
+    },
+
+    async getGrant(req, ctx) {
+      const grant = await ledger.getGrant(callerOf(ctx), v.grantId(req.grantId));
+      if (!grant) {
+        throw new NotFoundError("GRANT_NOT_FOUND", "grant not found");
+      }
+      return { grant: toGrant(grant) };
+    },
+
+    async listGrants(req, ctx) {
+      const input = {
+        walletId: v.walletId(req.walletId),
+        asset: req.asset === "" ? "" : v.asset(req.asset),
+        includeClosed: req.includeClosed,
+        pageSize: v.pageSize(req.pageSize),
+        pageToken: req.pageToken,
+      };
+      const page = await ledger.listGrants(callerOf(ctx), input);
+      return { grants: page.items.map(toGrant), nextPageToken: page.nextPageToken };
     },
   };
 }
