@@ -21,6 +21,9 @@ export const LEDGER_EVENT_TYPES = [
   "holdfast.hold.expired",
   "holdfast.hold.extended",
   "holdfast.wallet.updated",
+  "holdfast.grant.created",
+  "holdfast.grant.expired",
+  "holdfast.grant.voided",
 ] as const;
 
 /** Sent to the tenant's other endpoints when the worker disables an endpoint. */

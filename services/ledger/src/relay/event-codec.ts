@@ -3,8 +3,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import { eventSubjectRoot } from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
-import { parseBalance, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
-import { toBalance, toHold, toTransfer, toWallet } from "../rpc/convert.js";
+import { parseBalance, parseGrant, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
+import { toBalance, toGrant, toHold, toTransfer, toWallet } from "../rpc/convert.js";
 
 /** An outbox row, as the relay reads it from the events table. */
 export interface OutboxRow {
@@ -35,6 +35,9 @@ const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.hold.expired": (d, at) => ({ case: "holdExpired", value: holdEvent(d, at) }),
   "holdfast.hold.extended": (d, at) => ({ case: "holdExtended", value: holdEvent(d, at) }),
   "holdfast.wallet.updated": (d) => ({ case: "walletUpdated", value: { wallet: toWallet(parseWallet(d["wallet"] as Json)) } }),
+  "holdfast.grant.created": (d) => ({ case: "grantCreated", value: grantEvent(d) }),
+  "holdfast.grant.expired": (d) => ({ case: "grantExpired", value: grantEvent(d) }),
+  "holdfast.grant.voided": (d) => ({ case: "grantVoided", value: grantEvent(d) }),
 };
 
 function transferEvent(data: Json) {
@@ -45,6 +48,15 @@ function holdEvent(data: Json, at: Date) {
   const transfer = data["transfer"] as Json | undefined;
   return {
     hold: toHold(parseHold(data["hold"] as Json, at)),
+    transfer: transfer ? toTransfer(parseTransfer(transfer)) : undefined,
+  };
+}
+
+/** A grant event: the grant after the change and its journal row (none for a void with nothing unheld). */
+function grantEvent(data: Json) {
+  const transfer = data["transfer"] as Json | null | undefined;
+  return {
+    grant: toGrant(parseGrant(data["grant"] as Json)),
     transfer: transfer ? toTransfer(parseTransfer(transfer)) : undefined,
   };
 }
