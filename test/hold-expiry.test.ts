@@ -76,6 +76,69 @@ describe("hold-expiry worker", () => {
     expect(await checkInvariants(t.pool)).toEqual([]);
   });
 
+  it("two workers break each expired grant exactly once: its unheld remainder goes to @breakage", async () => {
+    const wallets = Array.from({ length: 20 }, (_, i) => `gexp_${i}`);
+    const expiresAt = new Date(t.clock().getTime() + 5_000);
+    const grant = (walletId: string, grantId: string, amount: bigint, expires: Date | null) =>
+      t.ledger.createGrant(t.caller, {
+        walletId,
+        asset: "USD",
+        amount,
+        grantId,
+        category: "promotional",
+        priority: 10,
+        startsAt: null,
+        expiresAt: expires,
+        idempotencyKey: key(),
+        metadata: {},
+      });
+    await Promise.all(
+      wallets.map(async (walletId) => {
+        for (let i = 0; i < 3; i++) {
+          expect((await grant(walletId, `${walletId}_g${i}`, 100n, expiresAt)).ok).toBe(true);
+        }
+        expect((await grant(walletId, `${walletId}_forever`, 100n, null)).ok).toBe(true);
+        // A hold that outlives the grants draws 30 on the first one: the hold keeps it.
+        const hold = { walletId, asset: "USD", amount: 30n, holdId: `${walletId}_h`, ttlSeconds: 3600, idempotencyKey: key(), metadata: {} };
+        const r = await t.ledger.reserve(t.caller, hold);
+        expect(r.ok && r.hold.allocations).toEqual([{ grantId: `${walletId}_g0`, amount: 30n }]);
+      }),
+    );
+    t.clock.advance(10_000);
+
+    const a = expirer();
+    const b = expirer();
+    let broken = 0;
+    for (;;) {
+      const [ra, rb] = await Promise.all([a.pass(), b.pass()]);
+      broken += ra.grantsExpired + rb.grantsExpired;
+      if (ra.grantsExpired + rb.grantsExpired + ra.expired + rb.expired === 0) break;
+    }
+    expect(broken).toBe(wallets.length * 3);
+    expect(a.totals().grantsExpired + b.totals().grantsExpired).toBe(broken);
+
+    const rows = await t.pool.query<{ grant_id: string; n: number; amount: string }>(
+      `select grants->0->>'grant_id' as grant_id, count(*)::int as n, sum(amount)::text as amount
+         from transfers where kind = 'breakage' and credit_wallet_id = '@breakage' group by 1`,
+    );
+    expect(rows.rows).toHaveLength(wallets.length * 3);
+    for (const row of rows.rows) {
+      expect(row.n).toBe(1);
+      expect(row.amount).toBe(row.grant_id.endsWith("_g0") ? "70" : "100");
+    }
+    const events = await t.pool.query<{ n: number }>("select count(*)::int as n from events where type = 'holdfast.grant.expired'");
+    expect(events.rows[0]?.n).toBe(wallets.length * 3);
+    for (const walletId of wallets) {
+      const balance = (await t.ledger.getWallet(t.caller, walletId))!.balances[0]!;
+      expect(balance).toMatchObject({ posted: 130n, held: 30n, available: 100n, scheduled: 0n });
+      const g0 = await t.ledger.getGrant(t.caller, `${walletId}_g0`);
+      expect(g0).toMatchObject({ status: "expired", remaining: 0n, held: 30n, expired: 70n });
+    }
+    // Another round finds nothing: each remainder was posted once.
+    expect((await Promise.all([a.pass(), b.pass()])).map((r) => r.grantsExpired)).toEqual([0, 0]);
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+
   it("runs as a loop and stops cleanly", async () => {
     await t.ledger.deposit(t.caller, { walletId: "loop_w", asset: "USD", amount: 100n, idempotencyKey: key(), metadata: {} });
     await t.ledger.reserve(t.caller, { walletId: "loop_w", asset: "USD", amount: 40n, holdId: "loop_h", ttlSeconds: 1, idempotencyKey: key(), metadata: {} });

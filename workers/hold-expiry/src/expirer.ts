@@ -9,7 +9,10 @@ export interface ExpirerOptions {
   pool: pg.Pool;
   clock: Clock;
   logger: Logger;
-  /** Wallets whose due holds one pass voids, in one transaction. */
+  /**
+   * Wallets whose due holds one pass voids, in one transaction; the grant-expiry step beside it
+   * takes as many accounts with expired grants, in a transaction of its own.
+   */
   walletsPerPassMax: number;
   /** Pause after a pass that found nothing more to do. */
   idleMs: number;
@@ -25,50 +28,73 @@ export interface PassResult {
   expired: number;
   /** How long after its expiry the most overdue hold of this pass was voided; null if none. */
   lagMs: number | null;
+  /** Expired grants whose unheld remainder this pass posted to @breakage. */
+  grantsExpired: number;
+  /** How long after its expiry the most overdue grant of this pass was broken; null if none. */
+  grantLagMs: number | null;
+}
+
+/** One step of a pass: how many it expired, and how overdue the oldest was (ms); null if none. */
+interface StepResult {
+  expired: number;
+  lagMs: number | null;
 }
 
 /**
  * The hold-expiry worker's loop. Each pass calls ledger_expire_batch, which voids the due holds
  * of up to walletsPerPassMax wallets through the same SQL path as Release (journal row, balance,
  * hold status and hold.expired event, exactly once), skipping wallets whose lock is taken, so
- * that several replicas share the work and never wait for each other or for a command.
+ * that several replicas share the work and never wait for each other or for a command. Beside
+ * it, ledger_expire_grants_batch posts what is left unheld in expired grants to @breakage (one
+ * breakage row and grant.expired event per grant, exactly once; docs/grants.md), with the same
+ * bound and the same skipping of busy wallets.
  *
  * Expiry here is housekeeping, not correctness: a hold past its expiry already stops blocking
- * funds and can no longer be captured, because every command voids its wallet's due holds first.
+ * funds and can no longer be captured, and an expired grant is no longer spendable, because
+ * every command voids its wallet's due holds and breaks its expired grants first.
  */
 export function createHoldExpirer(options: ExpirerOptions) {
   const { pool, clock, logger } = options;
   const stopping = new AbortController();
-  const totals = { expired: 0, passes: 0, lagMsMax: 0 };
+  const totals = { expired: 0, passes: 0, lagMsMax: 0, grantsExpired: 0, grantLagMsMax: 0 };
 
-  async function pass(): Promise<PassResult> {
-    const now = clock();
+  /** Runs one of the two SQL passes at `now`. */
+  async function step(name: string, fn: string, now: Date): Promise<StepResult> {
     const { rows } = await pool.query<{ expired: number; oldest_due: Date | null }>({
-      name: "expiry_pass",
-      text: "select expired, oldest_due from ledger_expire_batch($1, $2)",
+      name,
+      text: `select expired, oldest_due from ${fn}($1, $2)`,
       values: [now, options.walletsPerPassMax],
     });
     const row = rows[0];
-    const expired = row?.expired ?? 0;
-    const lagMs = row?.oldest_due ? now.getTime() - row.oldest_due.getTime() : null;
+    return { expired: row?.expired ?? 0, lagMs: row?.oldest_due ? now.getTime() - row.oldest_due.getTime() : null };
+  }
+
+  async function pass(): Promise<PassResult> {
+    const now = clock();
+    // Holds first: what an expiring hold gives back to an expired grant is broken with it.
+    const holds = await step("expiry_pass", "ledger_expire_batch", now);
+    const grants = await step("grant_expiry_pass", "ledger_expire_grants_batch", now);
     totals.passes++;
-    totals.expired += expired;
-    if (lagMs !== null) {
-      totals.lagMsMax = Math.max(totals.lagMsMax, lagMs);
+    totals.expired += holds.expired;
+    totals.grantsExpired += grants.expired;
+    totals.lagMsMax = Math.max(totals.lagMsMax, holds.lagMs ?? 0);
+    totals.grantLagMsMax = Math.max(totals.grantLagMsMax, grants.lagMs ?? 0);
+    if (holds.expired > 0) {
+      logger.info({ expired: holds.expired, lagMs: holds.lagMs }, "holds expired");
     }
-    if (expired > 0) {
-      logger.info({ expired, lagMs }, "holds expired");
+    if (grants.expired > 0) {
+      logger.info({ grantsExpired: grants.expired, lagMs: grants.lagMs }, "expired grants broken");
     }
-    return { expired, lagMs };
+    return { expired: holds.expired, lagMs: holds.lagMs, grantsExpired: grants.expired, grantLagMs: grants.lagMs };
   }
 
   async function run(): Promise<void> {
     let failures = 0;
     while (!stopping.signal.aborted) {
       try {
-        const { expired } = await pass();
+        const { expired, grantsExpired } = await pass();
         failures = 0;
-        if (expired === 0) {
+        if (expired === 0 && grantsExpired === 0) {
           await pause(options.idleMs);
         }
       } catch (err) {

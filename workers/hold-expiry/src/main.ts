@@ -27,6 +27,9 @@ const expirer = createHoldExpirer({
 const registry = createMetricsRegistry({ defaultMetrics: true });
 counterOf(registry, "holdfast_holds_expired_total", "Holds this process expired (their funds returned)", () => expirer.totals().expired);
 counterOf(registry, "holdfast_hold_expiry_passes_total", "Expiry passes run by this process", () => expirer.totals().passes);
+counterOf(registry, "holdfast_grants_expired_total", "Expired grants this process broke (their unheld remainder posted to @breakage)", () =>
+  expirer.totals().grantsExpired,
+);
 gaugeOf(registry, "holdfast_hold_expiry_lag_seconds_max", "Longest a hold stayed pending past its expiry before a pass expired it, since start", () =>
   expirer.totals().lagMsMax / MS_PER_SECOND,
 );
