@@ -191,6 +191,35 @@ describe("hold expiry", () => {
     t.clock.advance(30_000);
     ok(await t.ledger.capture(t.caller, { holdId: hold.holdId, amount: 80n, idempotencyKey: key(), metadata: {} }));
   });
+
+  it("a replay after the hold expired answers the original response: PENDING, no closed_at, the balance as answered", async () => {
+    const w = await funded(50n);
+    const request = { walletId: w, asset: "USD", amount: 10n, holdId: "", ttlSeconds: 1, idempotencyKey: key(), metadata: {} };
+    const first = ok(await t.ledger.reserve(t.caller, request));
+    expect(first.balance).toMatchObject({ posted: 50n, held: 10n, available: 40n });
+    t.clock.advance(2_300);
+    const replay = ok(await t.ledger.reserve(t.caller, request));
+    expect(replay.replayed).toBe(true);
+    expect(replay.hold.status).toBe("pending");
+    expect(replay.hold.closedAt).toBeNull();
+    expect(replay.hold).toEqual(first.hold);
+    expect(replay.balance).toEqual(first.balance);
+    // Reads, unlike replays, report the hold as it stands now.
+    const read = await t.ledger.getHold(t.caller, first.hold.holdId);
+    expect(read).toMatchObject({ status: "expired", closedAt: first.hold.expiresAt });
+  });
+
+  it("an ExtendHold replay after the extended hold expired answers the original response", async () => {
+    const w = await funded(50n);
+    const { hold } = ok(await reserve(w, 10n, 10));
+    const request = { holdId: hold.holdId, ttlSeconds: 1, idempotencyKey: key() };
+    const first = ok(await t.ledger.extendHold(t.caller, request));
+    t.clock.advance(2_300);
+    const replay = ok(await t.ledger.extendHold(t.caller, request));
+    expect(replay.replayed).toBe(true);
+    expect(replay.hold).toEqual(first.hold);
+    expect(replay.hold).toMatchObject({ status: "pending", closedAt: null });
+  });
 });
 
 describe("spend, refund, transfer", () => {

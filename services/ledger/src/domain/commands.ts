@@ -186,6 +186,15 @@ async function deposit(ctx: CommandContext, caller: Caller, input: DepositInput)
 }
 
 /**
+ * The time at which a command's hold is reported (a pending hold past its expiry reads as
+ * expired): the clock after the command, or null for an idempotent replay, which answers the
+ * original response as it was, hold and balance alike.
+ */
+function reportedAt(ctx: CommandContext, row: Json): Date | null {
+  return row["replayed"] === true ? null : ctx.clock();
+}
+
+/**
  * The `categories` argument of Spend and Reserve, only when some are given: a request without
  * them keeps the arguments, and so the idempotency fingerprint, it had before grants.
  */
@@ -218,7 +227,7 @@ async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput)
   };
   const args = { ...request, hold_id: input.holdId === "" ? `hold_${ctx.newId()}` : input.holdId };
   const row = await send(ctx, caller, "Reserve", input.idempotencyKey, request, args, input.walletId);
-  const now = ctx.clock();
+  const now = reportedAt(ctx, row);
   const result = parseOutcome(row, (r) => parseHoldResult(r, now));
   if (result.ok) {
     ctx.holdRoutes.remember(caller.tenantId, result.hold.holdId, result.hold.walletId);
@@ -234,7 +243,7 @@ async function capture(ctx: CommandContext, caller: Caller, input: CaptureInput)
   };
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
   const row = await send(ctx, caller, "Capture", input.idempotencyKey, args, args, walletId);
-  const now = ctx.clock();
+  const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => parseCaptureResult(r, now));
 }
 
@@ -242,7 +251,7 @@ async function release(ctx: CommandContext, caller: Caller, input: HoldCommandIn
   const args = { hold_id: input.holdId };
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
   const row = await send(ctx, caller, "Release", input.idempotencyKey, args, args, walletId);
-  const now = ctx.clock();
+  const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => parseHoldResult(r, now));
 }
 
@@ -250,7 +259,7 @@ async function extendHold(ctx: CommandContext, caller: Caller, input: ExtendHold
   const args = { hold_id: input.holdId, ttl_seconds: input.ttlSeconds };
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
   const row = await send(ctx, caller, "ExtendHold", input.idempotencyKey, args, args, walletId);
-  const now = ctx.clock();
+  const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now) }));
 }
 

@@ -99,12 +99,14 @@ export function parseTransfer(row: Json): Transfer {
 
 /**
  * A hold as callers see it at `now`: one still pending in the table but past its expiry is
- * reported as expired, since it no longer blocks funds and can no longer be captured.
+ * reported as expired, since it no longer blocks funds and can no longer be captured. With
+ * `now` null the hold is reported as the row says: an idempotent replay answers the original
+ * response, whose balance still counts the hold as held.
  */
-export function parseHold(row: Json, now: Date): Hold {
+export function parseHold(row: Json, now: Date | null): Hold {
   const expiresAt = time(row, "expires_at");
   const stored = str(row, "status") as HoldStatus;
-  const lapsed = stored === "pending" && expiresAt.getTime() <= now.getTime();
+  const lapsed = now !== null && stored === "pending" && expiresAt.getTime() <= now.getTime();
   const closedAt = optStr(row, "closed_at");
   return {
     holdId: str(row, "hold_id"),
@@ -195,12 +197,12 @@ export function parseGrantResult(row: Json): GrantResult {
   };
 }
 
-/** The result of Reserve and Release; `now` decides whether a pending hold has lapsed. */
-export function parseHoldResult(row: Json, now: Date): HoldResult {
+/** The result of Reserve and Release; `now` decides whether a pending hold has lapsed (null: never). */
+export function parseHoldResult(row: Json, now: Date | null): HoldResult {
   return { hold: parseHold(row["hold"] as Json, now), balance: parseBalance(row["balance"] as Json) };
 }
 
-export function parseCaptureResult(row: Json, now: Date): CaptureResult {
+export function parseCaptureResult(row: Json, now: Date | null): CaptureResult {
   return { ...parseTransferResult(row), hold: parseHold(row["hold"] as Json, now) };
 }
 
