@@ -19,6 +19,7 @@ import { connect } from "@nats-io/transport-node";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readNatsConfig } from "@holdfast/common/config";
+import { createTenantGuard, UNKNOWN_TENANT_LOG_INTERVAL_MS } from "@holdfast/common/deployment";
 import { createMetricsRegistry } from "@holdfast/common/metrics";
 import { DeploymentConflictError, streamSettingsOf, type StreamSettings } from "@holdfast/common/nats";
 import { parseBillingConfig } from "@holdfast/billing-core/config";
@@ -31,6 +32,7 @@ import { createFakeEngine, SINK_ENV, type FakeEngine } from "@holdfast/testing/b
 import { registerWebhookMetrics } from "@holdfast/webhooks/metrics";
 import { createWebhookWorker, type WebhookWorker } from "@holdfast/webhooks/worker";
 import { key, quietLogger } from "./support/ledger.js";
+import { tailSubject } from "@holdfast/cli/events-tail";
 import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";
 import { loopback_networks, startReceiver, testWebhookSettings, waitFor, type Receiver } from "./support/webhooks.js";
@@ -267,6 +269,28 @@ describe("deployments sharing one NATS server", () => {
     expect(a.receiver.received).toHaveLength(sentBefore);
     expect(a.engine.stored.size).toBe(storedBefore);
   }, 60_000);
+});
+
+describe("the unknown-tenant log", () => {
+  it("logs a tenant's first events at once, then once a minute with the count since", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const known = randomUUID();
+    const stranger = randomUUID();
+    // A database that knows one tenant.
+    const pool = { query: async (q: { values: [string[]] }) => ({ rows: q.values[0].filter((id) => id === known).map((id) => ({ id })) }) };
+    let counted = 0;
+    const guard = createTenantGuard({ pool: pool as never, logger: capturingLogger(lines), consumer: "test", onUnknown: (n) => (counted += n) });
+    const split = await guard.split([known, stranger, stranger], (id) => id);
+    expect(split).toEqual({ known: [known], unknown: [stranger, stranger] });
+    await guard.split([stranger], (id) => id);
+    await guard.split([stranger, "not-a-uuid"], (id) => id);
+    expect(lines.map((l) => [l["tenantId"], l["events"]])).toEqual([[stranger, 2], ["not-a-uuid", 1]]);
+    guard.flush(Date.now() + UNKNOWN_TENANT_LOG_INTERVAL_MS);
+    expect(lines.slice(2).map((l) => [l["tenantId"], l["events"], l["consumer"]])).toEqual([[stranger, 2, "test"]]);
+    expect([counted, guard.unknownTotal()]).toEqual([5, 5]);
+    guard.close();
+    expect(tailSubject({ namespace: "alpha", type: "hold" })).toBe("alpha.events.*.*.hold.*");
+  });
 });
 
 async function connectJsm() {

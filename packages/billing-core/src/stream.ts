@@ -194,7 +194,7 @@ export function createSinkStream(options: SinkStreamOptions) {
   /** Delivers one batch and settles every message of it. */
   async function flush(batch: JsMsg[]): Promise<void> {
     const grouped = groupByTransfer(batch, (msg) => decodeUsage(ctx, msg));
-    const { records, owners } = await setAsideUnknown(grouped);
+    const { records, owners } = await setAsideUnknown(options.guard, ctx, grouped, redeliveryDelayMs);
     if (records.length === 0) return;
     const outcomes = await processRecords(ctx, records, {
       signal: stopping.signal,
@@ -202,24 +202,6 @@ export function createSinkStream(options: SinkStreamOptions) {
       onAttempt: () => owners.forEach((msgs) => msgs.forEach((m) => m.working())),
     });
     outcomes.forEach((outcome, i) => owners[i]!.forEach((msg) => settle(msg, outcome)));
-  }
-
-  /**
-   * Terminates the messages of records whose tenant this database does not know (the guard
-   * logs and counts them); when the database cannot say, hands the whole batch back.
-   */
-  async function setAsideUnknown(grouped: { records: UsageRecord[]; owners: JsMsg[][] }): Promise<{ records: UsageRecord[]; owners: JsMsg[][] }> {
-    const indexed = grouped.records.map((record, i) => ({ record, msgs: grouped.owners[i]! }));
-    let split;
-    try {
-      split = await options.guard.split(indexed, (item) => item.record.tenantId);
-    } catch (err) {
-      ctx.logger.warn({ err, sink: sink.name }, "billing: cannot read tenants from PostgreSQL; the batch will be retried");
-      for (const { msgs } of indexed) msgs.forEach((msg) => msg.nak(redeliveryDelayMs(msg)));
-      return { records: [], owners: [] };
-    }
-    for (const { msgs } of split.unknown) msgs.forEach((msg) => msg.term("tenant unknown to this deployment"));
-    return { records: split.known.map((item) => item.record), owners: split.known.map((item) => item.msgs) };
   }
 
   function settle(msg: JsMsg, outcome: RecordOutcome): void {
@@ -259,6 +241,30 @@ export function createSinkStream(options: SinkStreamOptions) {
 }
 
 export type SinkStream = ReturnType<typeof createSinkStream>;
+
+/** Usage records with the messages that carry each (see groupByTransfer). */
+interface Grouped {
+  readonly records: UsageRecord[];
+  readonly owners: JsMsg[][];
+}
+
+/**
+ * Terminates the messages of records whose tenant this database does not know (the guard logs
+ * and counts them); when the database cannot say, hands the whole batch back for later.
+ */
+async function setAsideUnknown(guard: TenantGuard, ctx: ProcessContext, grouped: Grouped, delayMs: (msg: JsMsg) => number): Promise<Grouped> {
+  const indexed = grouped.records.map((record, i) => ({ record, msgs: grouped.owners[i]! }));
+  let split;
+  try {
+    split = await guard.split(indexed, (item) => item.record.tenantId);
+  } catch (err) {
+    ctx.logger.warn({ err, sink: ctx.sink.config.name }, "billing: cannot read tenants from PostgreSQL; the batch will be retried");
+    for (const { msgs } of indexed) msgs.forEach((msg) => msg.nak(delayMs(msg)));
+    return { records: [], owners: [] };
+  }
+  for (const { msgs } of split.unknown) msgs.forEach((msg) => msg.term("tenant unknown to this deployment"));
+  return { records: split.known.map((item) => item.record), owners: split.known.map((item) => item.msgs) };
+}
 
 /**
  * Cuts the message flow into batches of batch_size_max or flush_interval_ms, whichever comes

@@ -78,9 +78,8 @@ export interface TenantSplit<T> {
  * never deleted), so a look-up happens only for a tenant not seen before.
  */
 export function createTenantGuard(options: TenantGuardOptions) {
-  const intervalMs = options.logIntervalMs ?? UNKNOWN_TENANT_LOG_INTERVAL_MS;
   const known = new Set<string>();
-  const unknown = new Map<string, { pending: number; loggedAt: number }>();
+  const log = createUnknownTenantLog(options);
   let total = 0;
 
   async function lookUp(tenantIds: string[]): Promise<void> {
@@ -92,42 +91,6 @@ export function createTenantGuard(options: TenantGuardOptions) {
     if (known.size + rows.length > KNOWN_TENANTS_MAX) known.clear();
     for (const row of rows) known.add(row.id);
   }
-
-  function log(tenantId: string, count: number): void {
-    options.logger.warn(
-      { tenantId, events: count, consumer: options.consumer },
-      "event of a tenant this deployment's database does not know; not processed. Another deployment may publish into this namespace (docs/events.md, \"Namespaces\")",
-    );
-  }
-
-  /** Counts `count` events of an unknown tenant: logged at once the first time, then held back. */
-  function note(tenantId: string, count: number, now: number): void {
-    const entry = unknown.get(tenantId);
-    if (entry === undefined) {
-      if (unknown.size < UNKNOWN_TENANTS_TRACKED_MAX) unknown.set(tenantId, { pending: 0, loggedAt: now });
-      log(tenantId, count);
-      return;
-    }
-    entry.pending += count;
-    if (now - entry.loggedAt >= intervalMs) flushOne(tenantId, entry, now);
-  }
-
-  function flushOne(tenantId: string, entry: { pending: number; loggedAt: number }, now: number): void {
-    if (entry.pending > 0) log(tenantId, entry.pending);
-    entry.pending = 0;
-    entry.loggedAt = now;
-  }
-
-  /** Logs the counts held back for longer than the interval; forgets quiet tenants. */
-  function flush(now = Date.now()): void {
-    for (const [tenantId, entry] of unknown) {
-      if (now - entry.loggedAt < intervalMs) continue;
-      if (entry.pending === 0) unknown.delete(tenantId);
-      else flushOne(tenantId, entry, now);
-    }
-  }
-  const timer = setInterval(() => flush(), intervalMs);
-  timer.unref();
 
   return {
     /** Splits `items` by whether their tenant exists here; throws when the database is away. */
@@ -147,14 +110,65 @@ export function createTenantGuard(options: TenantGuardOptions) {
         counts.set(tenantId, (counts.get(tenantId) ?? 0) + 1);
       }
       const now = Date.now();
-      for (const [tenantId, count] of counts) note(tenantId, count, now);
+      for (const [tenantId, count] of counts) log.note(tenantId, count, now);
       total += result.unknown.length;
       if (result.unknown.length > 0) options.onUnknown?.(result.unknown.length);
       return result;
     },
     /** Events of unknown tenants set aside since start. */
     unknownTotal: (): number => total,
+    flush: log.flush,
+    close: log.close,
+  };
+}
+
+/**
+ * The log lines of unknown tenants: a tenant's first events at once, then at most one line per
+ * interval with the count since the last line. The counts of at most
+ * UNKNOWN_TENANTS_TRACKED_MAX tenants are held back; beyond that each batch is logged at once.
+ */
+function createUnknownTenantLog(options: TenantGuardOptions) {
+  const intervalMs = options.logIntervalMs ?? UNKNOWN_TENANT_LOG_INTERVAL_MS;
+  const held = new Map<string, { pending: number; loggedAt: number }>();
+
+  function log(tenantId: string, count: number): void {
+    options.logger.warn(
+      { tenantId, events: count, consumer: options.consumer },
+      "event of a tenant this deployment's database does not know; not processed. Another deployment may publish into this namespace (docs/events.md, \"Namespaces\")",
+    );
+  }
+
+  function flushOne(tenantId: string, entry: { pending: number; loggedAt: number }, now: number): void {
+    if (entry.pending > 0) log(tenantId, entry.pending);
+    entry.pending = 0;
+    entry.loggedAt = now;
+  }
+
+  /** Logs the counts held back for longer than the interval; forgets quiet tenants. */
+  function flush(now = Date.now()): void {
+    for (const [tenantId, entry] of held) {
+      if (now - entry.loggedAt < intervalMs) continue;
+      if (entry.pending === 0) held.delete(tenantId);
+      else flushOne(tenantId, entry, now);
+    }
+  }
+  const timer = setInterval(() => flush(), intervalMs);
+  timer.unref();
+
+  return {
+    /** Counts `count` events of an unknown tenant: logged at once the first time, then held back. */
+    note(tenantId: string, count: number, now: number): void {
+      const entry = held.get(tenantId);
+      if (entry === undefined) {
+        if (held.size < UNKNOWN_TENANTS_TRACKED_MAX) held.set(tenantId, { pending: 0, loggedAt: now });
+        log(tenantId, count);
+        return;
+      }
+      entry.pending += count;
+      if (now - entry.loggedAt >= intervalMs) flushOne(tenantId, entry, now);
+    },
     flush,
+    /** Stops the timer and logs every count still held back. */
     close(): void {
       clearInterval(timer);
       flush(Number.POSITIVE_INFINITY);

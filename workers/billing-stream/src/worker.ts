@@ -46,18 +46,7 @@ export function createBillingWorker(options: BillingWorkerOptions) {
   const resolver = createResolver({ pool: options.pool, walletCacheTtlMs: config.walletCacheTtlMs, cacheEntriesMax: RESOLVER_CACHE_ENTRIES_MAX });
   const namespace = options.stream.namespace ?? NAMESPACE_DEFAULT;
   const deploymentId = deploymentIdOf(options.pool);
-  const unknownTenantEvents = new Map<string, number>(config.sinks.map((s) => [s.name, 0]));
-  const guards = new Map<string, TenantGuard>(
-    config.sinks.map((s) => [
-      s.name,
-      createTenantGuard({
-        pool: options.pool,
-        logger,
-        consumer: `billing:${s.name}`,
-        onUnknown: (count) => unknownTenantEvents.set(s.name, (unknownTenantEvents.get(s.name) ?? 0) + count),
-      }),
-    ]),
-  );
+  const { guards, unknownTenantEvents } = createSinkGuards(options);
   const stopping = new AbortController();
   let onFatal: (err: Error) => void = () => undefined;
   const fatal = new Promise<Error>((resolve) => {
@@ -66,25 +55,6 @@ export function createBillingWorker(options: BillingWorkerOptions) {
   let nc: NatsConnection | null = null;
   let streams: SinkStream[] = [];
   let status: ReturnType<typeof setInterval> | null = null;
-
-  /** Connects and checks the stream, retrying until both answer; another deployment's stream is refused. */
-  async function connect(): Promise<{ nc: NatsConnection; jsm: JetStreamManager; id: string }> {
-    for (;;) {
-      try {
-        const id = await deploymentId();
-        const conn = await connectNats(options.natsUrl, connectionNameOf(namespace), logger);
-        const jsm = await ensureStream(conn, options.stream, id, logger).catch(async (err: unknown) => {
-          await conn.close().catch(() => undefined);
-          throw err;
-        });
-        return { nc: conn, jsm, id };
-      } catch (err) {
-        if (stopping.signal.aborted || err instanceof DeploymentConflictError) throw err;
-        logRepeated(logger, "warn", { err }, "billing: cannot reach NATS; retrying");
-        await sleep(CONNECT_RETRY_MS, undefined, { signal: stopping.signal }).catch(() => undefined);
-      }
-    }
-  }
 
   async function logStatus(): Promise<void> {
     for (const stream of streams) await stream.refresh().catch(() => undefined);
@@ -105,7 +75,7 @@ export function createBillingWorker(options: BillingWorkerOptions) {
      * DeploymentConflictError when the stream or a sink's consumer is another deployment's.
      */
     async start(): Promise<void> {
-      const connected = await connect();
+      const connected = await connectChecked(options, deploymentId, stopping.signal);
       nc = connected.nc;
       const js = jetstream(nc);
       const common = {
@@ -116,7 +86,7 @@ export function createBillingWorker(options: BillingWorkerOptions) {
         namespace,
         deploymentId: connected.id,
       };
-      await checkConsumers(common).catch(async (err: unknown) => {
+      await checkConsumers(config, logger, common).catch(async (err: unknown) => {
         await nc?.close().catch(() => undefined);
         throw err;
       });
@@ -144,17 +114,62 @@ export function createBillingWorker(options: BillingWorkerOptions) {
       await nc?.drain().catch(() => undefined);
     },
   };
+}
 
-  /** Creates or checks every sink's consumer once, so that a conflict stops the start itself. */
-  async function checkConsumers(common: Parameters<typeof ensureConsumer>[0]): Promise<void> {
-    for (const sink of config.sinks) {
-      try {
-        await ensureConsumer(common, sink);
-      } catch (err) {
-        if (err instanceof DeploymentConflictError) throw err;
-        // Anything else the sink's own loop retries.
-        logger.warn({ err, sink: sink.name }, "billing: cannot set up the sink's consumer yet; retrying in its loop");
-      }
+/** One tenant guard per sink, each counting the events it sets aside. */
+function createSinkGuards({ config, pool, logger }: BillingWorkerOptions) {
+  const unknownTenantEvents = new Map<string, number>(config.sinks.map((s) => [s.name, 0]));
+  const guards = new Map<string, TenantGuard>(
+    config.sinks.map((s) => [
+      s.name,
+      createTenantGuard({
+        pool,
+        logger,
+        consumer: `billing:${s.name}`,
+        onUnknown: (count) => unknownTenantEvents.set(s.name, (unknownTenantEvents.get(s.name) ?? 0) + count),
+      }),
+    ]),
+  );
+  return { guards, unknownTenantEvents };
+}
+
+/**
+ * Connects and checks the stream, retrying until NATS answers; the stream of another
+ * deployment is refused at once (DeploymentConflictError), never retried.
+ */
+async function connectChecked(
+  options: BillingWorkerOptions,
+  deploymentId: () => Promise<string>,
+  stopping: AbortSignal,
+): Promise<{ nc: NatsConnection; jsm: JetStreamManager; id: string }> {
+  const { logger } = options;
+  const namespace = options.stream.namespace ?? NAMESPACE_DEFAULT;
+  for (;;) {
+    try {
+      const id = await deploymentId();
+      const conn = await connectNats(options.natsUrl, connectionNameOf(namespace), logger);
+      const jsm = await ensureStream(conn, options.stream, id, logger).catch(async (err: unknown) => {
+        await conn.close().catch(() => undefined);
+        throw err;
+      });
+      return { nc: conn, jsm, id };
+    } catch (err) {
+      if (stopping.aborted || err instanceof DeploymentConflictError) throw err;
+      logRepeated(logger, "warn", { err }, "billing: cannot reach NATS; retrying");
+      await sleep(CONNECT_RETRY_MS, undefined, { signal: stopping }).catch(() => undefined);
+    }
+  }
+}
+
+/** Creates or checks every sink's consumer once, so that a conflict stops the start itself. */
+async function checkConsumers(config: BillingConfig, logger: Logger, common: Parameters<typeof ensureConsumer>[0]): Promise<void> {
+  for (const sink of config.sinks) {
+    try {
+      await ensureConsumer(common, sink);
+    } catch (err) {
+      if (err instanceof DeploymentConflictError) throw err;
+      // Anything else the sink's own loop retries.
+      logger.warn({ err, sink: sink.name }, "billing: cannot set up the sink's consumer yet; retrying in its loop");
     }
   }
 }

@@ -107,15 +107,9 @@ export function createIntake(options: IntakeOptions) {
         if (nc?.isClosed() === true) nc = null;
         nc ??= await connectNats(options.natsUrl, options.consumerName, logger);
         jsm = await ensureStream(nc, options.stream, id, logger);
-        await ensureConsumer(jsm, options, id);
-        const consumer = await jetstream(nc).consumers.get(options.stream.name, options.consumerName);
-        messages = await consumer.consume({
-          max_messages: options.batchMax,
-          abort_on_missing_resource: true,
-          callback: (msg) => {
-            buffer.push(msg);
-            arrived?.();
-          },
+        messages = await subscribe(nc, jsm, options, id, (msg) => {
+          buffer.push(msg);
+          arrived?.();
         });
         failures = 0;
         settled.ready();
@@ -161,11 +155,7 @@ export function createIntake(options: IntakeOptions) {
     /** Resolves with the reason if the intake stopped for good (another deployment's stream). */
     fatal: settled.fatalPromise,
     /** The consumer's backlog from JetStream, or null while NATS is away. */
-    async backlog(): Promise<IntakeBacklog | null> {
-      if (jsm === null) return null;
-      const info = await jsm.consumers.info(options.stream.name, options.consumerName).catch(() => null);
-      return info === null ? null : { pending: info.num_pending, ackPending: info.num_ack_pending };
-    },
+    backlog: (): Promise<IntakeBacklog | null> => readBacklog(jsm, options),
     /** Stops taking messages, stores what was taken, then closes the connection. */
     async stop(): Promise<void> {
       stopping = true;
@@ -177,6 +167,24 @@ export function createIntake(options: IntakeOptions) {
       await nc?.drain().catch(() => undefined);
     },
   };
+}
+
+async function readBacklog(jsm: JetStreamManager | null, options: IntakeOptions): Promise<IntakeBacklog | null> {
+  const info = await jsm?.consumers.info(options.stream.name, options.consumerName).catch(() => null);
+  return info == null ? null : { pending: info.num_pending, ackPending: info.num_ack_pending };
+}
+
+/** Makes sure of the durable consumer (this deployment's) and subscribes to it. */
+async function subscribe(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  options: IntakeOptions,
+  deploymentId: string,
+  onMessage: (msg: JsMsg) => void,
+): Promise<ConsumerMessages> {
+  await ensureConsumer(jsm, options, deploymentId);
+  const consumer = await jetstream(nc).consumers.get(options.stream.name, options.consumerName);
+  return consumer.consume({ max_messages: options.batchMax, abort_on_missing_resource: true, callback: onMessage });
 }
 
 /** The two ways the consumer loop settles its start: subscribed, or refused for good. */
