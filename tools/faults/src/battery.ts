@@ -34,6 +34,7 @@ import { createLedgerCaller, createRandom, OPENING_FUNDS, planDeposit, runClient
 import { runNegativeControl, type NegativeControlResult } from "./negative-control.js";
 import { validateSettings, type BatterySettings, type ScenarioSettings } from "./settings.js";
 import {
+  answersOk,
   createHoldfastProcesses,
   startClusterNats,
   startPrivatePostgres,
@@ -59,6 +60,8 @@ const POOL_STATEMENT_TIMEOUT_MS = 300_000;
 const QUIESCE_POLL_MS = 250;
 const SETUP_CALL_TIMEOUT_MS = 30_000;
 const LOG_LEVEL = "warn";
+/** Load goes on this long after the last fault has recovered. */
+const LOAD_AFTER_FAULTS_MS = 2000;
 
 /** What happened in one scenario. */
 export interface ScenarioReport {
@@ -150,9 +153,15 @@ async function runScenario(
     await openWallets(setup, scenario, commands);
     const loadStartMs = Date.now();
     const ctx = { postgres, nats: setup.nats, processes: setup.processes, ledgerReady: setup.ledgerReady, streamName: setup.streamName, downMs: scenario.downMs };
+    // The load lasts loadMs, and in any case until a while after the last fault has recovered,
+    // so that every fault (even one that took long to recover from) happens under load.
+    let faultsDoneMs = Number.POSITIVE_INFINITY;
+    const done = () => Date.now() >= Math.max(loadStartMs + scenario.loadMs, faultsDoneMs + LOAD_AFTER_FAULTS_MS);
     const [faults] = await Promise.all([
-      runFaultSchedule(scenario.faults, ctx, loadStartMs, scenario.loadMs),
-      runLoad(setup, scenario, settings.seed, loadStartMs + scenario.loadMs, commands),
+      runFaultSchedule(scenario.faults, ctx, loadStartMs, scenario.loadMs).finally(() => {
+        faultsDoneMs = Date.now();
+      }),
+      runLoad(setup, scenario, settings.seed, done, commands),
     ]);
     const loadMsActual = Date.now() - loadStartMs;
     for (const f of faults) progress(`  ${f.target} (${f.subject}): down and back in ${f.endMs - f.startMs} ms${f.error ? `, FAILED: ${f.error}` : ""}`);
@@ -221,7 +230,7 @@ async function setUpScenario(
   parts.processes = processes;
   for (const p of processes.all) await p.start();
   for (const _ of ENDPOINTS) parts.receivers.push(await startWebhookReceiver());
-  const ledgerReady = () => fetch(`${processes.ledgerUrl}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+  const ledgerReady = () => answersOk(`${processes.ledgerUrl}/readyz`);
   const setup = { pool, tenantId, writerKey, adminKey, nats, streamName: readNatsConfig({}).streamName, processes, ledgerReady, receivers: parts.receivers, engines: parts.engines };
   await createEndpoints(setup);
   return setup;
@@ -259,7 +268,7 @@ async function openWallets(setup: ScenarioSetup, scenario: ScenarioSettings, com
 }
 
 /** The clients, each with its own connection and its own seeded command mix. */
-async function runLoad(setup: ScenarioSetup, scenario: ScenarioSettings, seed: number, untilMs: number, commands: CommandRecord[]): Promise<void> {
+async function runLoad(setup: ScenarioSetup, scenario: ScenarioSettings, seed: number, done: () => boolean, commands: CommandRecord[]): Promise<void> {
   const wallets = walletIds(scenario.wallets);
   const intervalMs = (1000 * scenario.clients) / scenario.ratePerSecond;
   await Promise.all(
@@ -269,7 +278,7 @@ async function runLoad(setup: ScenarioSetup, scenario: ScenarioSettings, seed: n
         wallets,
         random: createRandom(seed * 1000 + i),
         intervalMs,
-        untilMs,
+        done,
         sink: commands,
       }),
     ),

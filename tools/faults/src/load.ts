@@ -71,6 +71,8 @@ const OVERSIZED_AMOUNT = 10n ** 15n;
 const HOLD_TTL_SECONDS_LONG = 600;
 /** Short holds are left alone for the hold-expiry worker (or the next debit) to void. */
 const HOLD_TTL_SECONDS_SHORT = 1;
+/** Longest pause between two commands of a client, so that it notices `done` promptly. */
+const PACING_WAIT_MS_MAX = 1000;
 /** Open holds one client keeps at most; beyond it, it captures or releases first. */
 const OPEN_HOLDS_MAX = 32;
 
@@ -249,20 +251,20 @@ export interface ClientOptions {
   readonly random: () => number;
   /** The client sends its next command this long after the previous one started, or at once when late. */
   readonly intervalMs: number;
-  /** The client starts no command after this time. */
-  readonly untilMs: number;
+  /** True once the client should start no more commands (the load's end, with every fault done). */
+  readonly done: () => boolean;
   /** Every finished command, in the order they finished. */
   readonly sink: CommandRecord[];
 }
 
-/** One client's loop: a command at a time until `untilMs`; the last one finishes its retries. */
+/** One client's loop: a command at a time until `done`; the last one finishes its retries. */
 export async function runClient(options: ClientOptions): Promise<void> {
   const { random, wallets } = options;
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const amount = (min: number, max: number) => BigInt(min + Math.floor(random() * (max - min + 1)));
   const openHolds: OpenHold[] = [];
   let nextStartMs = Date.now();
-  while (Date.now() < options.untilMs) {
+  while (!options.done()) {
     const planned = nextCommand(random, pick, amount, wallets, openHolds);
     const record = await runCommand(options.caller, planned);
     options.sink.push(record);
@@ -270,8 +272,8 @@ export async function runClient(options: ClientOptions): Promise<void> {
       openHolds.push({ holdId: record.holdId!, walletId: record.walletId, amount: record.amount });
     }
     nextStartMs += options.intervalMs;
-    const waitMs = Math.min(nextStartMs, options.untilMs) - Date.now();
-    if (waitMs > 0) await sleep(waitMs);
+    const waitMs = nextStartMs - Date.now();
+    if (waitMs > 0) await sleep(Math.min(waitMs, PACING_WAIT_MS_MAX));
     else nextStartMs = Date.now();
   }
 }

@@ -28,9 +28,8 @@ export interface ProcessSpec {
   /** The whole environment of the process: nothing is inherited but what is given here. */
   readonly env: Readonly<Record<string, string>>;
   readonly logFile: string;
-  /** Resolves true once the process serves; a process without one is ready once it has stayed up `settleMs`. */
-  readonly ready?: () => Promise<boolean>;
-  readonly settleMs: number;
+  /** Resolves true once the process serves (its /readyz or /healthz answers). */
+  readonly ready: () => Promise<boolean>;
   readonly readyTimeoutMs: number;
 }
 
@@ -150,11 +149,6 @@ function spawnIncarnation(spec: ProcessSpec, onUnexpectedExit: (exit: Unexpected
 async function waitReady(spec: ProcessSpec, child: ChildProcess): Promise<void> {
   const gone = () => child.exitCode !== null || child.signalCode !== null;
   const deadlineMs = Date.now() + spec.readyTimeoutMs;
-  if (spec.ready === undefined) {
-    await sleep(spec.settleMs);
-    if (gone()) throw new Error(`${spec.name} exited right after its start; see ${spec.logFile}`);
-    return;
-  }
   while (Date.now() < deadlineMs) {
     if (gone()) throw new Error(`${spec.name} exited while starting; see ${spec.logFile}`);
     if (await spec.ready()) return;

@@ -43,6 +43,8 @@ export function formatFigures(scenarios: readonly ScenarioReport[]): string[] {
     ["outbox events / stream messages", (s) => `${s.result.figures.events} / ${s.result.figures.streamMessages}`],
     ...deliveryRows("webhooks", scenarios, (s) => s.result.figures.endpoints),
     ...deliveryRows("billing", scenarios, (s) => s.result.figures.engines),
+    ["process problems (unasked exits, failed faults)", (s) => String(s.result.violationCounts.process ?? 0)],
+    ["load ran / everything settled after", (s) => `${seconds(s.loadMsActual)} s / ${seconds(s.quiesceMs)} s${s.quiesced ? "" : " (timed out)"}`],
     ["violations", (s) => String(Object.values(s.result.violationCounts).reduce((a, b) => a + (b ?? 0), 0))],
     ["negative control", (s) => `${s.negativeControl.cases.filter((c) => c.caught).length} of ${s.negativeControl.cases.length} doctored runs caught`],
   ];
@@ -65,6 +67,10 @@ function deliveryRows(
       return f === undefined ? "" : `${f.name}: ${f.delivered} of ${f.expected}, lost ${f.lost}, duplicates ${f.duplicates}`;
     },
   ]);
+}
+
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(1);
 }
 
 function summarizeFaults(s: ScenarioReport): string {

@@ -26,7 +26,7 @@ export type ScenarioName = "single" | "cluster";
 /** One scenario: the load and the faults injected while it runs. */
 export interface ScenarioSettings {
   readonly name: ScenarioName;
-  /** How long the clients send commands. */
+  /** How long the clients send commands at least; they go on until the last fault has recovered. */
   readonly loadMs: number;
   /** Concurrent clients; each sends one command at a time. */
   readonly clients: number;
@@ -78,8 +78,8 @@ export const CI_SETTINGS: BatterySettings = {
   seed: 11,
   quiesceTimeoutMs: 90_000,
   scenarios: [
-    { name: "single", loadMs: 16_000, clients: 8, ratePerSecond: 80, wallets: 12, faults: singleServerFaults(1), downMs: 800 },
-    { name: "cluster", loadMs: 8000, clients: 8, ratePerSecond: 80, wallets: 12, faults: ["nats-node"], downMs: 2000 },
+    { name: "single", loadMs: 14_000, clients: 8, ratePerSecond: 80, wallets: 12, faults: singleServerFaults(1), downMs: 800 },
+    { name: "cluster", loadMs: 6000, clients: 8, ratePerSecond: 80, wallets: 12, faults: ["nats-node"], downMs: 2000 },
   ],
 };
 

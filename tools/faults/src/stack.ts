@@ -31,8 +31,6 @@ export const LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128";
 const ADMIN_CONNECT_TIMEOUT_MS = 10_000;
 const LEDGER_READY_TIMEOUT_MS = 60_000;
 const WORKER_READY_TIMEOUT_MS = 30_000;
-/** A worker has no health endpoint: one that stays up this long after its start counts as started. */
-const WORKER_SETTLE_MS = 1000;
 const READY_PROBE_TIMEOUT_MS = 2000;
 /** A process that died by itself is started again after this, as a supervisor would. */
 const CRASH_RESTART_DELAY_MS = 1000;
@@ -190,36 +188,41 @@ export async function createHoldfastProcesses(env: ProcessEnvironment, onUnexpec
     LOG_LEVEL: env.logLevel,
   };
   const logFile = (name: string) => path.join(env.logDir, `${name}.log`);
-  const ledgerReady = () =>
-    fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(READY_PROBE_TIMEOUT_MS) }).then((r) => r.ok, () => false);
   const ledger = createManagedProcess({
     name: "ledger",
     script: LEDGER_SCRIPT,
     env: { ...common, HOLDFAST_PORT: String(port), HOLDFAST_PG_POOL_MAX: String(LEDGER_POOL_MAX), HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: LOOPBACK_NETWORKS },
     logFile: logFile("ledger"),
-    ready: ledgerReady,
-    settleMs: 0,
+    ready: () => answersOk(`http://127.0.0.1:${port}/readyz`),
     readyTimeoutMs: LEDGER_READY_TIMEOUT_MS,
   }, hooks);
-  const worker = (name: keyof typeof WORKER_SCRIPTS, extra: Record<string, string>) =>
-    createManagedProcess({
+  // Each worker serves /healthz on its metrics port (HOLDFAST_METRICS_PORT) once it runs.
+  const worker = async (name: keyof typeof WORKER_SCRIPTS, extra: Record<string, string>) => {
+    const metricsPort = await freePort();
+    return createManagedProcess({
       name,
       script: WORKER_SCRIPTS[name],
-      env: { ...common, HOLDFAST_PG_POOL_MAX: String(WORKER_POOL_MAX), ...extra },
+      env: { ...common, HOLDFAST_PG_POOL_MAX: String(WORKER_POOL_MAX), HOLDFAST_METRICS_PORT: String(metricsPort), ...extra },
       logFile: logFile(name),
-      settleMs: WORKER_SETTLE_MS,
+      ready: () => answersOk(`http://127.0.0.1:${metricsPort}/healthz`),
       readyTimeoutMs: WORKER_READY_TIMEOUT_MS,
     }, hooks);
+  };
   const workers = {
-    webhooks: worker("webhooks", {
+    webhooks: await worker("webhooks", {
       HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: LOOPBACK_NETWORKS,
       HOLDFAST_WEBHOOK_RETRY_SCHEDULE: WEBHOOK_RETRY_SCHEDULE,
       HOLDFAST_WEBHOOK_TIMEOUT_MS: String(WEBHOOK_TIMEOUT_MS),
     }),
-    "billing-stream": worker("billing-stream", { HOLDFAST_BILLING_CONFIG: env.billingConfigPath, ...env.sinkSecrets }),
-    "hold-expiry": worker("hold-expiry", {}),
+    "billing-stream": await worker("billing-stream", { HOLDFAST_BILLING_CONFIG: env.billingConfigPath, ...env.sinkSecrets }),
+    "hold-expiry": await worker("hold-expiry", {}),
   };
   return { ledger, ledgerUrl: `http://127.0.0.1:${port}`, workers, all: [ledger, ...Object.values(workers)] };
+}
+
+/** True when `url` answers 2xx within the probe timeout. */
+export function answersOk(url: string): Promise<boolean> {
+  return fetch(url, { signal: AbortSignal.timeout(READY_PROBE_TIMEOUT_MS) }).then((r) => r.ok, () => false);
 }
 
 function sleepMs(ms: number): Promise<void> {
