@@ -8,8 +8,8 @@ import { parseGrant, parseHold, parseTransfer, parseWallet } from "./rows.js";
 import type { Caller, Grant, Hold, HoldStatus, Json, ListGrantsInput, Page, Transfer, Wallet } from "./types.js";
 
 /**
- * The ledger's reads: one wallet, one hold, and the two lists. Reads take no locks and never
- * write; a hold is reported with its effective status at the clock's time.
+ * The ledger's reads: one wallet, one hold, one grant, and the lists. Reads take no locks and
+ * never write; a hold or grant is reported with its effective status at the clock's time.
  */
 
 /** invalid_datetime_format and datetime_field_overflow: a page token naming an impossible time. */
