@@ -62,6 +62,8 @@ const SETUP_CALL_TIMEOUT_MS = 30_000;
 const LOG_LEVEL = "warn";
 /** Load goes on this long after the last fault has recovered. */
 const LOAD_AFTER_FAULTS_MS = 2000;
+/** However slow the faults' recovery, the load stops this long after its planned end. */
+const LOAD_OVERRUN_MS_MAX = 10 * 60_000;
 
 /** What happened in one scenario. */
 export interface ScenarioReport {
@@ -80,6 +82,8 @@ export interface ScenarioReport {
 /** The machine the figures come from. */
 export interface MachineFacts {
   readonly cores: number;
+  /** The one-minute load average when the run began: other work on the machine slows everything. */
+  readonly loadAverage: number;
   readonly cpuModel: string;
   readonly memoryGb: number;
   readonly node: string;
@@ -151,19 +155,7 @@ async function runScenario(
     const setup = await setUpScenario(scenario, postgres, logDir, parts, crashes);
     const commands: CommandRecord[] = [];
     await openWallets(setup, scenario, commands);
-    const loadStartMs = Date.now();
-    const ctx = { postgres, nats: setup.nats, processes: setup.processes, ledgerReady: setup.ledgerReady, streamName: setup.streamName, downMs: scenario.downMs };
-    // The load lasts loadMs, and in any case until a while after the last fault has recovered,
-    // so that every fault (even one that took long to recover from) happens under load.
-    let faultsDoneMs = Number.POSITIVE_INFINITY;
-    const done = () => Date.now() >= Math.max(loadStartMs + scenario.loadMs, faultsDoneMs + LOAD_AFTER_FAULTS_MS);
-    const [faults] = await Promise.all([
-      runFaultSchedule(scenario.faults, ctx, loadStartMs, scenario.loadMs).finally(() => {
-        faultsDoneMs = Date.now();
-      }),
-      runLoad(setup, scenario, settings.seed, done, commands),
-    ]);
-    const loadMsActual = Date.now() - loadStartMs;
+    const { faults, loadMsActual } = await loadUnderFaults(setup, scenario, settings.seed, postgres, commands);
     for (const f of faults) progress(`  ${f.target} (${f.subject}): down and back in ${f.endMs - f.startMs} ms${f.error ? `, FAILED: ${f.error}` : ""}`);
     const quiesceStartMs = Date.now();
     const quiesced = await quiesce(setup, parts, settings.quiesceTimeoutMs);
@@ -179,6 +171,32 @@ async function runScenario(
   } finally {
     await tearDown(parts);
   }
+}
+
+/**
+ * The clients and the fault schedule together. The load lasts `loadMs`, and in any case until a
+ * while after the last fault has recovered, so that every fault (even one slow to recover from)
+ * happens under load; never longer than {@link LOAD_OVERRUN_MS_MAX} past its planned end.
+ */
+async function loadUnderFaults(
+  setup: ScenarioSetup,
+  scenario: ScenarioSettings,
+  seed: number,
+  postgres: PrivatePostgres,
+  commands: CommandRecord[],
+): Promise<{ faults: FaultWindow[]; loadMsActual: number }> {
+  const loadStartMs = Date.now();
+  const plannedEndMs = loadStartMs + scenario.loadMs;
+  const ctx = { postgres, nats: setup.nats, processes: setup.processes, ledgerReady: setup.ledgerReady, streamName: setup.streamName, downMs: scenario.downMs };
+  let faultsDoneMs = Number.POSITIVE_INFINITY;
+  const done = () => Date.now() >= Math.min(Math.max(plannedEndMs, faultsDoneMs + LOAD_AFTER_FAULTS_MS), plannedEndMs + LOAD_OVERRUN_MS_MAX);
+  const [faults] = await Promise.all([
+    runFaultSchedule(scenario.faults, ctx, loadStartMs, scenario.loadMs).finally(() => {
+      faultsDoneMs = Date.now();
+    }),
+    runLoad(setup, scenario, seed, done, commands),
+  ]);
+  return { faults, loadMsActual: Date.now() - loadStartMs };
 }
 
 /** The servers, processes, receivers and engines of a scenario, started, and its tenant and keys. */
@@ -356,6 +374,7 @@ async function machineFacts(adminUrl: string): Promise<MachineFacts> {
   const cpus = os.cpus();
   return {
     cores: cpus.length,
+    loadAverage: Math.round(os.loadavg()[0]! * 10) / 10,
     cpuModel: cpus[0]?.model.trim() ?? "unknown",
     memoryGb: Math.round(os.totalmem() / 2 ** 30),
     node: process.version,

@@ -17,6 +17,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 const READY_POLL_MS = 100;
+/** Restarts after crashes per process and run; a crash loop beyond it is left alone. */
+const CRASH_RESTARTS_MAX = 10;
 /** How long a SIGTERM'd process may drain before it is killed. */
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -83,8 +85,11 @@ export function createManagedProcess(
   let supervising = true;
   const isRunning = (c: Incarnation | null): c is Incarnation => c !== null && c.child.exitCode === null && c.child.signalCode === null;
 
+  let crashes = 0;
   function onCrash(exit: UnexpectedExit): void {
     hooks.onUnexpectedExit(exit);
+    // A process that keeps dying is left dead after a few restarts: the checker reports the rest.
+    if (++crashes > CRASH_RESTARTS_MAX) return;
     setTimeout(() => {
       if (supervising) void handle.start().catch(() => undefined);
     }, hooks.restartDelayMs);

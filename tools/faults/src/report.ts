@@ -13,7 +13,7 @@ export function formatReport(report: BatteryReport, command: string): string {
   const { machine } = report;
   const lines = [
     `Command: \`${command}\``,
-    `Machine: ${machine.cores} cores (${machine.cpuModel}), ${machine.memoryGb} GB, Node ${machine.node}, ${machine.natsServer}, ${machine.postgres} (embedded)`,
+    `Machine: ${machine.cores} cores (${machine.cpuModel}), ${machine.memoryGb} GB, load average ${machine.loadAverage} at the start, Node ${machine.node}, ${machine.natsServer}, ${machine.postgres} (embedded)`,
     `Result: ${report.ok ? "ok" : "FAILED"} in ${Math.round(report.durationMs / 1000)} s`,
     "",
     ...formatFigures(report.scenarios),
