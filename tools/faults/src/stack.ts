@@ -29,12 +29,16 @@ const WORKER_SCRIPTS = {
 /** Loopback, where every receiver and engine of the run listens. */
 export const LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128";
 const ADMIN_CONNECT_TIMEOUT_MS = 10_000;
-const LEDGER_READY_TIMEOUT_MS = 60_000;
-const WORKER_READY_TIMEOUT_MS = 30_000;
+/** Crash recovery after an immediate stop, on a loaded machine, with room to spare. */
+const POSTGRES_START_TIMEOUT_MS = 120_000;
+const LEDGER_READY_TIMEOUT_MS = 90_000;
+const WORKER_READY_TIMEOUT_MS = 60_000;
 const READY_PROBE_TIMEOUT_MS = 2000;
 /** A process that died by itself is started again after this, as a supervisor would. */
 const CRASH_RESTART_DELAY_MS = 1000;
 const NATS_PROBE_TIMEOUT_MS = 3000;
+/** A cluster node's start, JetStream quorum included, on a loaded machine. */
+const NATS_START_TIMEOUT_MS = 60_000;
 /** Connections per process: enough for the load, far below PostgreSQL's 100. */
 const LEDGER_POOL_MAX = 12;
 const WORKER_POOL_MAX = 6;
@@ -75,7 +79,7 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       return url.toString();
     },
     async restartImmediately(downMs) {
-      current = await restartEmbeddedPostgresImmediately(current, { downMs });
+      current = await restartEmbeddedPostgresImmediately(current, { downMs, startTimeoutMs: POSTGRES_START_TIMEOUT_MS });
     },
     async stop() {
       await current.stop();
@@ -120,7 +124,7 @@ export async function startSingleNats(): Promise<NatsTopology> {
 
 /** Three nats-servers routed on loopback; the stream runs at three replicas. */
 export async function startClusterNats(): Promise<NatsTopology> {
-  const cluster = await startNatsCluster({ size: 3 });
+  const cluster = await startNatsCluster({ size: 3, startTimeoutMs: NATS_START_TIMEOUT_MS });
   return {
     processUrl: cluster.urls[0]!,
     urls: cluster.urls,
