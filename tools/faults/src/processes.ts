@@ -125,13 +125,21 @@ export function createManagedProcess(
   return handle;
 }
 
+/** Every child still running, killed when this process exits however it exits (a test timeout included). */
+const LIVE_CHILDREN = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of LIVE_CHILDREN) child.kill("SIGKILL");
+});
+
 function spawnIncarnation(spec: ProcessSpec, onUnexpectedExit: (exit: UnexpectedExit) => void): Incarnation {
   const log = openSync(spec.logFile, "a");
   try {
     const child = spawn(process.execPath, [path.join(REPO_ROOT, spec.script)], { env: { ...spec.env }, stdio: ["ignore", log, log] });
     let expected = false;
+    LIVE_CHILDREN.add(child);
     const exited = new Promise<void>((resolve) => {
       child.once("exit", (code, signal) => {
+        LIVE_CHILDREN.delete(child);
         if (!expected) onUnexpectedExit({ name: spec.name, code, signal, atMs: Date.now() });
         resolve();
       });
