@@ -94,7 +94,7 @@ describe("holdfast tenant list and key list", () => {
   it("refuses a --tenant that names no tenant, saying how to find them", async () => {
     const run = await cli("key", "list", "--tenant", "no-such-tenant");
     expect(run.code).toBe(1);
-    expect(run.error).toContain('no tenant is named "no-such-tenant" (holdfast tenant list shows them)');
+    expect(run.error).toContain('--tenant must be a tenant id or a tenant\'s name, and no tenant is named "no-such-tenant" (holdfast tenant list shows them)');
   });
 });
 

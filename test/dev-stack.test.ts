@@ -294,6 +294,14 @@ describe("logRepeated", () => {
     expect(lines.map((l) => (l["err"] as { message: string }).message)).toEqual(["a", "b", "b"]);
   });
 
+  it("takes errors with the same code as the same failure, whatever their message says", () => {
+    const { lines, logger } = capture();
+    const pgError = (message: string) => Object.assign(new Error(message), { code: "57P03" });
+    logRepeated(logger, "warn", { err: pgError("the database system is starting up") }, "m", { nowMs: 0 });
+    logRepeated(logger, "warn", { err: pgError("the database system is not yet accepting connections") }, "m", { nowMs: 1000 });
+    expect(lines).toHaveLength(1);
+  });
+
   it("pretty-prints only on a terminal outside production", () => {
     expect(prefersPrettyLogs({}, true)).toBe(true);
     expect(prefersPrettyLogs({ NODE_ENV: "production" }, true)).toBe(false);

@@ -80,7 +80,7 @@ export function createLogger(name: string, level: LogLevel, destination?: Destin
 
 /** One failure being counted by {@link logRepeated}. */
 interface RepeatEpisode {
-  /** The error's class, code and message: a different error starts a new episode. */
+  /** The error's class and code, or message: a different error starts a new episode. */
   readonly signature: string;
   readonly firstAtMs: number;
   lastAtMs: number;
@@ -146,10 +146,14 @@ function episodesOf(logger: Logger): Map<string, RepeatEpisode> {
   return episodes;
 }
 
+/**
+ * What makes two failures "the same": the error's class and code when it has one (PostgreSQL's
+ * 57P03 reads "starting up", then "not yet accepting connections"), else its message.
+ */
 function errorSignature(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const code = (err as { code?: unknown }).code;
-  return `${err.name}|${typeof code === "string" || typeof code === "number" ? code : ""}|${err.message}`;
+  return typeof code === "string" || typeof code === "number" ? `${err.name}|${code}` : `${err.name}|${err.message}`;
 }
 
 function errorMessage(err: unknown): string {

@@ -57,7 +57,7 @@ export async function resolveTenantRef(db: Queryable, ref: string): Promise<stri
   const { rows } = await db.query<{ id: string }>({ text: "select id from tenants where name = $1", values: [ref] });
   const id = rows[0]?.id;
   if (id === undefined) {
-    throw new Error(`no tenant is named ${JSON.stringify(ref)} (holdfast tenant list shows them)`);
+    throw new Error(`--tenant must be a tenant id or a tenant's name, and no tenant is named ${JSON.stringify(ref)} (holdfast tenant list shows them)`);
   }
   return id;
 }
