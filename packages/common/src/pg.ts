@@ -79,16 +79,26 @@ export function createPool(config: PoolConfig, logger: Logger, options: PoolOpti
  */
 export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>, begin = "begin"): Promise<T> {
   const client = await pool.connect();
+  // A checked-out client has no listener of the pool's: when its connection ends (PostgreSQL
+  // restarted, a network cut) pg emits `error` on the client, and an unheard `error` ends the
+  // process. Hear it here, and hand it to release() so that the pool destroys the connection
+  // instead of lending it out again. The pending query rejects on its own.
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on("error", onError);
   try {
     await client.query(begin);
     const result = await work(client);
     await client.query("commit");
     return result;
   } catch (err) {
-    await client.query("rollback").catch(() => undefined);
+    if (broken === undefined) await client.query("rollback").catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off("error", onError);
+    client.release(broken);
   }
 }
 

@@ -156,7 +156,13 @@ function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus) {
 
   async function acquire(): Promise<boolean> {
     const client = await pool.connect();
-    const result = await client.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [RELAY_LOCK_KEY]);
+    const result = await client
+      .query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [RELAY_LOCK_KEY])
+      .catch((err: unknown) => {
+        // A connection that failed mid-query is destroyed, not lent out again.
+        client.release(err instanceof Error ? err : true);
+        throw err;
+      });
     if (!result.rows[0]?.locked) {
       client.release();
       return false;
