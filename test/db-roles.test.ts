@@ -106,6 +106,10 @@ describe("the runtime role", () => {
     expect(await asRuntime("select ledger_emit($1, 'w', 'holdfast.deposit.completed', 'USD', now(), '{}')", [tenantId])).toBe("42501");
     expect(await asRuntime("select ledger_command_dispatch($1, 'Deposit', 'd2', '\\x02', now(), '{}')", [tenantId])).toBe("42501");
     expect(await asRuntime("update journal_chain_heads set chain_seq = 0")).toBe("42501");
+    expect(await asRuntime("update journal_chain set row_hash = prev_hash")).toBe("42501");
+    expect(await asRuntime("delete from journal_chain")).toBe("42501");
+    expect(await asRuntime("select ledger_chain_append(t) from transfers t limit 1")).toBe("42501");
+    expect(await asRuntime("alter table journal_chain disable trigger journal_chain_append_only")).toBe("42501");
     expect(await asRuntime("insert into journal_chain_checkpoints values ($1, 1, '\\x00', now())", [tenantId])).toBe("42501");
     expect(await asRuntime("update events set data = '{}'")).toBe("42501");
     expect(await asRuntime("update audit_log set target = 'x'")).toBe("42501");

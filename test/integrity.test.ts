@@ -5,10 +5,10 @@
 // deleted or re-hashed rows; chain heads are checkpointed; admin actions land in an append-only
 // audit log that AdminService.ListAuditLog pages through.
 // Method: a ledger core with group commit on a fresh database (createTestLedger), driven
-// directly; tampering is done as the superuser (the owner), disabling the journal's append-only
-// trigger exactly as an attacker with the owner's credentials would; each tampering test uses a
-// tenant of its own and runs `holdfast verify --tenant` through the CLI's main(). The audit
-// log is exercised over the wire against a real server (startTestServer).
+// directly; tampering is done as the superuser (the owner), disabling the append-only triggers
+// of the journal and the chain exactly as an attacker with the owner's credentials would; each
+// tampering test uses a tenant of its own and runs `holdfast verify --tenant` through the CLI's
+// main(). The audit log is exercised over the wire against a real server (startTestServer).
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
@@ -66,14 +66,19 @@ async function verify(...args: string[]): Promise<{ code: number; out: string; e
   return { code, out: out.join("\n"), err: err.join("\n") };
 }
 
-/** Runs SQL as the owner with the journal's append-only trigger off, as a tamperer would. */
+/**
+ * Runs SQL as the owner with the append-only triggers of the journal and of the chain off, as a
+ * tamperer would (the chain trigger too: a rewritten row is not linked again).
+ */
 async function tamper(sql: string, values: unknown[] = []): Promise<void> {
   const client = await t.pool.connect();
   try {
     await client.query("begin");
-    await client.query("alter table transfers disable trigger transfers_no_update");
+    await client.query("alter table transfers disable trigger user");
+    await client.query("alter table journal_chain disable trigger journal_chain_append_only");
     await client.query(sql, values);
-    await client.query("alter table transfers enable trigger transfers_no_update");
+    await client.query("alter table journal_chain enable trigger journal_chain_append_only");
+    await client.query("alter table transfers enable trigger user");
     await client.query("commit");
   } finally {
     client.release();
@@ -90,7 +95,9 @@ interface LinkRow {
 
 async function chainOf(tenantId: string): Promise<LinkRow[]> {
   const { rows } = await t.pool.query<LinkRow>(
-    "select chain_seq::text, transfer_id::text, prev_hash, row_hash, key_id from transfers where tenant_id = $1 order by transfers.chain_seq",
+    `select c.chain_seq::text, c.transfer_id::text, c.prev_hash, c.row_hash, t.key_id
+       from journal_chain c join transfers t using (tenant_id, transfer_id)
+      where c.tenant_id = $1 order by c.chain_seq`,
     [tenantId],
   );
   return rows;
@@ -118,11 +125,12 @@ describe("the journal hash chain", () => {
     const caller = await tenant();
     await someActivity(caller);
     const { rows } = await t.pool.query(
-      `select tenant_id::text, chain_seq::text, transfer_id::text, kind, debit_wallet_id, credit_wallet_id, asset,
-              amount::text, hold_id, refund_of::text, metadata::text,
-              ((extract(epoch from created_at) * 1000000)::bigint)::text as created_us, grants::text, key_id,
-              prev_hash, row_hash, ledger_chain_hash(prev_hash, transfers) as sql_hash
-         from transfers where tenant_id = $1 order by transfers.chain_seq`,
+      `select t.tenant_id::text, c.chain_seq::text, t.transfer_id::text, t.kind, t.debit_wallet_id, t.credit_wallet_id,
+              t.asset, t.amount::text, t.hold_id, t.refund_of::text, t.metadata::text,
+              ((extract(epoch from t.created_at) * 1000000)::bigint)::text as created_us, t.grants::text, t.key_id,
+              c.prev_hash, c.row_hash, ledger_chain_hash(c.prev_hash, t, c.chain_seq) as sql_hash
+         from journal_chain c join transfers t using (tenant_id, transfer_id)
+        where c.tenant_id = $1 order by c.chain_seq`,
       [caller.tenantId],
     );
     expect(rows.length).toBeGreaterThan(5);
@@ -221,7 +229,7 @@ describe("holdfast verify", () => {
     const caller = await tenant();
     await someActivity(caller);
     const row = (await chainOf(caller.tenantId))[0]!;
-    await tamper("update transfers set amount = amount + 1 where tenant_id = $1 and chain_seq = 1", [caller.tenantId]);
+    await tamper("update transfers set amount = amount + 1 where tenant_id = $1 and transfer_id = $2", [caller.tenantId, row.transfer_id]);
     const { code, out, err } = await verify("--tenant", caller.tenantId);
     expect(code).toBe(1);
     expect(out).toContain(`journal row 1 (transfer ${row.transfer_id}): content does not match its hash`);
@@ -238,10 +246,11 @@ describe("holdfast verify", () => {
       `do $$
        declare r transfers;
        begin
-         select * into r from transfers where tenant_id = '${caller.tenantId}' and chain_seq = 1;
+         select * into r from transfers where tenant_id = '${caller.tenantId}' and transfer_id = '${rows[0]!.transfer_id}';
          r.metadata := '{"order": "forged"}';
-         update transfers set metadata = r.metadata, row_hash = ledger_chain_hash(r.prev_hash, r)
-          where tenant_id = r.tenant_id and transfer_id = r.transfer_id;
+         update transfers set metadata = r.metadata where tenant_id = r.tenant_id and transfer_id = r.transfer_id;
+         update journal_chain set row_hash = ledger_chain_hash(prev_hash, r, 1)
+          where tenant_id = r.tenant_id and chain_seq = 1;
        end $$`,
     );
     const { code, out } = await verify("--tenant", caller.tenantId);
@@ -250,16 +259,21 @@ describe("holdfast verify", () => {
     expect(out).toContain(`journal row 2 (transfer ${rows[1]!.transfer_id}): prev_hash`);
   });
 
-  it("names missing rows, in the middle and at the end of the chain", async () => {
+  it("names a deleted journal row, a deleted link in the middle and one at the end", async () => {
     const caller = await tenant();
     await someActivity(caller);
-    const n = (await chainOf(caller.tenantId)).length;
-    await tamper("delete from transfers where tenant_id = $1 and chain_seq in (3, $2)", [caller.tenantId, n]);
+    const rows = await chainOf(caller.tenantId);
+    const n = rows.length;
+    await tamper("delete from transfers where tenant_id = $1 and transfer_id = $2", [caller.tenantId, rows[1]!.transfer_id]);
+    await tamper("delete from journal_chain where tenant_id = $1 and chain_seq in (4, $2)", [caller.tenantId, n]);
     const { code, out } = await verify("--tenant", caller.tenantId);
     expect(code).toBe(1);
-    expect(out).toMatch(/journal row 4 \(transfer [0-9a-f-]+\): follows row 2; rows 3-3 are missing/);
+    expect(out).toContain(`journal row 2 (transfer ${rows[1]!.transfer_id}): missing from the journal`);
+    expect(out).toContain(`journal row 5 (transfer ${rows[4]!.transfer_id}): follows row 3; rows 4-4 are missing`);
     expect(out).toContain(`chain head: row ${n} `);
     expect(out).toContain(`but the chain ends at row ${n - 1} `);
+    expect(out).toContain(`transfer ${rows[3]!.transfer_id}: in the journal but in no link of the chain`);
+    expect(out).toContain(`transfer ${rows[n - 1]!.transfer_id}: in the journal but in no link of the chain`);
   });
 
   it("catches a chain rewritten from the edited row on, head included, by its checkpoint", async () => {
@@ -271,17 +285,21 @@ describe("holdfast verify", () => {
     // The thorough tamperer: edit row 2 and recompute every hash after it, and the head.
     await tamper(
       `do $$
-       declare r transfers; v_prev bytea;
+       declare c journal_chain; r transfers; v_prev bytea;
        begin
-         for r in select * from transfers where tenant_id = '${caller.tenantId}' order by chain_seq loop
-           if r.chain_seq = 2 then r.metadata := '{"order": "forged"}'; end if;
-           if r.chain_seq >= 2 then
-             r.prev_hash := v_prev;
-             r.row_hash := ledger_chain_hash(r.prev_hash, r);
-             update transfers set metadata = r.metadata, prev_hash = r.prev_hash, row_hash = r.row_hash
-              where tenant_id = r.tenant_id and transfer_id = r.transfer_id;
+         for c in select * from journal_chain where tenant_id = '${caller.tenantId}' order by chain_seq loop
+           if c.chain_seq >= 2 then
+             select * into r from transfers where tenant_id = c.tenant_id and transfer_id = c.transfer_id;
+             if c.chain_seq = 2 then
+               r.metadata := '{"order": "forged"}';
+               update transfers set metadata = r.metadata where tenant_id = r.tenant_id and transfer_id = r.transfer_id;
+             end if;
+             c.prev_hash := v_prev;
+             c.row_hash := ledger_chain_hash(c.prev_hash, r, c.chain_seq);
+             update journal_chain set prev_hash = c.prev_hash, row_hash = c.row_hash
+              where tenant_id = c.tenant_id and chain_seq = c.chain_seq;
            end if;
-           v_prev := r.row_hash;
+           v_prev := c.row_hash;
          end loop;
          update journal_chain_heads set head_hash = v_prev where tenant_id = '${caller.tenantId}';
        end $$`,
@@ -297,7 +315,8 @@ describe("holdfast verify", () => {
     const [broken, fine] = [await tenant(), await tenant()];
     await someActivity(broken);
     await someActivity(fine);
-    await tamper("update transfers set asset = 'EUR' where tenant_id = $1 and chain_seq = 1", [broken.tenantId]);
+    const first = (await chainOf(broken.tenantId))[0]!;
+    await tamper("update transfers set asset = 'EUR' where tenant_id = $1 and transfer_id = $2", [broken.tenantId, first.transfer_id]);
     expect((await verify("--tenant", fine.tenantId)).code).toBe(0);
     const all = await verify();
     expect(all.code).toBe(1);

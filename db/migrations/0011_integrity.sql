@@ -13,7 +13,7 @@
 -- or UPDATE, DELETE or INSERT the journal.
 --
 -- A later migration that adds or replaces functions ends with `call holdfast_secure_functions()`
--- (CONTRIBUTING.md, "Migrations"): CREATE OR REPLACE FUNCTION resets SECURITY DEFINER and the
+-- (CONTRIBUTING.md, "Add a migration"): CREATE OR REPLACE FUNCTION resets SECURITY DEFINER and the
 -- search_path, and a new function is executable by PUBLIC until the procedure revokes it.
 
 -- 1. The runtime group role. Roles are cluster-wide: the first database migrated creates it,
@@ -51,20 +51,40 @@ end $$;
 alter table transfers add column key_id text;
 alter table events add column key_id text;
 
--- 3. The hash chain. Each tenant's journal rows are numbered 1, 2, ... (chain_seq) in the order
---    their inserts took the tenant's chain head, which is commit order: the head row stays
---    locked until the inserting transaction ends. row_hash = sha256(prev_hash || canonical row),
---    with prev_hash the previous row's row_hash (32 zero bytes for the first). The canonical
---    row (ledger_chain_canonical) is rebuilt independently by `holdfast verify`.
+create function ledger_stamp_key() returns trigger language plpgsql as $$
+begin
+  new.key_id := coalesce(new.key_id, nullif(current_setting('holdfast.key_id', true), ''));
+  return new;
+end $$;
 
-alter table transfers
-  add column chain_seq bigint,
-  add column prev_hash bytea,
-  add column row_hash bytea;
+create trigger transfers_key before insert on transfers
+  for each row execute function ledger_stamp_key();
+create trigger events_key before insert on events
+  for each row execute function ledger_stamp_key();
 
--- The last link of each tenant's chain: the chain_seq and row_hash of its newest journal row,
--- or (0, 32 zero bytes) before the first. Its row lock serialises a tenant's journal inserts
--- from the first insert of a transaction until that transaction ends.
+-- 3. The hash chain. Each journal row has one link in journal_chain: its tenant's sequence
+--    number (1, 2, ...), the previous link's hash (32 zero bytes for the first) and
+--    row_hash = sha256(prev_hash || canonical row). The canonical row (ledger_chain_canonical)
+--    is rebuilt independently by `holdfast verify`.
+--
+--    Links are made at commit, by a deferred trigger, in the inserting transaction: it locks the
+--    tenant's chain head, links the transaction's journal rows in the order they were inserted,
+--    and moves the head; the head stays locked until the commit is done, so a tenant's links
+--    follow commit order. Linking at commit rather than at insert keeps the head locked for the
+--    commit alone instead of the whole command (or group-commit batch): a tenant's journal
+--    inserts serialise on the head, and this is what bounds that cost (docs/security.md).
+
+create table journal_chain (
+  tenant_id   uuid   not null,
+  chain_seq   bigint not null check (chain_seq >= 1),
+  transfer_id uuid   not null,
+  prev_hash   bytea  not null check (octet_length(prev_hash) = 32),
+  row_hash    bytea  not null check (octet_length(row_hash) = 32),
+  primary key (tenant_id, chain_seq)
+);
+
+-- The last link of each tenant's chain: its chain_seq and row_hash, or (0, 32 zero bytes)
+-- before the first.
 create table journal_chain_heads (
   tenant_id  uuid        primary key,
   chain_seq  bigint      not null check (chain_seq >= 0),
@@ -72,20 +92,31 @@ create table journal_chain_heads (
   updated_at timestamptz not null
 );
 
+create function ledger_refuse_rewrite() returns trigger language plpgsql as $$
+begin
+  raise exception '% is append-only: % is refused', tg_table_name, tg_op
+    using errcode = 'insufficient_privilege';
+end $$;
+
+create trigger journal_chain_append_only before update or delete on journal_chain
+  for each row execute function ledger_refuse_rewrite();
+create trigger journal_chain_no_truncate before truncate on journal_chain
+  for each statement execute function ledger_refuse_rewrite();
+
 -- One field of the canonical row: its UTF-8 length, a colon and the text, or '-' for null, so
 -- that no two different rows have the same encoding.
 create function ledger_chain_field(p text) returns text language sql immutable as $$
   select case when p is null then '-' else octet_length(p)::text || ':' || p end
 $$;
 
--- The canonical content of a journal row, version 1: every column but the chain's own hashes,
--- as text that does not depend on session settings (timestamps as Unix microseconds, jsonb in
--- its normalised text form). A column added to transfers later is not covered until a new
--- version of this function and of `holdfast verify` covers it.
-create function ledger_chain_canonical(t transfers) returns text language sql stable as $$
+-- The canonical content of a journal row at link p_seq, version 1: every column, as text that
+-- does not depend on session settings (timestamps as Unix microseconds, jsonb in its normalised
+-- text form). A column added to transfers later is not covered until a new version of this
+-- function and of `holdfast verify` covers it.
+create function ledger_chain_canonical(t transfers, p_seq bigint) returns text language sql stable as $$
   select 'holdfast.journal.v1'
       || ledger_chain_field(t.tenant_id::text)
-      || ledger_chain_field(t.chain_seq::text)
+      || ledger_chain_field(p_seq::text)
       || ledger_chain_field(t.transfer_id::text)
       || ledger_chain_field(t.kind)
       || ledger_chain_field(t.debit_wallet_id)
@@ -100,11 +131,12 @@ create function ledger_chain_canonical(t transfers) returns text language sql st
       || ledger_chain_field(t.key_id)
 $$;
 
-create function ledger_chain_hash(p_prev bytea, t transfers) returns bytea language sql stable as $$
-  select sha256(p_prev || convert_to(ledger_chain_canonical(t), 'UTF8'))
+create function ledger_chain_hash(p_prev bytea, t transfers, p_seq bigint) returns bytea
+language sql stable as $$
+  select sha256(p_prev || convert_to(ledger_chain_canonical(t, p_seq), 'UTF8'))
 $$;
 
--- Locks the tenant's chain head, creating it (seq 0, zero hash) before the tenant's first row.
+-- Locks the tenant's chain head, creating it (seq 0, zero hash) before the tenant's first link.
 create function ledger_chain_lock_head(p_tenant uuid) returns journal_chain_heads
 language plpgsql volatile as $$
 declare
@@ -114,73 +146,50 @@ begin
   if found then
     return v_head;
   end if;
-  -- A concurrent first insert of the same tenant makes this wait for its commit; either way
-  -- the row exists afterwards.
+  -- A concurrent first link of the same tenant makes this wait for its commit; either way the
+  -- row exists afterwards.
   insert into journal_chain_heads (tenant_id, chain_seq, head_hash, updated_at)
-  values (p_tenant, 0, '\x0000000000000000000000000000000000000000000000000000000000000000', now())
+  values (p_tenant, 0, decode(repeat('00', 32), 'hex'), now())
   on conflict do nothing;
   select * into v_head from journal_chain_heads where tenant_id = p_tenant for update;
   return v_head;
 end $$;
 
--- Links a new journal row into its tenant's chain and stamps the acting key, whatever function
--- inserts the row. The head is locked first and moved last, in the inserting transaction.
-create function ledger_chain_link() returns trigger language plpgsql as $$
+-- Appends the link of journal row t after the tenant's head, and moves the head.
+create function ledger_chain_append(t transfers) returns void language plpgsql volatile as $$
 declare
-  v_head journal_chain_heads := ledger_chain_lock_head(new.tenant_id);
+  v_head journal_chain_heads := ledger_chain_lock_head(t.tenant_id);
+  v_seq  bigint := v_head.chain_seq + 1;
+  v_hash bytea := ledger_chain_hash(v_head.head_hash, t, v_seq);
 begin
-  new.key_id := coalesce(new.key_id, nullif(current_setting('holdfast.key_id', true), ''));
-  new.chain_seq := v_head.chain_seq + 1;
-  new.prev_hash := v_head.head_hash;
-  new.row_hash := ledger_chain_hash(new.prev_hash, new);
-  update journal_chain_heads
-     set chain_seq = new.chain_seq, head_hash = new.row_hash, updated_at = now()
-   where tenant_id = new.tenant_id;
-  return new;
+  insert into journal_chain (tenant_id, chain_seq, transfer_id, prev_hash, row_hash)
+  values (t.tenant_id, v_seq, t.transfer_id, v_head.head_hash, v_hash);
+  update journal_chain_heads set chain_seq = v_seq, head_hash = v_hash, updated_at = now()
+   where tenant_id = t.tenant_id;
 end $$;
 
--- Rows written before this migration join the chain in (created_at, transfer_id) order. The
--- append-only trigger is off only for this one statement sequence, inside the migration's
--- transaction.
-alter table transfers disable trigger transfers_no_update;
+-- The deferred trigger's function. It fires at commit, after the entry point that inserted the
+-- row has returned, so it runs as the owner by itself (SECURITY DEFINER): the runtime role has
+-- no write on the chain.
+create function ledger_chain_link() returns trigger language plpgsql security definer as $$
+begin
+  perform ledger_chain_append(new);
+  return null;
+end $$;
+
+-- Rows written before this migration are linked now, in (created_at, transfer_id) order.
 do $$
 declare
-  t      transfers;
-  v_head journal_chain_heads;
+  t transfers;
 begin
   for t in select * from transfers order by tenant_id, created_at, transfer_id loop
-    v_head := ledger_chain_lock_head(t.tenant_id);
-    t.chain_seq := v_head.chain_seq + 1;
-    t.prev_hash := v_head.head_hash;
-    t.row_hash := ledger_chain_hash(t.prev_hash, t);
-    update transfers set chain_seq = t.chain_seq, prev_hash = t.prev_hash, row_hash = t.row_hash
-     where tenant_id = t.tenant_id and transfer_id = t.transfer_id;
-    update journal_chain_heads set chain_seq = t.chain_seq, head_hash = t.row_hash, updated_at = now()
-     where tenant_id = t.tenant_id;
+    perform ledger_chain_append(t);
   end loop;
 end $$;
-alter table transfers enable trigger transfers_no_update;
 
-alter table transfers
-  alter column chain_seq set not null,
-  alter column prev_hash set not null,
-  alter column row_hash set not null,
-  add constraint transfers_chain_hashes check (octet_length(prev_hash) = 32 and octet_length(row_hash) = 32);
--- One row per link; `holdfast verify` walks a tenant's chain in this index's order.
-create unique index transfers_chain on transfers (tenant_id, chain_seq);
-
-create trigger transfers_chain_link before insert on transfers
+create constraint trigger transfers_chain_link after insert on transfers
+  deferrable initially deferred
   for each row execute function ledger_chain_link();
-
--- Events carry the acting key the same way.
-create function ledger_event_key() returns trigger language plpgsql as $$
-begin
-  new.key_id := coalesce(new.key_id, nullif(current_setting('holdfast.key_id', true), ''));
-  return new;
-end $$;
-
-create trigger events_key before insert on events
-  for each row execute function ledger_event_key();
 
 -- 4. The entry points set holdfast.key_id. The command functions themselves are unchanged: the
 --    dispatcher keeps its body under a new name, and ledger_command (what the service and
@@ -220,12 +229,6 @@ create table journal_chain_checkpoints (
   recorded_at timestamptz not null,
   primary key (tenant_id, chain_seq)
 );
-
-create function ledger_refuse_rewrite() returns trigger language plpgsql as $$
-begin
-  raise exception '% is append-only: % is refused', tg_table_name, tg_op
-    using errcode = 'insufficient_privilege';
-end $$;
 
 create trigger journal_chain_checkpoints_append_only before update or delete on journal_chain_checkpoints
   for each row execute function ledger_refuse_rewrite();
@@ -294,6 +297,7 @@ grant insert on audit_log to holdfast_runtime;
 --    - definer: writes; runs as the owner (SECURITY DEFINER) with the search_path fixed to this
 --      schema, so neither the caller's rights nor its search_path matter inside.
 --    - invoker: the runtime role needs to execute it with its own rights (a column default).
+--    A trigger function registered as definer runs as the owner wherever it fires.
 --    Every other function: stable and immutable ones (pure JSON shapes and reads) stay
 --    executable by the runtime role as invoker, since they can only read what it may read;
 --    volatile ones (ledger_credit, ledger_emit, ...) are internal steps of the entry points and
@@ -312,6 +316,8 @@ insert into holdfast_entry_points (function_name, kind) values
   ('ledger_expire_batch', 'definer'),
   ('ledger_expire_grants_batch', 'definer'),
   ('ledger_chain_checkpoint', 'definer'),
+  -- The deferred chain trigger fires at commit, outside the entry point that inserted the row.
+  ('ledger_chain_link', 'definer'),
   ('ledger_uuidv7', 'invoker');
 
 -- Applies the rules above to every function and table of the schema; idempotent. Call it at the
@@ -322,14 +328,21 @@ declare
   v_schema text := current_schema();
 begin
   for f in
-    select p.oid::regprocedure as signature, p.provolatile, e.kind
+    select p.oid::regprocedure as signature, p.provolatile, e.kind,
+           p.prorettype = 'trigger'::regtype as is_trigger
       from pg_proc p
       left join holdfast_entry_points e on e.function_name = p.proname
      where p.pronamespace = v_schema::regnamespace and p.prokind = 'f'
-       and p.prorettype <> 'trigger'::regtype
        and not exists (select 1 from pg_depend d
                         where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e')
   loop
+    if f.is_trigger then
+      -- Nobody calls a trigger function; a registered one runs as the owner wherever it fires.
+      if f.kind = 'definer' then
+        execute format('alter function %s security definer set search_path = %I, pg_temp', f.signature, v_schema);
+      end if;
+      continue;
+    end if;
     execute format('revoke execute on function %s from public', f.signature);
     if f.kind = 'definer' then
       execute format('alter function %s security definer set search_path = %I, pg_temp', f.signature, v_schema);

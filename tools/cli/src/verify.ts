@@ -38,10 +38,17 @@ const HASH_SHOWN_LENGTH = 16;
 /** Must match ledger_chain_canonical in db/migrations/0011_integrity.sql. */
 const CANONICAL_PREFIX = "holdfast.journal.v1";
 
-/** One journal row as the chain walk reads it: every canonical column as the database's text. */
+/**
+ * One link of the chain and its journal row, as the walk reads them: every canonical column as
+ * the database's text. The row's columns are null when the link names a row the journal lacks.
+ */
 interface ChainRow {
-  tenant_id: string;
   chain_seq: string;
+  /** The journal row the link names. */
+  link_transfer_id: string;
+  /** False when the journal has no such row. */
+  present: boolean;
+  tenant_id: string;
   transfer_id: string;
   kind: string;
   debit_wallet_id: string;
@@ -57,6 +64,12 @@ interface ChainRow {
   prev_hash: Buffer;
   row_hash: Buffer;
 }
+
+/** What the canonical row is made of: the journal row's columns and the link's number. */
+type CanonicalColumns = Omit<ChainRow, "link_transfer_id" | "present" | "prev_hash" | "row_hash">;
+
+/** Journal rows without a link, or linked twice, listed per tenant at most. */
+const STRAYS_LISTED_MAX = PROBLEMS_LISTED_PER_TENANT_MAX;
 
 /** The last link walked: a row's sequence number and row_hash. */
 interface ChainLink {
@@ -161,9 +174,10 @@ async function journalRows(client: PoolClient, tenantId: string | undefined): Pr
 }
 
 /**
- * One tenant's chain: every row's sequence number follows the last, its prev_hash is the last
- * row's row_hash, and its row_hash is sha256(prev_hash || canonical row); then the chain head
- * and every checkpoint agree with what was recomputed.
+ * One tenant's chain: every link's sequence number follows the last, its prev_hash is the last
+ * link's row_hash, its journal row exists and its row_hash is sha256(prev_hash || canonical
+ * row); then the chain head and every checkpoint agree with what was recomputed, and every
+ * journal row of the tenant has exactly one link.
  */
 async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows: number) => void): Promise<TenantReport> {
   const report: TenantReport = { tenantId, rows: 0, headSeq: 0n, headHash: GENESIS_HASH.toString("hex"), problems: [], problemsUnlisted: 0 };
@@ -179,7 +193,7 @@ async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows
       last = checkRow(row, last, problem);
       const checkpoint = checkpoints.get(last.seq);
       if (checkpoint !== undefined && !checkpoint.equals(last.hash)) {
-        problem(`journal row ${last.seq} (transfer ${row.transfer_id}): differs from the checkpoint of its chain head (checkpoint ${short(checkpoint)}, row ${short(last.hash)})`);
+        problem(`journal row ${last.seq} (transfer ${row.link_transfer_id}): differs from the checkpoint of its chain head (checkpoint ${short(checkpoint)}, row ${short(last.hash)})`);
       }
       checkpoints.delete(last.seq);
     }
@@ -191,6 +205,7 @@ async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows
     problem(`checkpoint at journal row ${seq}: no such row (the chain ends at row ${last.seq})`);
   }
   await checkHead(client, tenantId, last, problem);
+  await checkStrays(client, tenantId, problem);
   report.headSeq = last.seq;
   report.headHash = last.hash.toString("hex");
   return report;
@@ -199,12 +214,16 @@ async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows
 /** Checks one row against the previous link; returns the link it makes. */
 function checkRow(row: ChainRow, last: ChainLink, problem: (text: string) => void): ChainLink {
   const seq = BigInt(row.chain_seq);
-  const name = `journal row ${seq} (transfer ${row.transfer_id})`;
+  const name = `journal row ${seq} (transfer ${row.link_transfer_id})`;
   if (seq !== last.seq + 1n) {
     problem(`${name}: follows row ${last.seq}; ${seq > last.seq + 1n ? `rows ${last.seq + 1n}-${seq - 1n} are missing` : "sequence out of order"}`);
   }
   if (!row.prev_hash.equals(last.hash)) {
     problem(`${name}: prev_hash ${short(row.prev_hash)} is not the previous row's hash ${short(last.hash)}`);
+  }
+  if (!row.present) {
+    problem(`${name}: missing from the journal`);
+    return { seq, hash: row.row_hash };
   }
   const recomputed = chainHash(row.prev_hash, row);
   if (!recomputed.equals(row.row_hash)) {
@@ -228,6 +247,23 @@ async function checkHead(client: PoolClient, tenantId: string, last: ChainLink, 
   }
 }
 
+/** Journal rows the chain does not link, and rows it links more than once. */
+async function checkStrays(client: PoolClient, tenantId: string, problem: (text: string) => void): Promise<void> {
+  const { rows } = await client.query<{ transfer_id: string; links: number }>({
+    text: `(select t.transfer_id::text, 0 as links from transfers t
+              where t.tenant_id = $1
+                and not exists (select 1 from journal_chain c where c.tenant_id = $1 and c.transfer_id = t.transfer_id)
+              limit $2)
+           union all
+           (select transfer_id::text, count(*)::int from journal_chain where tenant_id = $1
+             group by transfer_id having count(*) > 1 limit $2)`,
+    values: [tenantId, STRAYS_LISTED_MAX],
+  });
+  for (const r of rows) {
+    problem(r.links === 0 ? `transfer ${r.transfer_id}: in the journal but in no link of the chain` : `transfer ${r.transfer_id}: linked ${r.links} times`);
+  }
+}
+
 async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<Map<bigint, Buffer>> {
   const { rows } = await client.query<{ chain_seq: string; head_hash: Buffer }>({
     text: "select chain_seq::text, head_hash from journal_chain_checkpoints where tenant_id = $1",
@@ -237,23 +273,27 @@ async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<M
 }
 
 /**
- * The tenant's next rows after `afterSeq`, in chain order, each column as the database's text
- * (ordered by the column, not by its text alias, which would sort 10 before 9).
+ * The tenant's next links after `afterSeq`, in chain order, with their journal rows, each column
+ * as the database's text (ordered by the column, not by its text alias, which would sort 10
+ * before 9).
  */
 async function chainPage(client: PoolClient, tenantId: string, afterSeq: bigint): Promise<ChainRow[]> {
   const { rows } = await client.query<ChainRow>({
-    text: `select tenant_id::text, chain_seq::text, transfer_id::text, kind, debit_wallet_id, credit_wallet_id,
-                  asset, amount::text, hold_id, refund_of::text, metadata::text,
-                  ((extract(epoch from created_at) * 1000000)::bigint)::text as created_us,
-                  grants::text, key_id, prev_hash, row_hash
-             from transfers where tenant_id = $1 and chain_seq > $2 order by transfers.chain_seq limit $3`,
+    text: `select c.chain_seq::text, c.transfer_id::text as link_transfer_id, t.transfer_id is not null as present,
+                  t.tenant_id::text, t.transfer_id::text, t.kind, t.debit_wallet_id, t.credit_wallet_id,
+                  t.asset, t.amount::text, t.hold_id, t.refund_of::text, t.metadata::text,
+                  ((extract(epoch from t.created_at) * 1000000)::bigint)::text as created_us,
+                  t.grants::text, t.key_id, c.prev_hash, c.row_hash
+             from journal_chain c
+             left join transfers t on t.tenant_id = c.tenant_id and t.transfer_id = c.transfer_id
+            where c.tenant_id = $1 and c.chain_seq > $2 order by c.chain_seq limit $3`,
     values: [tenantId, afterSeq.toString(), CHAIN_PAGE_ROWS_MAX],
   });
   return rows;
 }
 
 /** sha256(prev_hash || canonical row), the canonical row as ledger_chain_canonical builds it. */
-export function chainHash(prevHash: Buffer, row: Omit<ChainRow, "prev_hash" | "row_hash">): Buffer {
+export function chainHash(prevHash: Buffer, row: CanonicalColumns): Buffer {
   const fields = [
     row.tenant_id, row.chain_seq, row.transfer_id, row.kind, row.debit_wallet_id, row.credit_wallet_id,
     row.asset, row.amount, row.hold_id, row.refund_of, row.metadata, row.created_us, row.grants, row.key_id,
