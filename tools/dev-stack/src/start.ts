@@ -93,6 +93,10 @@ const PG_START_TIMEOUT_MS = 30_000;
 const NATS_START_TIMEOUT_MS = 10_000;
 const LEDGER_READY_TIMEOUT_MS = 60_000;
 const SERVER_STOP_TIMEOUT_MS = 10_000;
+// A worker drains before it exits: the webhook worker lets each attempt in flight finish, and
+// an attempt may take up to HOLDFAST_WEBHOOK_TIMEOUT_MS (15 s by default). A worker stopped
+// while it is still connecting on a loaded machine also needs a few seconds more than a server.
+const WORKER_STOP_TIMEOUT_MS = 20_000;
 // The ledger drains for up to HOLDFAST_DRAIN_TIMEOUT_MS; this is what it may take beyond that.
 const LEDGER_STOP_SLACK_MS = 5000;
 /** A worker still alive this long after its start is listed as running. */
@@ -170,7 +174,7 @@ async function startLedger(config: LedgerConfig, env: NodeJS.ProcessEnv): Promis
  * later is reported when it does; the rest of the stack keeps running.
  */
 async function startWorkers(env: NodeJS.ProcessEnv, natsRuns: boolean): Promise<{ name: string; reason: string }[]> {
-  const stop = { stopSignal: "SIGTERM", stopTimeoutMs: SERVER_STOP_TIMEOUT_MS } as const;
+  const stop = { stopSignal: "SIGTERM", stopTimeoutMs: WORKER_STOP_TIMEOUT_MS } as const;
   const notRunning: { name: string; reason: string }[] = [];
   const started: Managed[] = [];
   for (const worker of WORKERS) {
