@@ -15,6 +15,7 @@ import type { StreamRequest, StreamResponse, UnaryRequest, UnaryResponse } from 
 import { ledgerError } from "./errors.js";
 import { HEALTH_SERVICE_NAME } from "./health.js";
 import type { ServerLimits } from "./server-limits.js";
+import { untilAborted } from "./abort.js";
 
 /** What the server tracks per connection (a TCP or TLS socket, or an HTTP/2 session). */
 export interface ConnectionState {
@@ -154,19 +155,6 @@ async function* endAtLifetime<T>(messages: AsyncIterable<T>, lifetime: AbortSign
       it.return?.().catch(() => undefined);
     }
   }
-}
-
-/** Settles with the promise, or with undefined as soon as the signal aborts. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.resolve(undefined);
-  }
-  return new Promise<T | undefined>((resolve, reject) => {
-    const abort = (): void => resolve(undefined);
-    signal.addEventListener("abort", abort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
-  });
 }
 
 /** Calls the listener once the signal aborts, at once if it already has. */

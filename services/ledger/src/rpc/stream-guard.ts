@@ -6,6 +6,7 @@
  * @module
  */
 import { UnauthenticatedError } from "@holdfast/common/errors";
+import { untilAborted } from "@holdfast/common/abort";
 
 /** The shortest interval between two checks of a stream's key, whatever the key cache time. */
 export const KEY_RECHECK_INTERVAL_MS_MIN = 1000;
@@ -78,17 +79,4 @@ export async function* endWhenRevoked<T>(messages: AsyncIterable<T>, guard: Abor
       it.return?.().catch(() => undefined);
     }
   }
-}
-
-/** Settles with the promise, or with undefined as soon as the signal aborts. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.resolve(undefined);
-  }
-  return new Promise<T | undefined>((resolve, reject) => {
-    const abort = (): void => resolve(undefined);
-    signal.addEventListener("abort", abort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
-  });
 }
