@@ -8,10 +8,8 @@
 // service and a stub LedgerService, called by @grpc/grpc-js with the test CA, connect-es over
 // HTTP/2 and HTTP/1.1, and node:https; the served certificate is read with tls.connect. Last,
 // the ledger app configured from HOLDFAST_TLS_* variables.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -25,21 +23,10 @@ import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 import { registerHealth } from "@holdfast/common/health";
 import { createServer, type Server, type TlsOptions } from "@holdfast/common/server";
 import { quietLogger } from "./support/ledger.js";
+import { createPki, type Pki } from "./support/pki.js";
 import { startTestServer } from "./support/server.js";
 
 const CALL_DEADLINE_MS = 10_000;
-
-/** The files of the throwaway PKI, and the PEM text of what clients need. */
-interface Pki {
-  readonly dir: string;
-  readonly caPem: Buffer;
-  readonly serverCert: string;
-  readonly serverKey: string;
-  readonly clientCertPem: Buffer;
-  readonly clientKeyPem: Buffer;
-  /** Writes a new server certificate (same key type, new serial, subject CN `cn`) over the served files. */
-  renewServer(cn: string): void;
-}
 
 let pki: Pki;
 let server: Server | null = null;
@@ -58,37 +45,6 @@ afterEach(async () => {
   await server?.drain();
   server = null;
 });
-
-function openssl(dir: string, ...args: string[]): void {
-  execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-}
-
-/** A CA, a server certificate for localhost and 127.0.0.1, and a client certificate. */
-function createPki(): Pki {
-  const dir = mkdtempSync(path.join(tmpdir(), "holdfast-tls-"));
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  openssl(dir, "req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=holdfast test CA",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
-  writeFileSync(path.join(dir, "server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-  writeFileSync(path.join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
-  const issue = (name: string, cn: string, ext: string, outPrefix = name) => {
-    openssl(dir, "req", ...ec, "-keyout", `${outPrefix}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
-    openssl(dir, "x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-      "-out", `${outPrefix}.pem`, "-days", "2", "-extfile", ext);
-  };
-  issue("server", "holdfast-server-1", "server.ext");
-  issue("client", "holdfast-worker", "client.ext");
-  const read = (file: string) => readFileSync(path.join(dir, file));
-  return {
-    dir,
-    caPem: read("ca.pem"),
-    serverCert: path.join(dir, "server.pem"),
-    serverKey: path.join(dir, "server.key"),
-    clientCertPem: read("client.pem"),
-    clientKeyPem: read("client.key"),
-    renewServer: (cn) => issue("server", cn, "server.ext"),
-  };
-}
 
 async function start(tlsOptions: Partial<TlsOptions> = {}) {
   const routes = (router: ConnectRouter) => {

@@ -13,6 +13,9 @@
  * | `HOLDFAST_PG_CONNECT_TIMEOUT_MS` | `5000` | How long to wait for a PostgreSQL connection. |
  * | `HOLDFAST_PG_STATEMENT_TIMEOUT_MS` | `5000` | Server-side limit on one SQL statement. |
  * | `NATS_URL` | `nats://127.0.0.1:4222` | NATS server URL (`nats://`, `tls://`, `ws://` or `wss://`). |
+ * | `HOLDFAST_NATS_TLS_CA_FILE` | unset | PEM CA certificates that sign the NATS server's certificate. When any `HOLDFAST_NATS_TLS_*` is set, the connection must be TLS (a server that does not offer it is refused); otherwise TLS is used only when the server requires it, verified against the system's CAs. |
+ * | `HOLDFAST_NATS_TLS_CERT_FILE` | unset | PEM client certificate shown to NATS (for a server that verifies clients); needs `HOLDFAST_NATS_TLS_KEY_FILE`. |
+ * | `HOLDFAST_NATS_TLS_KEY_FILE` | unset | PEM private key of `HOLDFAST_NATS_TLS_CERT_FILE`; set both or neither. |
  * | `HOLDFAST_NAMESPACE` | `holdfast` | The deployment's namespace on NATS: it prefixes the event subjects (`<namespace>.events.>`), the stream's default name and every durable consumer's name, so deployments sharing a NATS server never share events (docs/events.md, "Namespaces"). 1-32 of `a-z`, `0-9`, `_`, `-`, starting with a letter or digit. |
  * | `HOLDFAST_STREAM_NAME` | `<NAMESPACE>_EVENTS` (`HOLDFAST_EVENTS`) | JetStream stream of the ledger's events (created or updated at start by every process that uses it). |
  * | `HOLDFAST_STREAM_MAX_AGE_HOURS` | `168` (7 days) | How long the stream keeps events. |
@@ -29,6 +32,7 @@ import {
   readInteger,
   readLogLevel,
   readName,
+  readPath,
   readUrl,
   type Env,
   type IntegerSpec,
@@ -78,9 +82,24 @@ export interface StreamConfig {
   readonly streamReplicas: number;
 }
 
+/**
+ * TLS to NATS (HOLDFAST_NATS_TLS_*): paths of PEM files, each null when unset. The files are
+ * read at each connection (connectNats), so a renewed certificate is used by the next one.
+ */
+export interface NatsTlsConfig {
+  /** CA certificates that sign the server's certificate; null trusts the system's CAs. */
+  readonly caFile: string | null;
+  /** The client certificate, for a server that verifies clients; null shows none. */
+  readonly certFile: string | null;
+  /** The client certificate's private key; set exactly when certFile is. */
+  readonly keyFile: string | null;
+}
+
 /** Where NATS is, and the event stream on it. */
 export interface NatsConfig extends StreamConfig {
   readonly natsUrl: string;
+  /** TLS to NATS; null when no HOLDFAST_NATS_TLS_* variable is set. */
+  readonly natsTls: NatsTlsConfig | null;
 }
 
 export interface LogConfig {
@@ -129,12 +148,32 @@ export function readNatsConfig(env: Env): NatsConfig {
   const namespace = readName(env, "HOLDFAST_NAMESPACE", NAMESPACE_DEFAULT, NAMESPACE_PATTERN, "1-32 characters of a-z, 0-9, _ or -, starting with a letter or digit");
   return {
     natsUrl: readUrl(env, "NATS_URL", NATS_URL_DEFAULT, NATS_PROTOCOLS),
+    natsTls: readNatsTlsConfig(env),
     namespace,
     streamName: readName(env, "HOLDFAST_STREAM_NAME", streamNameOf(namespace), STREAM_NAME_PATTERN, "1-64 characters of A-Z, a-z, 0-9, _ or -"),
     streamMaxAgeHours: readInteger(env, "HOLDFAST_STREAM_MAX_AGE_HOURS", STREAM_MAX_AGE_HOURS),
     streamDuplicateWindowSeconds: readInteger(env, "HOLDFAST_STREAM_DUPLICATE_WINDOW_SECONDS", STREAM_DUPLICATE_WINDOW_SECONDS),
     streamReplicas: readInteger(env, "HOLDFAST_STREAM_REPLICAS", STREAM_REPLICAS),
   };
+}
+
+/**
+ * HOLDFAST_NATS_TLS_CA_FILE, _CERT_FILE and _KEY_FILE; null when none is set. A CA alone is
+ * enough (the server is verified, the client shows no certificate); a certificate without its
+ * key, or a key without its certificate, is refused naming the missing variable.
+ */
+export function readNatsTlsConfig(env: Env): NatsTlsConfig | null {
+  const caFile = readPath(env, "HOLDFAST_NATS_TLS_CA_FILE");
+  const certFile = readPath(env, "HOLDFAST_NATS_TLS_CERT_FILE");
+  const keyFile = readPath(env, "HOLDFAST_NATS_TLS_KEY_FILE");
+  if ((certFile === null) !== (keyFile === null)) {
+    const missing = certFile === null ? "HOLDFAST_NATS_TLS_CERT_FILE" : "HOLDFAST_NATS_TLS_KEY_FILE";
+    throw new Error(`${missing} must be set too: a NATS client certificate needs both HOLDFAST_NATS_TLS_CERT_FILE and HOLDFAST_NATS_TLS_KEY_FILE`);
+  }
+  if (caFile === null && certFile === null) {
+    return null;
+  }
+  return { caFile, certFile, keyFile };
 }
 
 /** The stream of a namespace when HOLDFAST_STREAM_NAME is unset: `holdfast` has `HOLDFAST_EVENTS`. */

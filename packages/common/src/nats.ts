@@ -1,4 +1,5 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { readFile } from "node:fs/promises";
+import { connect, type NatsConnection, type TlsOptions } from "@nats-io/transport-node";
 import {
   JetStreamApiError,
   jetstreamManager,
@@ -9,7 +10,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { NAMESPACE_DEFAULT, type StreamConfig } from "./config.js";
+import { NAMESPACE_DEFAULT, type NatsTlsConfig, type StreamConfig } from "./config.js";
 
 /** How long one connection attempt may take before it counts as failed. */
 const CONNECT_TIMEOUT_MS = 3000;
@@ -21,12 +22,20 @@ const SUBJECT_OVERLAP_API_CODE = 10065;
 /** How a stream's or a consumer's description names the deployment that owns it. */
 const OWNER_PATTERN = /\(deployment ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\)/;
 
+/** The variable that names each file of a {@link NatsTlsConfig}, so an error says which to fix. */
+const NATS_TLS_VARIABLES: Readonly<Record<keyof NatsTlsConfig, string>> = {
+  caFile: "HOLDFAST_NATS_TLS_CA_FILE",
+  certFile: "HOLDFAST_NATS_TLS_CERT_FILE",
+  keyFile: "HOLDFAST_NATS_TLS_KEY_FILE",
+};
+
 /**
  * Connects to NATS with explicit options: reconnect forever (a NATS outage must never need a
- * restart of a Holdfast process), and log every status change. Rejects when the first
- * connection fails, so callers decide how to retry it.
+ * restart of a Holdfast process), and log every status change. With `tls` (HOLDFAST_NATS_TLS_*)
+ * the connection must be TLS, verified against its CA and showing its client certificate if
+ * one is given. Rejects when the first connection fails, so callers decide how to retry it.
  */
-export async function connectNats(url: string, name: string, logger: Logger): Promise<NatsConnection> {
+export async function connectNats(url: string, name: string, logger: Logger, tls: NatsTlsConfig | null = null): Promise<NatsConnection> {
   const nc = await connect({
     servers: url.split(","),
     name,
@@ -34,6 +43,7 @@ export async function connectNats(url: string, name: string, logger: Logger): Pr
     reconnect: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
+    ...(tls === null ? {} : { tls: await natsTlsOptions(tls) }),
   });
   void (async () => {
     for await (const status of nc.status()) {
@@ -41,6 +51,27 @@ export async function connectNats(url: string, name: string, logger: Logger): Pr
     }
   })();
   return nc;
+}
+
+/**
+ * The NATS client's `tls` option for a {@link NatsTlsConfig}: the PEM text of each file given.
+ * The files are read here rather than by the client, so that a missing or unreadable one fails
+ * naming its variable, before any connection is tried. Any `tls` option makes the client
+ * refuse a server that does not offer TLS.
+ */
+export async function natsTlsOptions(tls: NatsTlsConfig): Promise<TlsOptions> {
+  const read = async (field: keyof NatsTlsConfig): Promise<string | undefined> => {
+    const file = tls[field];
+    if (file === null) return undefined;
+    try {
+      return await readFile(file, "utf8");
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`${NATS_TLS_VARIABLES[field]} names a file that cannot be read (${reason})`);
+    }
+  };
+  const [ca, cert, key] = await Promise.all([read("caFile"), read("certFile"), read("keyFile")]);
+  return { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }) };
 }
 
 /**

@@ -10,18 +10,27 @@ const START_TIMEOUT_MS = 10_000;
 /** Pause between probes of a starting nats-server. */
 const START_POLL_MS = 50;
 
+/** What {@link startNatsServer} takes; everything is optional. */
+export interface NatsServerOptions {
+  /**
+   * More nats-server arguments, such as `--tls --tlscert <file> --tlskey <file>` (and
+   * `--tlsverify --tlscacert <file>` to require client certificates).
+   */
+  readonly args?: readonly string[];
+}
+
 /**
  * A nats-server with JetStream of its own (from PATH, as the machines of this project have it),
  * on a free port with its own store directory, so a test or a benchmark can stop and restart it
  * without touching anyone else's server.
  */
-export async function startNatsServer() {
+export async function startNatsServer(options: NatsServerOptions = {}) {
   const port = await freePort();
   const storeDir = await mkdtemp(join(tmpdir(), "holdfast-nats-"));
   let child: ChildProcess | null = null;
 
   async function start(): Promise<void> {
-    child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir], { stdio: "ignore" });
+    child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, ...(options.args ?? [])], { stdio: "ignore" });
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (!(await portAccepts(port))) {
       if (Date.now() > deadline) {

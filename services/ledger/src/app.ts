@@ -180,6 +180,7 @@ function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger, onFata
     pool,
     logger: logger.child({ component: "relay" }),
     natsUrl: config.natsUrl,
+    natsTls: config.natsTls,
     stream: streamSettingsOf(config),
     batchMax: RELAY_BATCH_MAX,
     idleMs: RELAY_IDLE_MS,

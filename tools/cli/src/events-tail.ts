@@ -3,8 +3,8 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import type { Command } from "commander";
 import { EventSchema, type Event } from "@holdfast/gen/holdfast/v1/events_pb";
-import { NAMESPACE_DEFAULT, NATS_URL_DEFAULT, streamNameOf } from "@holdfast/common/config";
-import { eventSubjectRoot } from "@holdfast/common/nats";
+import { NAMESPACE_DEFAULT, NATS_URL_DEFAULT, readNatsTlsConfig, streamNameOf, type NatsTlsConfig } from "@holdfast/common/config";
+import { eventSubjectRoot, natsTlsOptions } from "@holdfast/common/nats";
 import { LEDGER_EVENT_TYPES } from "@holdfast/webhooks-core/event-types";
 import { describeError } from "./describe-error.js";
 
@@ -15,6 +15,8 @@ export interface TailOutput {
 
 export interface TailOptions {
   natsUrl: string;
+  /** TLS to NATS (HOLDFAST_NATS_TLS_*, as every Holdfast process reads them); none when absent. */
+  natsTls?: NatsTlsConfig | null | undefined;
   stream: string;
   /** HOLDFAST_NAMESPACE of the deployment whose events to follow; `holdfast` when absent. */
   namespace?: string | undefined;
@@ -97,7 +99,8 @@ export function formatEvent(event: Event): string {
 export async function tailEvents(options: TailOptions, output: TailOutput): Promise<number> {
   const subject = tailSubject(options);
   const where = `NATS at ${options.natsUrl.split(",").map(withoutCredentials).join(",")}`;
-  const nc = await connect({ servers: options.natsUrl.split(","), name: "holdfast-cli-tail", timeout: CONNECT_TIMEOUT_MS }).catch((err: unknown) => {
+  const tls = options.natsTls ? { tls: await natsTlsOptions(options.natsTls) } : {};
+  const nc = await connect({ servers: options.natsUrl.split(","), name: "holdfast-cli-tail", timeout: CONNECT_TIMEOUT_MS, ...tls }).catch((err: unknown) => {
     throw new Error(`cannot connect to ${where}: ${describeError(err)}`);
   });
   let seen = 0;
@@ -146,6 +149,7 @@ export function addEventsCommands(program: Command, output: TailOutput): void {
     .action(async (opts: { natsUrl: string; namespace: string; stream?: string; tenant?: string; wallet?: string; type?: string; fromStart: boolean; limit?: number; json: boolean }) => {
       const abort = new AbortController();
       process.once("SIGINT", () => abort.abort());
-      await tailEvents({ ...opts, stream: opts.stream ?? streamNameOf(opts.namespace), signal: abort.signal }, output);
+      const natsTls = readNatsTlsConfig(process.env);
+      await tailEvents({ ...opts, natsTls, stream: opts.stream ?? streamNameOf(opts.namespace), signal: abort.signal }, output);
     });
 }

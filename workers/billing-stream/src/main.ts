@@ -23,6 +23,7 @@ const worker = createBillingWorker({
   config: billing,
   pool,
   natsUrl: config.natsUrl,
+  natsTls: config.natsTls,
   stream: streamSettingsOf(config),
   logger,
   statusLogMs: STATUS_LOG_MS,

@@ -12,7 +12,7 @@ import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type pg from "pg";
 import type { Logger } from "pino";
-import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { NAMESPACE_DEFAULT, type NatsTlsConfig } from "@holdfast/common/config";
 import { logRepeated } from "@holdfast/common/logger";
 import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
 import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
@@ -31,6 +31,8 @@ export interface BillingWorkerOptions {
   readonly config: BillingConfig;
   readonly pool: pg.Pool;
   readonly natsUrl: string;
+  /** TLS to NATS (HOLDFAST_NATS_TLS_*); null or absent uses none unless the server requires it. */
+  readonly natsTls?: NatsTlsConfig | null;
   /** The ledger's stream settings and namespace (created or updated at start, as the ledger does). */
   readonly stream: StreamSettings;
   readonly logger: Logger;
@@ -147,7 +149,7 @@ async function connectChecked(
   for (;;) {
     try {
       const id = await deploymentId();
-      const conn = await connectNats(options.natsUrl, connectionNameOf(namespace), logger);
+      const conn = await connectNats(options.natsUrl, connectionNameOf(namespace), logger, options.natsTls ?? null);
       const jsm = await ensureStream(conn, options.stream, id, logger).catch(async (err: unknown) => {
         await conn.close().catch(() => undefined);
         throw err;

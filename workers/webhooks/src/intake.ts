@@ -24,7 +24,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
 import { logRepeated } from "@holdfast/common/logger";
-import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { NAMESPACE_DEFAULT, type NatsTlsConfig } from "@holdfast/common/config";
 import { createTenantGuard, deploymentIdOf, type TenantGuard } from "@holdfast/common/deployment";
 import {
   checkConsumerOwner,
@@ -43,6 +43,8 @@ export interface IntakeOptions {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly natsUrl: string;
+  /** TLS to NATS (HOLDFAST_NATS_TLS_*); null or absent uses none unless the server requires it. */
+  readonly natsTls?: NatsTlsConfig | null;
   readonly stream: StreamSettings;
   /** The durable consumer's name; replicas share it. */
   readonly consumerName: string;
@@ -105,7 +107,7 @@ export function createIntake(options: IntakeOptions) {
       try {
         const id = await deploymentId();
         if (nc?.isClosed() === true) nc = null;
-        nc ??= await connectNats(options.natsUrl, options.consumerName, logger);
+        nc ??= await connectNats(options.natsUrl, options.consumerName, logger, options.natsTls ?? null);
         jsm = await ensureStream(nc, options.stream, id, logger);
         messages = await subscribe(nc, jsm, options, id, (msg) => {
           buffer.push(msg);

@@ -14,7 +14,7 @@ const TOTALS_LOG_INTERVAL_MS = 60_000;
 const config = loadConfigOrExit(loadWebhookWorkerConfig);
 const logger = createLogger("webhooks", config.logLevel);
 const pool = createPool(config, logger, { applicationName: "holdfast-webhooks" });
-const worker = createWebhookWorker({ pool, logger, natsUrl: config.natsUrl, stream: streamSettingsOf(config), settings: config.webhooks });
+const worker = createWebhookWorker({ pool, logger, natsUrl: config.natsUrl, natsTls: config.natsTls, stream: streamSettingsOf(config), settings: config.webhooks });
 const registry = createMetricsRegistry({ defaultMetrics: true });
 registerWebhookMetrics(registry, worker, pool);
 const metricsServer =

@@ -11,7 +11,7 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import { uuidV7, type IdGenerator } from "@holdfast/common/ids";
-import { NAMESPACE_DEFAULT } from "@holdfast/common/config";
+import { NAMESPACE_DEFAULT, type NatsTlsConfig } from "@holdfast/common/config";
 import { consumerNameOf, type StreamSettings } from "@holdfast/common/nats";
 import { createUrlPolicy } from "@holdfast/webhooks-core/url-policy";
 import type { WebhookSettings } from "./config.js";
@@ -24,6 +24,8 @@ export interface WebhookWorkerOptions {
   readonly pool: pg.Pool;
   readonly logger: Logger;
   readonly natsUrl: string;
+  /** TLS to NATS (HOLDFAST_NATS_TLS_*); null or absent uses none unless the server requires it. */
+  readonly natsTls?: NatsTlsConfig | null;
   /** The stream, and the namespace (HOLDFAST_NAMESPACE) its subjects and the consumer's name are in. */
   readonly stream: StreamSettings;
   readonly settings: WebhookSettings;
@@ -91,6 +93,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     pool,
     logger,
     natsUrl: options.natsUrl,
+    natsTls: options.natsTls ?? null,
     stream: options.stream,
     consumerName: options.consumerName ?? consumerNameOf(options.stream.namespace ?? NAMESPACE_DEFAULT, CONSUMER_ROLE),
     batchMax: INTAKE_BATCH_MAX,

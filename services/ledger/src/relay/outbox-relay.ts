@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
 import { logRepeated } from "@holdfast/common/logger";
 import { deploymentIdOf } from "@holdfast/common/deployment";
+import type { NatsTlsConfig } from "@holdfast/common/config";
 import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
 import { encodeEvent, type OutboxRow } from "./event-codec.js";
 
@@ -18,6 +19,8 @@ export interface RelayOptions {
   pool: pg.Pool;
   logger: Logger;
   natsUrl: string;
+  /** TLS to NATS (HOLDFAST_NATS_TLS_*); null or absent uses none unless the server requires it. */
+  natsTls?: NatsTlsConfig | null;
   /** The stream, and the namespace whose subjects the events are published on. */
   stream: StreamSettings;
   /** Events published per batch; all of a batch are in flight at once. */
@@ -207,7 +210,7 @@ function createPublisher(options: RelayOptions, status: RelayStatus) {
       return js;
     }
     const id = await deploymentId();
-    const conn = await connectNats(options.natsUrl, "holdfast-ledger-relay", options.logger);
+    const conn = await connectNats(options.natsUrl, "holdfast-ledger-relay", options.logger, options.natsTls ?? null);
     try {
       await ensureStream(conn, options.stream, id, options.logger);
     } catch (err) {
