@@ -1,7 +1,9 @@
 // The benchmark's databases, created from scratch on every invocation on the server of
 // BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres): the ledger's
-// (migrated, one tenant, a writer key, funded wallets) and the naive service's (its own schema,
-// the same wallets and funds, and the raw baseline's hot row).
+// (migrated, one tenant, a writer key, funded wallets; with --grants a second tenant whose
+// wallets hold their funds in grants), the naive service's (its own schema, the same wallets
+// and funds, and the raw baseline's hot row), and with --baseline the other checkout's ledger
+// database, set up by that checkout's own code (baseline.ts).
 import pg from "pg";
 import pino from "pino";
 import { createPool } from "@holdfast/common/pg";
@@ -57,17 +59,32 @@ export interface LedgerDatabase {
   apiKey: string;
 }
 
-/** The ledger database: migrated, one tenant, a writer key, funded wallets and the hot one. */
-export async function prepareLedgerDatabase(name: string, walletsTotal: number): Promise<LedgerDatabase> {
+/**
+ * The code that sets up a ledger database: this checkout's, or a baseline checkout's own
+ * (baseline.ts), whose schema, tenants and keys may differ from today's.
+ */
+export interface LedgerSchema {
+  migrate(pool: pg.Pool): Promise<unknown>;
+  createTenant(pool: pg.Pool, name: string): Promise<{ tenantId: string }>;
+  createApiKey(pool: pg.Pool, input: { tenantId: string; name: string; role: "writer" }): Promise<{ secret: string }>;
+}
+
+const CURRENT_SCHEMA: LedgerSchema = { migrate: (pool) => migrate(pool), createTenant, createApiKey };
+
+/**
+ * A ledger database: migrated, one tenant, a writer key, funded wallets and the hot one, set up
+ * by `schema` (this checkout's unless given).
+ */
+export async function prepareLedgerDatabase(name: string, walletsTotal: number, schema: LedgerSchema = CURRENT_SCHEMA): Promise<LedgerDatabase> {
   const url = await recreateDatabase(name);
   const pool = createPool(
     { databaseUrl: url, pgPoolMax: SETUP_POOL_MAX, pgConnectTimeoutMs: SETUP_CONNECT_TIMEOUT_MS, pgStatementTimeoutMs: SETUP_STATEMENT_TIMEOUT_MS },
     pino({ level: "silent" }),
     { applicationName: "holdfast-bench" },
   );
-  await migrate(pool);
-  const { tenantId } = await createTenant(pool, "bench");
-  const { secret } = await createApiKey(pool, { tenantId, name: "bench", role: "writer" });
+  await schema.migrate(pool);
+  const { tenantId } = await schema.createTenant(pool, "bench");
+  const { secret } = await schema.createApiKey(pool, { tenantId, name: "bench", role: "writer" });
   // Funding goes through the ledger's own command function (one statement, ~10,000 deposits),
   // so the invariants cover it like any other command.
   await pool.query(
@@ -79,6 +96,41 @@ export async function prepareLedgerDatabase(name: string, walletsTotal: number):
   );
   await pool.query("vacuum analyze");
   return { url, pool, tenantId, apiKey: secret };
+}
+
+/** Where the grants of `--grants` are consumed in order: far in the future, a day apart. */
+const GRANT_EXPIRY_YEARS = 10;
+
+/**
+ * A second tenant in the ledger database, "bench_grants", with a writer key and the same wallet
+ * names and funds as the first, each wallet's funds split over `grantsPerWallet` active grants
+ * (CreateGrant through ledger_command, no Deposit, so no default grant): categories
+ * `bench_0` … (distinct; the workloads name none, so every grant is eligible), priorities 0, 1,
+ * … and expiries GRANT_EXPIRY_YEARS from now a day apart. Served by the same ledger process as
+ * the first tenant, so the row differs from "holdfast" in the grants alone.
+ */
+export async function addGrantsTenant(db: LedgerDatabase, walletsTotal: number, grantsPerWallet: number): Promise<{ tenantId: string; apiKey: string }> {
+  const { tenantId } = await createTenant(db.pool, "bench_grants");
+  const { secret } = await createApiKey(db.pool, { tenantId, name: "bench_grants", role: "writer" });
+  // One statement per grant index, each ~walletsTotal commands; the first grant takes what the
+  // division leaves, so each wallet's grants add up to exactly its usual funds.
+  for (let g = 0; g < grantsPerWallet; g++) {
+    await db.pool.query(
+      `select ledger_command($1, 'CreateGrant', 'grant-' || i || '-' || $7::int, '\\x00', now(),
+         jsonb_build_object('wallet_id', case when i = $2 then $6 else 'w' || i end, 'asset', $5::text,
+           'amount', (f / $8 + case when $7::int = 0 then f % $8 else 0 end)::text,
+           'grant_id', 'bench_' || i || '_' || $7::int, 'category', 'bench_' || $7::int, 'priority', $7::int,
+           'expires_at', now() + make_interval(years => $9, days => $7::int), 'transfer_id', gen_random_uuid()))
+         from generate_series(0, $2) i, lateral (select case when i = $2 then $4::bigint else $3::bigint end as f) funds`,
+      [tenantId, walletsTotal, WALLET_FUNDS.toString(), HOT_WALLET_FUNDS.toString(), ASSET, HOT_WALLET_ID, g, grantsPerWallet, GRANT_EXPIRY_YEARS],
+    );
+  }
+  // ledger_command answers a refusal instead of raising: count what was created.
+  const created = await db.pool.query<{ n: string }>("select count(*) as n from grants where tenant_id = $1", [tenantId]);
+  const wanted = (walletsTotal + 1) * grantsPerWallet;
+  if (Number(created.rows[0]!.n) !== wanted) throw new Error(`--grants: ${created.rows[0]!.n} grants created, ${wanted} wanted`);
+  await db.pool.query("vacuum analyze");
+  return { tenantId, apiKey: secret };
 }
 
 /** The naive service's database, with the same wallets and funds, and the raw baseline's row. */

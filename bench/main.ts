@@ -4,6 +4,7 @@
 //                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core]
 //                    [--rate 0] [--client grpc-js|connect] [--nats on|off] [--json report.json]
 //                    [--database holdfast_bench] [--wallets 10000]
+//                    [--baseline DIR] [--grants 0]
 //
 // It recreates the databases holdfast_bench and holdfast_bench_naive on the PostgreSQL server
 // of BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), starts a
@@ -11,17 +12,26 @@
 // ("solo") and the naive service as child processes, and runs one load-generator process per
 // row; "raw" is the raw hot-row baseline, "core" the ledger core without RPC. After every row
 // the invariants are checked; a violation makes the invocation exit 1. See bench/README.md.
+//
+// Rows that compare Holdfast with itself, next to the "holdfast" row of each workload:
+//   --baseline DIR  "holdfast@baseline": the ledger of another built checkout (baseline.ts) on
+//                   its own database holdfast_bench_baseline, set up by that checkout's code.
+//   --grants N      "holdfast (N grants/wallet)": the same ledger process, on a second tenant
+//                   whose wallets hold their funds in N grants each (uniform, hot).
+//   --systems …,nolimit  "holdfast, rate limits off": a ledger with both rate limits 0 (uniform,
+//                   hot); every other ledger runs its rate limiter with limits no row reaches.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import type pg from "pg";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { checkInvariants } from "@holdfast/ledger/invariants";
-import { connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
+import { loadBaseline } from "./baseline.js";
+import { addGrantsTenant, connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
 import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
-import { reportText, SYSTEMS, targetLines, type Row, type RunSettings } from "./report.js";
+import { comparisonLines, grantsSystem, reportText, SYSTEMS, targetLines, type Row, type RunSettings } from "./report.js";
 import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT } from "./rpc-client.js";
 import { WORKLOAD_NAMES } from "./workloads.js";
 
@@ -38,6 +48,8 @@ const { values: args } = parseArgs({
     database: { type: "string", default: "holdfast_bench" },
     nats: { type: "string", default: "on" },
     wallets: { type: "string", default: String(WALLETS_TOTAL_DEFAULT) },
+    baseline: { type: "string", default: "" },
+    grants: { type: "string", default: "0" },
   },
 });
 
@@ -49,13 +61,18 @@ const FAILURE_TEXT_LENGTH_MAX = 200;
 const WALLETS_MAX = 1_000_000;
 /** Callers per row: more would exceed the services' in-flight bound and this machine's memory. */
 const CONCURRENCY_MAX = 4096;
-/** The `--systems` names and the table rows they select. */
-const SYSTEM_FLAGS = ["holdfast", "solo", "naive", "raw", "core"] as const;
+/** Grants per wallet at most (--grants): each is one command per wallet at setup. */
+const GRANTS_PER_WALLET_MAX = 100;
+/**
+ * The `--systems` names and the table rows they select; "baseline" and "grants" are added by
+ * --baseline and --grants, and need them.
+ */
+const SYSTEM_FLAGS = ["holdfast", "baseline", "grants", "nolimit", "solo", "naive", "raw", "core"] as const;
 /** Which systems run under which workload: the baselines only where the issue compares them. */
 const WORKLOAD_SYSTEMS: Record<string, readonly (typeof SYSTEM_FLAGS)[number][]> = {
-  uniform: ["holdfast", "solo", "naive"],
-  hot: ["holdfast", "solo", "naive", "raw", "core"],
-  retries: ["holdfast", "naive"],
+  uniform: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive"],
+  hot: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive", "raw", "core"],
+  retries: ["holdfast", "baseline", "naive"],
 };
 
 interface Context {
@@ -63,7 +80,12 @@ interface Context {
   naiveDb: { url: string; pool: pg.Pool };
   holdfast: Service;
   holdfastSolo: Service | null;
+  holdfastNoLimit: Service | null;
   naive: Service;
+  /** --baseline: the other checkout's ledger, its database and its own invariant check. */
+  baseline: { service: Service; db: LedgerDatabase; check: () => Promise<string[]> } | null;
+  /** --grants: the tenant whose wallets hold their funds in grants, and the row's name. */
+  grants: { apiKey: string; system: string } | null;
 }
 
 interface Planned {
@@ -103,10 +125,20 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
   const key = ["--key", ctx.ledgerDb.apiKey, "--client", args.client];
   const core = ["--core", ctx.ledgerDb.url, "--tenant", ctx.ledgerDb.tenantId, "--pool-max", String(SERVICE_POOL_MAX)];
   const wanted = WORKLOAD_SYSTEMS[workload]!.filter((s) => chosen.includes(s));
-  const labels = [ctx.holdfast, ctx.holdfastSolo, ctx.naive].flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
+  const services = [ctx.holdfast, ctx.baseline?.service, ctx.holdfastNoLimit, ctx.holdfastSolo, ctx.naive];
+  const labels = services.flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
+  const holdfastArgv = ["--target", ctx.holdfast.target, "--client", args.client, "--watch-pid", String(ctx.holdfast.pid)];
   const out: Planned[] = [];
   for (const flag of wanted) {
-    if (flag === "holdfast") out.push({ system: SYSTEMS.holdfast, argv: ["--target", ctx.holdfast.target, ...key, "--watch-pid", String(ctx.holdfast.pid)], check: holdfastCheck });
+    if (flag === "holdfast") out.push({ system: SYSTEMS.holdfast, argv: [...holdfastArgv, "--key", ctx.ledgerDb.apiKey], check: holdfastCheck });
+    if (flag === "baseline" && ctx.baseline) {
+      const { service, db, check } = ctx.baseline;
+      out.push({ system: SYSTEMS.baseline, argv: ["--target", service.target, "--key", db.apiKey, "--client", args.client, "--watch-pid", String(service.pid)], check });
+    }
+    if (flag === "grants" && ctx.grants) out.push({ system: ctx.grants.system, argv: [...holdfastArgv, "--key", ctx.grants.apiKey], check: holdfastCheck });
+    if (flag === "nolimit" && ctx.holdfastNoLimit) {
+      out.push({ system: SYSTEMS.holdfastNoLimit, argv: ["--target", ctx.holdfastNoLimit.target, ...key, "--watch-pid", String(ctx.holdfastNoLimit.pid)], check: holdfastCheck });
+    }
     if (flag === "solo" && ctx.holdfastSolo) {
       out.push({ system: SYSTEMS.holdfastSolo, argv: ["--target", ctx.holdfastSolo.target, ...key, "--watch-pid", String(ctx.holdfastSolo.pid)], check: holdfastCheck });
     }
@@ -122,7 +154,7 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
       out.push({ system: SYSTEMS.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
     }
   }
-  const databases = [new URL(ctx.ledgerDb.url).pathname.slice(1), new URL(ctx.naiveDb.url).pathname.slice(1)].join(",");
+  const databases = [ctx.ledgerDb.url, ctx.naiveDb.url, ...(ctx.baseline ? [ctx.baseline.db.url] : [])].map((u) => new URL(u).pathname.slice(1)).join(",");
   return out.map((p) => ({ ...p, argv: [...p.argv, "--label-pids", labels, "--pg-databases", databases] }));
 }
 
@@ -177,9 +209,21 @@ async function startNats(wanted: boolean): Promise<{ url: string; note: string; 
   }
 }
 
+/** The --systems chosen, with "baseline" and "grants" added by --baseline and --grants (and needing them). */
+function chosenSystems(grantsPerWallet: number): string[] {
+  const chosen: string[] = listOption("systems", args.systems, SYSTEM_FLAGS);
+  if (args.baseline && !chosen.includes("baseline")) chosen.push("baseline");
+  if (grantsPerWallet > 0 && !chosen.includes("grants")) chosen.push("grants");
+  if (chosen.includes("baseline") && !args.baseline) throw new Error("--systems baseline needs --baseline <dir>, a built checkout to compare with");
+  if (chosen.includes("grants") && grantsPerWallet === 0) throw new Error("--systems grants needs --grants <n>, the grants per wallet");
+  return chosen;
+}
+
 async function main(): Promise<void> {
   const workloads = listOption("workloads", args.workloads, WORKLOAD_NAMES);
-  const chosen = listOption("systems", args.systems, SYSTEM_FLAGS);
+  const grantsPerWallet = numberOption("grants", args.grants, 0, GRANTS_PER_WALLET_MAX);
+  if (!Number.isInteger(grantsPerWallet)) throw new Error(`--grants: expected a whole number, got ${args.grants}`);
+  const chosen = chosenSystems(grantsPerWallet);
   const concurrencies = args.concurrency.split(",").map((c) => numberOption("concurrency", c, 1, CONCURRENCY_MAX));
   const settings: RunSettings = {
     durationSeconds: numberOption("duration", args.duration, 0.1, 3600),
@@ -189,23 +233,50 @@ async function main(): Promise<void> {
     connectionsPerClient: CONNECTIONS_PER_CLIENT,
     walletsTotal: numberOption("wallets", args.wallets, 1, WALLETS_MAX),
   };
+  // Loaded first: a checkout that is not built fails the invocation before any setup.
+  const baseline = chosen.includes("baseline") ? await loadBaseline(args.baseline) : null;
   progress("measuring the disk's fdatasync with pg_test_fsync");
   const fsyncUs = await measureFdatasyncUs();
   progress(`creating ${args.database} and ${args.database}_naive (${settings.walletsTotal} funded wallets each)`);
   const ledgerDb = await prepareLedgerDatabase(args.database, settings.walletsTotal);
   const naiveDb = await prepareNaiveDatabase(`${args.database}_naive`, settings.walletsTotal);
+  const grantsTenant = chosen.includes("grants") && workloads.some((w) => WORKLOAD_SYSTEMS[w]!.includes("grants"));
+  if (grantsTenant) progress(`adding the tenant bench_grants to ${args.database}: ${grantsPerWallet} grants on each of its ${settings.walletsTotal + 1} wallets`);
+  const grants = grantsTenant ? await addGrantsTenant(ledgerDb, settings.walletsTotal, grantsPerWallet) : null;
+  if (baseline) progress(`creating ${args.database}_baseline with the code of ${baseline.dir} (${baseline.commit})`);
+  const baselineDb = baseline ? await prepareLedgerDatabase(`${args.database}_baseline`, settings.walletsTotal, baseline.schema) : null;
   progress("starting nats-server, the ledgers and the naive service");
   const nats = await startNats(listOption("nats", args.nats, ["on", "off"] as const)[0] === "on");
   try {
-    const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: SERVICE_POOL_MAX };
-    const holdfast = await startLedger({ ...ledger, name: "holdfast ledger", groupCommit: true });
+    const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: SERVICE_POOL_MAX, groupCommit: true, rateLimits: true };
+    const holdfast = await startLedger({ ...ledger, name: "holdfast ledger" });
     const holdfastSolo = chosen.includes("solo") ? await startLedger({ ...ledger, name: "holdfast ledger, group commit off", groupCommit: false }) : null;
+    const holdfastNoLimit = chosen.includes("nolimit") ? await startLedger({ ...ledger, name: "holdfast ledger, rate limits off", rateLimits: false }) : null;
+    const baselineLedger =
+      baseline && baselineDb
+        ? {
+            service: await startLedger({ ...ledger, databaseUrl: baselineDb.url, name: "baseline ledger", script: baseline.ledgerScript }),
+            db: baselineDb,
+            check: baseline.checkInvariants ? () => baseline.checkInvariants!(baselineDb.pool) : async () => [],
+          }
+        : null;
     const naive = await startNaive(naiveDb.url, SERVICE_POOL_MAX);
-    const rows = await runMatrix({ ledgerDb, naiveDb, holdfast, holdfastSolo, naive }, settings, workloads, concurrencies, chosen);
-    const facts = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
+    const context: Context = {
+      ledgerDb,
+      naiveDb,
+      holdfast,
+      holdfastSolo,
+      holdfastNoLimit,
+      naive,
+      baseline: baselineLedger,
+      grants: grants ? { apiKey: grants.apiKey, system: grantsSystem(grantsPerWallet) } : null,
+    };
+    const rows = await runMatrix(context, settings, workloads, concurrencies, chosen);
+    const facts: Record<string, string> = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
+    if (baseline) facts["baseline"] = baseline.note;
     process.stdout.write(reportText(rows, facts, settings, fsyncUs));
     const ok = rows.every((r) => r.violations.length === 0 && !r.failure);
-    if (args.json) await writeFile(args.json, JSON.stringify({ ok, facts, settings, rows, targets: targetLines(rows, fsyncUs) }, null, 2) + "\n");
+    if (args.json) await writeFile(args.json, JSON.stringify({ ok, facts, settings, rows, targets: targetLines(rows, fsyncUs), comparisons: comparisonLines(rows) }, null, 2) + "\n");
     if (!ok) {
       process.stderr.write("an invariant was violated or a run failed: see the report\n");
       process.exitCode = 1;
@@ -216,6 +287,7 @@ async function main(): Promise<void> {
     await nats.close();
     await ledgerDb.pool.end();
     await naiveDb.pool.end();
+    await baselineDb?.pool.end();
     progress("done");
   }
 }

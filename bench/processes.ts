@@ -3,7 +3,7 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { openSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -32,7 +32,7 @@ const children: ChildProcess[] = [];
 function startChild(name: string, script: string, argv: string[], env: Record<string, string>): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
   const out = openSync(log, "w");
-  const child = spawn(process.execPath, [join(REPO_ROOT, script), ...argv], {
+  const child = spawn(process.execPath, [resolve(REPO_ROOT, script), ...argv], {
     env: { ...process.env, ...env },
     stdio: ["ignore", out, out],
   });
@@ -57,12 +57,24 @@ export interface LedgerProcessOptions {
   natsUrl: string;
   groupCommit: boolean;
   poolMax: number;
+  /**
+   * On: the rate limiter runs every call with limits no benchmark reaches (the defaults, 1000/s
+   * per key and 5000/s per tenant, would refuse the benchmark's one key). Off: both limits 0,
+   * so the limiter is not consulted (the "rate limits off" row).
+   */
+  rateLimits: boolean;
+  /** Another checkout's ledger entry (--baseline), absolute; this checkout's by default. */
+  script?: string;
 }
+
+/** The highest rate HOLDFAST_RATE_LIMIT_*_PER_SECOND accepts. */
+const RATE_LIMIT_UNREACHED_PER_SECOND = "1000000";
 
 /** The Holdfast ledger exactly as deployed (services/ledger/dist/main.js), on a free port. */
 export async function startLedger(options: LedgerProcessOptions): Promise<Service> {
   const port = await freePort();
-  const { child, log } = startChild(options.name, "services/ledger/dist/main.js", [], {
+  const rateLimit = options.rateLimits ? RATE_LIMIT_UNREACHED_PER_SECOND : "0";
+  const { child, log } = startChild(options.name, options.script ?? "services/ledger/dist/main.js", [], {
     DATABASE_URL: options.databaseUrl,
     NATS_URL: options.natsUrl,
     HOLDFAST_PORT: String(port),
@@ -71,6 +83,8 @@ export async function startLedger(options: LedgerProcessOptions): Promise<Servic
     // The in-flight bound must not refuse the benchmark's 256 callers (plus replays).
     HOLDFAST_MAX_IN_FLIGHT: "4096",
     HOLDFAST_PG_POOL_MAX: String(options.poolMax),
+    HOLDFAST_RATE_LIMIT_KEY_PER_SECOND: rateLimit,
+    HOLDFAST_RATE_LIMIT_TENANT_PER_SECOND: rateLimit,
     LOG_LEVEL: "warn",
   });
   const probe = () => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);

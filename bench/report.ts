@@ -10,7 +10,14 @@ export const SYSTEMS = {
   raw: "raw hot row",
   core: "holdfast core, no RPC",
   coreSolo: "holdfast core, no RPC, group commit off",
+  baseline: "holdfast@baseline",
+  holdfastNoLimit: "holdfast, rate limits off",
 } as const;
+
+/** The row of --grants: Holdfast on wallets whose funds are in `n` grants each. */
+export function grantsSystem(n: number): string {
+  return `holdfast (${n} grants/wallet)`;
+}
 
 /** One measurement: a system under one workload at one concurrency, and its invariant check. */
 export interface Row extends Omit<LoadResult, "histogram"> {
@@ -136,6 +143,33 @@ function retriesTargets(rows: Row[]): string[] {
   ]);
 }
 
+/** Holdfast's rows compared with itself: what each differs in from the "holdfast" row. */
+const SELF_COMPARISONS: { prefix: string; what: string }[] = [
+  { prefix: SYSTEMS.baseline, what: "the baseline checkout's ledger" },
+  { prefix: "holdfast (", what: "wallets with their funds in grants" },
+  { prefix: SYSTEMS.holdfastNoLimit, what: "no rate limiter" },
+];
+
+/**
+ * One line per row of --baseline, --grants and nolimit: its commands/s and p99 next to the
+ * "holdfast" row's of the same workload and callers, and how many more (or fewer) commands/s
+ * the "holdfast" row had. Rows run back to back, so a few % is run-to-run noise.
+ */
+export function comparisonLines(rows: Row[]): string[] {
+  const lines: string[] = [];
+  for (const row of rows) {
+    const kind = SELF_COMPARISONS.find((c) => row.system.startsWith(c.prefix));
+    const holdfast = kind && find(rows, row.workload, SYSTEMS.holdfast, row.concurrency);
+    if (!kind || !holdfast) continue;
+    const more = ratio(holdfast, row) - 1;
+    lines.push(
+      `- ${row.workload} ${row.concurrency}, ${row.system} (${kind.what}): ${fixed(row.perSecond, 0)}/s, p99 ${fixed(row.p99)} ms; ` +
+        `holdfast ${fixed(holdfast.perSecond, 0)}/s, p99 ${fixed(holdfast.p99)} ms: ${fixed(Math.abs(more) * 100)}% ${more >= 0 ? "more" : "fewer"} commands/s`,
+    );
+  }
+  return lines;
+}
+
 /** The targets of the performance issue, at concurrency 64, each met or missed with the why. */
 export function targetLines(rows: Row[], fsyncUs: number | null): string[] {
   const lines = [...hotTargets(rows, fsyncUs), ...uniformTargets(rows), ...retriesTargets(rows)];
@@ -143,7 +177,7 @@ export function targetLines(rows: Row[], fsyncUs: number | null): string[] {
 }
 
 function holdfastOver(rows: Row[], row: Row): string {
-  if (row.system.startsWith("holdfast")) return "";
+  if (row.system === SYSTEMS.holdfast) return "";
   const holdfast = find(rows, row.workload, SYSTEMS.holdfast, row.concurrency);
   return holdfast ? `${fixed(ratio(holdfast, row), 2)}x` : "";
 }
@@ -194,6 +228,8 @@ export function reportText(rows: Row[], facts: Record<string, string>, settings:
   }
   const errored = rows.filter((r) => r.errors > 0);
   for (const r of errored) lines.push(`- errors in ${r.workload} ${r.concurrency} ${r.system}: ${r.errors}, e.g. ${r.errorSample}`);
+  const comparisons = comparisonLines(rows);
+  if (comparisons.length > 0) lines.push("", "## Holdfast against itself", "", ...comparisons);
   lines.push("", `## Targets (${TARGET_CONCURRENCY} callers, synchronous_commit ${facts["synchronous_commit"] ?? "?"})`, "", ...targetLines(rows, fsyncUs), "");
   return lines.join("\n");
 }

@@ -2,12 +2,14 @@
 // naive service, runs a load generator per row, checks the invariants and writes a JSON report
 // whose rows say so. No timing is asserted: this machine's numbers are not a test's business.
 // Method: run the compiled harness (bench/dist/main.js, which `npm run build` produces) for one
-// short row per system on the hot wallet, in databases of its own on the test server, then
-// read its JSON report and drop the databases.
+// short row per system on the hot wallet, the rows of --grants and nolimit included, in
+// databases of its own on the test server, then read its JSON report and drop the databases.
+// A --baseline checkout whose migrations skip a number is refused before any setup, naming the
+// file to renumber (measuring a real baseline needs another built checkout: not a test's job).
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -16,8 +18,8 @@ import { afterAll, expect, inject, it } from "vitest";
 import { TEST_DATABASE_PREFIX } from "./global-setup.js";
 
 const harness = "bench/dist/main.js";
-/** Setup (fsync probe, 100 funded wallets, two services) plus three 1.5 s rows, with slack. */
-const harness_timeout_ms = 60_000;
+/** Setup (fsync probe, 100 funded wallets, 2 grants each, three services) plus five 1.5 s rows, with slack. */
+const harness_timeout_ms = 90_000;
 const database = `${TEST_DATABASE_PREFIX}bench_${randomBytes(6).toString("hex")}`;
 const adminUrl = inject("adminDatabaseUrl");
 
@@ -33,15 +35,16 @@ interface Report {
   facts: Record<string, string>;
   rows: { workload: string; concurrency: number; system: string; commands: number; errors: number; violations: string[] }[];
   targets: string[];
+  comparisons: string[];
 }
 
 it(
-  "runs Holdfast, the naive service and the raw hot row, and reports invariants ok",
+  "runs Holdfast (also on wallets with grants, and without rate limits), the naive service and the raw hot row, and reports invariants ok",
   async () => {
     expect(existsSync(harness), `${harness} is missing: run npm run build first`).toBe(true);
     const dir = await mkdtemp(join(tmpdir(), "holdfast-bench-smoke-"));
     const json = join(dir, "report.json");
-    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot", "--systems", "holdfast,naive,raw", "--wallets", "100"];
+    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot", "--systems", "holdfast,nolimit,naive,raw", "--wallets", "100", "--grants", "2"];
     const { stdout } = await promisify(execFile)(process.execPath, [harness, ...argv, "--database", database, "--json", json], {
       env: { ...process.env, BENCH_ADMIN_DATABASE_URL: adminUrl },
       timeout: harness_timeout_ms,
@@ -50,13 +53,37 @@ it(
     await rm(dir, { recursive: true, force: true });
 
     expect(report.ok).toBe(true);
-    expect(report.rows.map((r) => r.system)).toEqual(["holdfast", "naive service", "raw hot row"]);
+    expect(report.rows.map((r) => r.system)).toEqual(["holdfast", "holdfast (2 grants/wallet)", "holdfast, rate limits off", "naive service", "raw hot row"]);
     for (const row of report.rows) {
       expect(row).toMatchObject({ workload: "hot", concurrency: 4, violations: [], errors: 0 });
       expect(row.commands).toBeGreaterThan(0);
     }
     expect(report.facts["cores"]).toMatch(/^\d+$/);
-    expect(stdout).toContain("Invariants: ok after all 3 rows.");
+    expect(stdout).toContain("Invariants: ok after all 5 rows.");
+    expect(report.comparisons).toHaveLength(2);
+    expect(report.comparisons[0]).toMatch(/^- hot 4, holdfast \(2 grants\/wallet\) .*commands\/s$/);
+    expect(stdout).toContain("## Holdfast against itself");
   },
   harness_timeout_ms + 10_000,
 );
+
+it("refuses a --baseline checkout whose migrations skip a number, naming the file to renumber", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "holdfast-bench-baseline-"));
+  await mkdir(join(dir, "services/ledger/dist"), { recursive: true });
+  await mkdir(join(dir, "db/migrations"), { recursive: true });
+  await writeFile(join(dir, "services/ledger/dist/main.js"), "");
+  for (const name of ["0001_first.sql", "0002_second.sql", "0004_fourth.sql"]) await writeFile(join(dir, "db/migrations", name), "select 1;\n");
+  const run = promisify(execFile)(process.execPath, [harness, "--baseline", dir, "--database", database], {
+    env: { ...process.env, BENCH_ADMIN_DATABASE_URL: adminUrl },
+    timeout: harness_timeout_ms,
+  });
+  await run.then(
+    () => expect.fail("the harness accepted a baseline it cannot start"),
+    (err: { code?: number; stderr?: string }) => {
+      expect(err.code).toBe(1);
+      expect(err.stderr).toContain(`git -C ${dir} mv db/migrations/0004_fourth.sql db/migrations/0003_fourth.sql`);
+      expect(err.stderr).not.toContain("pg_test_fsync");
+    },
+  );
+  await rm(dir, { recursive: true, force: true });
+});
