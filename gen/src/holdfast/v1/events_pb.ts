@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/v1/events.proto.
  */
 export const file_holdfast_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Chhob2xkZmFzdC92MS9ldmVudHMucHJvdG8SC2hvbGRmYXN0LnYxIogICgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIRCgl3YWxsZXRfaWQYBCABKAkSDQoFYXNzZXQYBSABKAkSEAoIc2VxdWVuY2UYBiABKAQSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKB2JhbGFuY2UYCCABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEjIKCG1ldGFkYXRhGAkgAygLMiAuaG9sZGZhc3QudjEuRXZlbnQuTWV0YWRhdGFFbnRyeRI3ChFkZXBvc2l0X2NvbXBsZXRlZBgUIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABI1Cg9zcGVuZF9jb21wbGV0ZWQYFSABKAsyGi5ob2xkZmFzdC52MS5UcmFuc2ZlckV2ZW50SAASNgoQcmVmdW5kX2NvbXBsZXRlZBgWIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABIzCg10cmFuc2Zlcl9zZW50GBcgASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEjcKEXRyYW5zZmVyX3JlY2VpdmVkGBggASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEi4KDGhvbGRfY3JlYXRlZBgZIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEi8KDWhvbGRfY2FwdHVyZWQYGiABKAsyFi5ob2xkZmFzdC52MS5Ib2xkRXZlbnRIABIvCg1ob2xkX3JlbGVhc2VkGBsgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLgoMaG9sZF9leHBpcmVkGBwgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLwoNaG9sZF9leHRlbmRlZBgdIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEjIKDndhbGxldF91cGRhdGVkGB4gASgLMhguaG9sZGZhc3QudjEuV2FsbGV0RXZlbnRIABIwCg1ncmFudF9jcmVhdGVkGB8gASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAEjAKDWdyYW50X2V4cGlyZWQYICABKAsyFy5ob2xkZmFzdC52MS5HcmFudEV2ZW50SAASLwoMZ3JhbnRfdm9pZGVkGCEgASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdwYXlsb2FkIjgKDVRyYW5zZmVyRXZlbnQSJwoIdHJhbnNmZXIYASABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciJVCglIb2xkRXZlbnQSHwoEaG9sZBgBIAEoCzIRLmhvbGRmYXN0LnYxLkhvbGQSJwoIdHJhbnNmZXIYAiABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciIyCgtXYWxsZXRFdmVudBIjCgZ3YWxsZXQYASABKAsyEy5ob2xkZmFzdC52MS5XYWxsZXQiWAoKR3JhbnRFdmVudBIhCgVncmFudBgBIAEoCzISLmhvbGRmYXN0LnYxLkdyYW50EicKCHRyYW5zZmVyGAIgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXJiBnByb3RvMw", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
+  fileDesc("Chhob2xkZmFzdC92MS9ldmVudHMucHJvdG8SC2hvbGRmYXN0LnYxIrsICgVFdmVudBIQCghldmVudF9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIRCgl3YWxsZXRfaWQYBCABKAkSDQoFYXNzZXQYBSABKAkSEAoIc2VxdWVuY2UYBiABKAQSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKB2JhbGFuY2UYCCABKAsyFC5ob2xkZmFzdC52MS5CYWxhbmNlEjIKCG1ldGFkYXRhGAkgAygLMiAuaG9sZGZhc3QudjEuRXZlbnQuTWV0YWRhdGFFbnRyeRI3ChFkZXBvc2l0X2NvbXBsZXRlZBgUIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABI1Cg9zcGVuZF9jb21wbGV0ZWQYFSABKAsyGi5ob2xkZmFzdC52MS5UcmFuc2ZlckV2ZW50SAASNgoQcmVmdW5kX2NvbXBsZXRlZBgWIAEoCzIaLmhvbGRmYXN0LnYxLlRyYW5zZmVyRXZlbnRIABIzCg10cmFuc2Zlcl9zZW50GBcgASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEjcKEXRyYW5zZmVyX3JlY2VpdmVkGBggASgLMhouaG9sZGZhc3QudjEuVHJhbnNmZXJFdmVudEgAEi4KDGhvbGRfY3JlYXRlZBgZIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEi8KDWhvbGRfY2FwdHVyZWQYGiABKAsyFi5ob2xkZmFzdC52MS5Ib2xkRXZlbnRIABIvCg1ob2xkX3JlbGVhc2VkGBsgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLgoMaG9sZF9leHBpcmVkGBwgASgLMhYuaG9sZGZhc3QudjEuSG9sZEV2ZW50SAASLwoNaG9sZF9leHRlbmRlZBgdIAEoCzIWLmhvbGRmYXN0LnYxLkhvbGRFdmVudEgAEjIKDndhbGxldF91cGRhdGVkGB4gASgLMhguaG9sZGZhc3QudjEuV2FsbGV0RXZlbnRIABIwCg1ncmFudF9jcmVhdGVkGB8gASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAEjAKDWdyYW50X2V4cGlyZWQYICABKAsyFy5ob2xkZmFzdC52MS5HcmFudEV2ZW50SAASLwoMZ3JhbnRfdm9pZGVkGCEgASgLMhcuaG9sZGZhc3QudjEuR3JhbnRFdmVudEgAEjEKDnVzYWdlX3JlY29yZGVkGDIgASgLMhcuaG9sZGZhc3QudjEuVXNhZ2VFdmVudEgAGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdwYXlsb2FkImgKDVRyYW5zZmVyRXZlbnQSJwoIdHJhbnNmZXIYASABKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlchIuCg90b2tlbl90cmFuc2ZlcnMYAiADKAsyFS5ob2xkZmFzdC52MS5UcmFuc2ZlciKFAQoJSG9sZEV2ZW50Eh8KBGhvbGQYASABKAsyES5ob2xkZmFzdC52MS5Ib2xkEicKCHRyYW5zZmVyGAIgASgLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISLgoPdG9rZW5fdHJhbnNmZXJzGAMgAygLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXIiMgoLV2FsbGV0RXZlbnQSIwoGd2FsbGV0GAEgASgLMhMuaG9sZGZhc3QudjEuV2FsbGV0IlgKCkdyYW50RXZlbnQSIQoFZ3JhbnQYASABKAsyEi5ob2xkZmFzdC52MS5HcmFudBInCgh0cmFuc2ZlchgCIAEoCzIVLmhvbGRmYXN0LnYxLlRyYW5zZmVyIl8KClVzYWdlRXZlbnQSEAoIdXNhZ2VfaWQYASABKAkSLgoPdG9rZW5fdHJhbnNmZXJzGAIgAygLMhUuaG9sZGZhc3QudjEuVHJhbnNmZXISDwoHaG9sZF9pZBgDIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp, file_holdfast_v1_types]);
 
 /**
  * @generated from message holdfast.v1.Event
@@ -203,6 +203,15 @@ export type Event = Message<"holdfast.v1.Event"> & {
      */
     value: GrantEvent;
     case: "grantVoided";
+  } | {
+    /**
+     * holdfast.usage.recorded: the token legs of a usage command that charged nothing (its
+     * cost stayed in the wallet's carry), which no money event carries.
+     *
+     * @generated from field: holdfast.v1.UsageEvent usage_recorded = 50;
+     */
+    value: UsageEvent;
+    case: "usageRecorded";
   } | { case: undefined; value?: undefined };
 };
 
@@ -221,6 +230,13 @@ export type TransferEvent = Message<"holdfast.v1.TransferEvent"> & {
    * @generated from field: holdfast.v1.Transfer transfer = 1;
    */
   transfer?: Transfer | undefined;
+
+  /**
+   * For spend.completed of SpendUsage: its token legs (Transfer.usage_id links them).
+   *
+   * @generated from field: repeated holdfast.v1.Transfer token_transfers = 2;
+   */
+  tokenTransfers: Transfer[];
 };
 
 /**
@@ -245,6 +261,13 @@ export type HoldEvent = Message<"holdfast.v1.HoldEvent"> & {
    * @generated from field: holdfast.v1.Transfer transfer = 2;
    */
   transfer?: Transfer | undefined;
+
+  /**
+   * For hold.captured of CaptureUsage: its token legs (Transfer.usage_id links them).
+   *
+   * @generated from field: repeated holdfast.v1.Transfer token_transfers = 3;
+   */
+  tokenTransfers: Transfer[];
 };
 
 /**
@@ -296,4 +319,37 @@ export type GrantEvent = Message<"holdfast.v1.GrantEvent"> & {
  */
 export const GrantEventSchema: GenMessage<GrantEvent> = /*@__PURE__*/
   messageDesc(file_holdfast_v1_events, 4);
+
+/**
+ * The token legs of a usage command that moved no money.
+ *
+ * @generated from message holdfast.v1.UsageEvent
+ */
+export type UsageEvent = Message<"holdfast.v1.UsageEvent"> & {
+  /**
+   * @generated from field: string usage_id = 1;
+   */
+  usageId: string;
+
+  /**
+   * The USAGE journal rows, one per token class with tokens.
+   *
+   * @generated from field: repeated holdfast.v1.Transfer token_transfers = 2;
+   */
+  tokenTransfers: Transfer[];
+
+  /**
+   * The CaptureUsage hold (released, with its own hold.released event); empty for SpendUsage.
+   *
+   * @generated from field: string hold_id = 3;
+   */
+  holdId: string;
+};
+
+/**
+ * Describes the message holdfast.v1.UsageEvent.
+ * Use `create(UsageEventSchema)` to create a new message.
+ */
+export const UsageEventSchema: GenMessage<UsageEvent> = /*@__PURE__*/
+  messageDesc(file_holdfast_v1_events, 5);
 
