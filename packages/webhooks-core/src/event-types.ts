@@ -24,6 +24,7 @@ export const LEDGER_EVENT_TYPES = [
   "holdfast.grant.created",
   "holdfast.grant.expired",
   "holdfast.grant.voided",
+  "holdfast.usage.recorded",
 ] as const;
 
 /** Sent to the tenant's other endpoints when the worker disables an endpoint. */

@@ -91,8 +91,51 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
   },
 ];
 
+/**
+ * The token legs of the usage commands (7, see docs/metering.md): per tenant and token asset
+ * the @tokens system account and the wallets' token accounts sum to zero, each token account
+ * equals its legs, and each usage has at most one leg per class and at most one money leg, a
+ * SPEND or CAPTURE of the wallet its legs credit.
+ */
+const TOKEN_CHECKS: readonly { name: string; sql: string }[] = [
+  {
+    name: "7: token legs per tenant and token asset do not sum to zero",
+    sql: `select tenant_id || ' ' || asset as what from (
+            select tenant_id, asset, sum(case when credit_wallet_id like '@%' then amount else 0 end)
+                 - sum(case when debit_wallet_id like '@%' then amount else 0 end) as system_net
+              from transfers where kind = 'usage' group by tenant_id, asset) s
+          full join (
+            select tenant_id, asset, sum(tokens) as wallet_net from token_accounts group by tenant_id, asset) w
+            using (tenant_id, asset)
+          where coalesce(system_net, 0) + coalesce(wallet_net, 0) <> 0`,
+  },
+  {
+    name: "7: a wallet's token account differs from its token legs",
+    sql: `with j as (
+            select tenant_id, credit_wallet_id as wallet_id, asset, sum(amount) as tokens
+              from transfers where kind = 'usage' group by 1, 2, 3)
+          select wallet_id || ' ' || asset as what from token_accounts a full join j using (tenant_id, wallet_id, asset)
+           where coalesce(a.tokens, 0) <> coalesce(j.tokens, 0)`,
+  },
+  {
+    name: "7: a usage has two legs of one class, two money legs, or a money leg that is not a spend or capture of its wallet",
+    sql: `select usage_id::text as what from transfers where kind = 'usage'
+           group by tenant_id, usage_id, token_class having count(*) > 1
+          union all
+          select usage_id::text from transfers where usage_id is not null and kind <> 'usage'
+           group by tenant_id, usage_id having count(*) > 1
+          union all
+          select m.usage_id::text from transfers m
+           where m.usage_id is not null and m.kind <> 'usage'
+             and (m.kind not in ('spend', 'capture')
+                  or exists (select 1 from transfers l
+                              where l.tenant_id = m.tenant_id and l.usage_id = m.usage_id
+                                and l.kind = 'usage' and l.credit_wallet_id <> m.debit_wallet_id))`,
+  },
+];
+
 /** The tables the checks read, each of which has a tenant_id column. */
-const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "wallets", "grants"] as const;
+const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "wallets", "grants", "token_accounts"] as const;
 
 /**
  * A check limited to the tenant $1: common table expressions named like the tables shadow them
@@ -166,7 +209,11 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
              where w.wallet_id not like '@%'),
           published as (
             select tenant_id || ' ' || (data->'transfer'->>'transfer_id') || ' on ' || wallet_id as what
-              from events where data ? 'transfer')
+              from events where data ? 'transfer'
+            union all
+            select e.tenant_id || ' ' || (l->>'transfer_id') || ' on ' || e.wallet_id
+              from events e cross join jsonb_array_elements(e.data->'token_transfers') l
+             where e.data ? 'token_transfers')
           select what from ((table expected except all table published)
                             union all (table published except all table expected)) d`,
   },
@@ -179,6 +226,7 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
               or (w.event_seq > 0 and e.bottom <> 1)`,
   },
   ...GRANT_CHECKS,
+  ...TOKEN_CHECKS,
 ];
 
 /**
@@ -196,6 +244,8 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
  *    columns; no grant's remaining or held is negative; a hold's allocations sum to its amount
  *    and match the grants' held; every consumed, expired and voided amount (and every grant's
  *    amount) matches the grant breakdowns in the journal, and so does the credit line's use.
+ * 7. Token legs: per tenant and token asset @tokens and the wallets' token accounts sum to
+ *    zero, each token account equals its legs, and each usage's legs and money leg agree.
  * (3, exactly-once replays, is checked by the tests that send the replays.)
  *
  * With `tenantId` every check reads only that tenant's rows (`holdfast verify --tenant`).

@@ -35,8 +35,13 @@ const PROGRESS_BAR_WIDTH = 30;
 const GENESIS_HASH = Buffer.alloc(32);
 /** Characters of a hash shown in messages; enough to tell two apart. */
 const HASH_SHOWN_LENGTH = 16;
-/** Must match ledger_chain_canonical in db/migrations/0011_integrity.sql. */
+/**
+ * Must match ledger_chain_canonical (db/migrations/0011_integrity.sql, 0013_usage.sql): version
+ * 1 for rows without usage columns, version 2 (version 1's fields, then usage_id, model and
+ * token_class) for the rows of the usage commands.
+ */
 const CANONICAL_PREFIX = "holdfast.journal.v1";
+const CANONICAL_PREFIX_USAGE = "holdfast.journal.v2";
 
 /**
  * One link of the chain and its journal row, as the walk reads them: every canonical column as
@@ -61,6 +66,9 @@ interface ChainRow {
   created_us: string;
   grants: string | null;
   key_id: string | null;
+  usage_id: string | null;
+  model: string | null;
+  token_class: string | null;
   prev_hash: Buffer;
   row_hash: Buffer;
 }
@@ -283,7 +291,7 @@ async function chainPage(client: PoolClient, tenantId: string, afterSeq: bigint)
                   t.tenant_id::text, t.transfer_id::text, t.kind, t.debit_wallet_id, t.credit_wallet_id,
                   t.asset, t.amount::text, t.hold_id, t.refund_of::text, t.metadata::text,
                   ((extract(epoch from t.created_at) * 1000000)::bigint)::text as created_us,
-                  t.grants::text, t.key_id, c.prev_hash, c.row_hash
+                  t.grants::text, t.key_id, t.usage_id::text, t.model, t.token_class, c.prev_hash, c.row_hash
              from journal_chain c
              left join transfers t on t.tenant_id = c.tenant_id and t.transfer_id = c.transfer_id
             where c.tenant_id = $1 and c.chain_seq > $2 order by c.chain_seq limit $3`,
@@ -298,7 +306,10 @@ export function chainHash(prevHash: Buffer, row: CanonicalColumns): Buffer {
     row.tenant_id, row.chain_seq, row.transfer_id, row.kind, row.debit_wallet_id, row.credit_wallet_id,
     row.asset, row.amount, row.hold_id, row.refund_of, row.metadata, row.created_us, row.grants, row.key_id,
   ];
-  const canonical = CANONICAL_PREFIX + fields.map(canonicalField).join("");
+  const usage = [row.usage_id, row.model, row.token_class];
+  const canonical = usage.every((field) => (field ?? null) === null)
+    ? CANONICAL_PREFIX + fields.map(canonicalField).join("")
+    : CANONICAL_PREFIX_USAGE + [...fields, ...usage].map(canonicalField).join("");
   return createHash("sha256").update(prevHash).update(canonical, "utf8").digest();
 }
 

@@ -40,6 +40,7 @@ import type {
   VoidGrantInput,
   WalletResult,
 } from "./types.js";
+import { createUsageCommands } from "./usage.js";
 
 /**
  * The ledger's commands. Every money movement is one call of the SQL function `ledger_command`
@@ -147,6 +148,12 @@ export function createCommands(options: CommandsOptions) {
     voidGrant: (caller: Caller, input: VoidGrantInput) => voidGrant(ctx, caller, input),
     createWallet: (caller: Caller, walletId: string, metadata: Metadata) => createWallet(ctx, caller, walletId, metadata),
     updateWallet: (caller: Caller, input: UpdateWalletInput) => updateWallet(ctx, caller, input),
+    ...createUsageCommands({
+      send: (caller, command, key, request, args, walletId) => send(ctx, caller, command, key, request, args, walletId),
+      reportedAt: (row) => reportedAt(ctx, row),
+      newId: ctx.newId,
+      holdRoutes: ctx.holdRoutes,
+    }),
   };
 }
 

@@ -1,3 +1,4 @@
+import type { TokenClass } from "@holdfast/metering/pricing";
 import type {
   Balance,
   CaptureResult,
@@ -94,6 +95,9 @@ export function parseTransfer(row: Json): Transfer {
     metadata: metadata(row),
     grants: grantAmounts(row, "grants"),
     creditGrants: grantAmounts(row, "credit_grants"),
+    usageId: optStr(row, "usage_id"),
+    model: optStr(row, "model"),
+    tokenClass: optStr(row, "token_class") as TokenClass | null,
   };
 }
 
@@ -122,6 +126,9 @@ export function parseHold(row: Json, now: Date | null): Hold {
     metadata: metadata(row),
     allocations: grantAmounts(row, "allocations"),
     categories: (row["categories"] ?? []) as string[],
+    pin: typeof row["rate_card_id"] === "string"
+      ? { rateCardId: str(row, "rate_card_id"), rateCardVersion: Number(row["rate_card_version"]), model: str(row, "model") }
+      : null,
   };
 }
 

@@ -1,3 +1,5 @@
+import type { TokenClass } from "@holdfast/metering/pricing";
+
 /**
  * The ledger's domain values, as the service core hands them to the RPC layer, and the inputs
  * it takes from it. Amounts are bigint minor units; nothing here is a float.
@@ -15,7 +17,8 @@ export type TransferKind =
   | "refund"
   | "transfer"
   | "grant"
-  | "breakage";
+  | "breakage"
+  | "usage";
 export type GrantStatus = "scheduled" | "active" | "exhausted" | "expired" | "voided";
 
 export type Metadata = Record<string, string>;
@@ -51,6 +54,15 @@ export interface Transfer {
   grants: GrantAmount[];
   /** For a transfer between wallets: where the money went in the receiving wallet. */
   creditGrants: GrantAmount[];
+  /**
+   * The usage command that wrote the row, on its token legs and its money leg; null otherwise.
+   * docs/metering.md, "The usage commands".
+   */
+  usageId: string | null;
+  /** The model priced, with usageId. */
+  model: string | null;
+  /** For a token leg (kind usage): the class of the tokens counted in amount. */
+  tokenClass: TokenClass | null;
 }
 
 export interface Hold {
@@ -69,6 +81,15 @@ export interface Hold {
   allocations: GrantAmount[];
   /** The Reserve's category filter; empty: every category. */
   categories: string[];
+  /** For a ReserveUsage hold: the rate card version CaptureUsage prices with; null otherwise. */
+  pin: UsagePin | null;
+}
+
+/** The rate card version and model a usage hold was priced with. */
+export interface UsagePin {
+  rateCardId: string;
+  rateCardVersion: number;
+  model: string;
 }
 
 /** A credit grant as callers see it at the time it is read (docs/grants.md). */

@@ -38,10 +38,21 @@ const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.grant.created": (d) => ({ case: "grantCreated", value: grantEvent(d) }),
   "holdfast.grant.expired": (d) => ({ case: "grantExpired", value: grantEvent(d) }),
   "holdfast.grant.voided": (d) => ({ case: "grantVoided", value: grantEvent(d) }),
+  "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
 };
 
 function transferEvent(data: Json) {
-  return { transfer: toTransfer(parseTransfer(data["transfer"] as Json)) };
+  return { transfer: toTransfer(parseTransfer(data["transfer"] as Json)), tokenTransfers: tokenTransfers(data) };
+}
+
+/** The token legs a usage command's event carries (docs/metering.md); none on other events. */
+function tokenTransfers(data: Json) {
+  return ((data["token_transfers"] ?? []) as Json[]).map((t) => toTransfer(parseTransfer(t)));
+}
+
+/** holdfast.usage.recorded: the token legs of a usage command that charged nothing. */
+function usageEvent(data: Json) {
+  return { usageId: String(data["usage_id"]), tokenTransfers: tokenTransfers(data), holdId: (data["hold_id"] as string | null) ?? "" };
 }
 
 function holdEvent(data: Json, at: Date) {
@@ -49,6 +60,7 @@ function holdEvent(data: Json, at: Date) {
   return {
     hold: toHold(parseHold(data["hold"] as Json, at)),
     transfer: transfer ? toTransfer(parseTransfer(transfer)) : undefined,
+    tokenTransfers: tokenTransfers(data),
   };
 }
 

@@ -13,6 +13,8 @@ import {
   type TransferSchema,
   type WalletSchema,
 } from "@holdfast/gen/holdfast/v1/types_pb";
+import { TokenClass } from "@holdfast/gen/holdfast/v1/rate_cards_pb";
+import type { TokenClass as MeteringClass } from "@holdfast/metering/pricing";
 import type * as domain from "../domain/types.js";
 
 /** Mapping between the domain values and the holdfast.v1 messages. */
@@ -43,6 +45,17 @@ const TRANSFER_KINDS: Record<domain.TransferKind, TransferKind> = {
   transfer: TransferKind.TRANSFER,
   grant: TransferKind.GRANT,
   breakage: TransferKind.BREAKAGE,
+  usage: TransferKind.USAGE,
+};
+
+/** The wire value of each token class (rate_cards.proto, TokenClass). */
+export const WIRE_TOKEN_CLASSES: Readonly<Record<MeteringClass, TokenClass>> = {
+  input: TokenClass.INPUT,
+  cached_input: TokenClass.CACHED_INPUT,
+  cache_write: TokenClass.CACHE_WRITE,
+  cache_write_1h: TokenClass.CACHE_WRITE_1H,
+  output: TokenClass.OUTPUT,
+  reasoning: TokenClass.REASONING,
 };
 
 export function toTransfer(t: domain.Transfer): MessageInitShape<typeof TransferSchema> {
@@ -59,6 +72,9 @@ export function toTransfer(t: domain.Transfer): MessageInitShape<typeof Transfer
     metadata: t.metadata,
     grants: toGrantAmounts(t.grants),
     creditGrants: toGrantAmounts(t.creditGrants),
+    usageId: t.usageId ?? "",
+    model: t.model ?? "",
+    tokenClass: t.tokenClass === null ? TokenClass.UNSPECIFIED : WIRE_TOKEN_CLASSES[t.tokenClass],
   };
 }
 
@@ -84,6 +100,9 @@ export function toHold(h: domain.Hold): MessageInitShape<typeof HoldSchema> {
     reserveTransferId: h.reserveTransferId,
     allocations: toGrantAmounts(h.allocations),
     categories: h.categories,
+    rateCardId: h.pin?.rateCardId ?? "",
+    rateCardVersion: h.pin?.rateCardVersion ?? 0,
+    model: h.pin?.model ?? "",
   };
 }
 

@@ -5,6 +5,7 @@ import type { Ledger } from "../domain/ledger.js";
 import type { Caller, DepositInput } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
 import { callerOf } from "./auth.js";
+import { usageHandlers } from "./usage-service.js";
 import { fromHoldStatus, toBalance, toGrant, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
 import * as v from "./validate.js";
 
@@ -23,7 +24,7 @@ type Handlers = ServiceImpl<typeof LedgerService>;
  * answered by the routes' error interceptor.
  */
 export function ledgerService(options: LedgerServiceOptions): Handlers {
-  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options) };
+  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options), ...usageHandlers(options) };
 }
 
 /** The commands that move funds at once: Deposit, Spend, Refund, Transfer. */
