@@ -128,7 +128,7 @@ export type ReserveRequest = Message<"holdfast.v1.ReserveRequest"> & {
   holdId: string;
 
   /**
-   * How long the hold blocks funds: 1-604800 seconds; 0 means the server default (300).
+   * How long the hold blocks funds: 1-604800 seconds; 0 means HOLDFAST_DEFAULT_HOLD_TTL_SECONDS (300).
    *
    * @generated from field: uint32 ttl_seconds = 5;
    */
