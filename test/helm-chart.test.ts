@@ -322,7 +322,7 @@ describe("Chart.yaml and values", () => {
       expect(text).not.toMatch(/\b(sk|rk)_(live|test)_\w+/);
     }
     expect(resolveValuesPath("database.existingSecret")).toBe("");
-    expect(Object.keys(objectAt("database")).sort()).toEqual(["existingSecret", "ownerExistingSecret", "ownerUrlKey", "urlKey"]);
+    expect(Object.keys(objectAt("database")).sort()).toEqual(["existingSecret", "ownerExistingSecret", "ownerUrlKey", "tls", "urlKey"]);
     expect(resolveValuesPath("database.ownerExistingSecret")).toBe("");
   });
 });
@@ -435,7 +435,7 @@ describe("Deployments", () => {
   it("the ledger probes /healthz (startup, liveness) and /readyz (readiness) on the grpc port", () => {
     const ledger = template("ledger-deployment.yaml");
     const probe = (kind: string, probePath: string) =>
-      new RegExp(`${kind}:\\s+httpGet:\\s+path: ${probePath}\\s+port: grpc\\b`);
+      new RegExp(`${kind}:\\s+(?:\\{\\{- if \\$tcpProbes \\}\\}\\s+tcpSocket:\\s+port: grpc\\s+\\{\\{- else \\}\\}\\s+)?httpGet:\\s+path: ${probePath}\\s+port: grpc\\b`);
     expect(ledger).toMatch(probe("startupProbe", "/healthz"));
     expect(ledger).toMatch(probe("livenessProbe", "/healthz"));
     expect(ledger).toMatch(probe("readinessProbe", "/readyz"));
@@ -535,6 +535,98 @@ describe("Service, autoscaler and disruption budget", () => {
     expect(existsSync(path.join(ROOT, "tools", "cli", "bin", "holdfast.js"))).toBe(true);
     const bad = coalesce(values, parseHelmYaml("database:\n  ownerExistingSecret: Not_A_Name\n"));
     expect(schemaErrors(bad).map((e) => e.instancePath)).toContain("/database/ownerExistingSecret");
+  });
+});
+
+describe("TLS (docs/security.md, \"TLS and mTLS\")", () => {
+  // The values a deployment with TLS everywhere sets: the ledger's port with client
+  // verification, a client certificate for NATS, and PostgreSQL's CA for DATABASE_URL.
+  const tlsOn = parseHelmYaml(
+    "database:\n  tls:\n    existingSecret: holdfast-pg-tls\n" +
+      "nats:\n  url: tls://nats:4222\n  tls:\n    existingSecret: holdfast-nats-tls\n    clientCertificate: true\n" +
+      "ledger:\n  tls:\n    existingSecret: holdfast-ledger-tls\n    verifyClients: true\n",
+  );
+  const merged = coalesce(values, tlsOn) as JsonObject;
+  const at = (dotted: string): Json | undefined =>
+    dotted.split(".").reduce<Json | undefined>((node, key) => (isObject(node) ? node[key] : undefined), merged);
+
+  /**
+   * The env entries `- name: X` / `value: {{ printf "%s/<file>" $dir | quote }}` of a text, with
+   * $dir (`$x := trimSuffix "/" <values path>`) evaluated against the TLS-on values.
+   */
+  function tlsFileEnv(text: string): Record<string, string> {
+    const dirs = new Map(
+      [...text.matchAll(/\$(\w+) := trimSuffix "\/" \$?(?:root)?\.Values\.([\w.]+)/g)].map((m) => [`$${m[1]}`, String(at(m[2] ?? "")).replace(/\/$/, "")]),
+    );
+    const env: Record<string, string> = {};
+    for (const m of text.matchAll(/- name: ([A-Z][A-Z0-9_]*)\s*\n\s*value: \{\{ printf "%s\/([\w.]+)" (\$\w+) \| quote \}\}/g)) {
+      const dir = dirs.get(m[3] ?? "");
+      if (dir === undefined) throw new Error(`${m[1]}: ${m[3]} is not defined in the same text`);
+      env[m[1] ?? ""] = `${dir}/${m[2]}`;
+    }
+    return env;
+  }
+
+  it("the schema takes the TLS values, off by default, and refuses a bad Secret name or a relative mount path", () => {
+    expect(schemaErrors(merged)).toEqual([]);
+    for (const dotted of ["ledger.tls.existingSecret", "nats.tls.existingSecret", "database.tls.existingSecret"]) {
+      expect(resolveValuesPath(dotted), dotted).toBe("");
+    }
+    expect(resolveValuesPath("ledger.tls.verifyClients")).toBe(false);
+    expect(resolveValuesPath("nats.tls.clientCertificate")).toBe(false);
+    const bad = coalesce(merged, parseHelmYaml("ledger:\n  tls:\n    existingSecret: Not_A_Name\nnats:\n  tls:\n    mountPath: certs\n"));
+    expect(schemaErrors(bad).map((e) => e.instancePath)).toEqual(expect.arrayContaining(["/ledger/tls/existingSecret", "/nats/tls/mountPath"]));
+  });
+
+  it("with TLS on, each process gets file paths its config loader accepts, in the mounted Secrets", () => {
+    const ledgerText = template("ledger-deployment.yaml");
+    const helperText = helper("holdfast.tlsFiles");
+    const ledgerEnv = { ...renderedEnv("ledger-deployment.yaml"), ...tlsFileEnv(ledgerText), ...tlsFileEnv(helperText) };
+    expect(loadLedgerConfig(ledgerEnv)).toMatchObject({
+      tls: { certFile: "/etc/holdfast/tls/tls.crt", keyFile: "/etc/holdfast/tls/tls.key", clientCaFile: "/etc/holdfast/tls/ca.crt" },
+      natsTls: { caFile: "/etc/holdfast/nats-tls/ca.crt", certFile: "/etc/holdfast/nats-tls/tls.crt", keyFile: "/etc/holdfast/nats-tls/tls.key" },
+    });
+    for (const { file, load } of DEPLOYMENTS.filter((d) => d.key === "webhooks" || d.key === "billingStream")) {
+      expect(template(file), file).toContain('include "holdfast.tlsFiles" (dict "root" . "part" "env" "nats" true) | nindent 12');
+      expect(load({ ...renderedEnv(file), ...tlsFileEnv(helperText) }), file).toMatchObject({ natsTls: { caFile: "/etc/holdfast/nats-tls/ca.crt" } });
+    }
+    // Port TLS only when its Secret is set; the client CA only with verifyClients.
+    expect(ledgerText).toMatch(/\{\{- if \.Values\.ledger\.tls\.existingSecret \}\}\s+- name: HOLDFAST_TLS_CERT_FILE[\s\S]*?\{\{- if \.Values\.ledger\.tls\.verifyClients \}\}\s+- name: HOLDFAST_TLS_CLIENT_CA_FILE/);
+    expect(helperText).toMatch(/\$nats := and \.nats \$root\.Values\.nats\.tls\.existingSecret/);
+    expect(helperText).toMatch(/\{\{- if \$root\.Values\.nats\.tls\.clientCertificate \}\}\s+- name: HOLDFAST_NATS_TLS_CERT_FILE/);
+  });
+
+  it("mounts every TLS Secret read-only, in each pod that reads it, and the migrate init container gets PostgreSQL's", () => {
+    const ledgerText = template("ledger-deployment.yaml");
+    expect(ledgerText).toMatch(/- name: tls\s+mountPath: \{\{ \.Values\.ledger\.tls\.mountPath \| quote \}\}\s+readOnly: true/);
+    expect(ledgerText).toMatch(/\{\{- with \.Values\.ledger\.tls\.existingSecret \}\}[\s\S]*?- name: tls\s+secret:\s+secretName: \{\{ \. \| quote \}\}/);
+    const helperText = helper("holdfast.tlsFiles");
+    for (const name of ["database-tls", "nats-tls"]) {
+      expect(helperText, name).toMatch(new RegExp(`- name: ${name}\\s+mountPath: [^\\n]+\\s+readOnly: true`));
+      expect(helperText, name).toMatch(new RegExp(`- name: ${name}\\s+secret:\\s+secretName: `));
+    }
+    for (const { file, key } of DEPLOYMENTS) {
+      const nats = key === "holdExpiry" ? "false" : "true";
+      for (const part of ["mount", "volume"]) {
+        expect(template(file), `${file} ${part}`).toContain(`include "holdfast.tlsFiles" (dict "root" . "part" "${part}" "nats" ${nats})`);
+      }
+    }
+    const init = /initContainers:([\s\S]*?)\n\s+containers:/.exec(ledgerText)?.[1] ?? "";
+    expect(init).toContain('include "holdfast.tlsFiles" (dict "root" . "part" "mount" "nats" false)');
+  });
+
+  it("the ledger's probes use HTTPS when its port serves TLS, and TCP when it also verifies clients", () => {
+    const ledgerText = template("ledger-deployment.yaml");
+    expect(ledgerText).toContain('$probeScheme := ternary "HTTPS" "HTTP" (not (empty .Values.ledger.tls.existingSecret))');
+    for (const kind of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+      expect(ledgerText, kind).toMatch(new RegExp(`${kind}:\\s+\\{\\{- if \\$tcpProbes \\}\\}\\s+tcpSocket:\\s+port: grpc\\s+\\{\\{- else \\}\\}\\s+httpGet:\\s+path: /\\w+\\s+port: grpc\\s+scheme: \\{\\{ \\$probeScheme \\}\\}\\s+\\{\\{- end \\}\\}`));
+    }
+    // With client verification kubelet cannot finish an HTTPS request, so the probes only connect.
+    expect(ledgerText).toContain("$tcpProbes := and .Values.ledger.tls.existingSecret .Values.ledger.tls.verifyClients");
+  });
+
+  it("values.yaml says that DATABASE_URL carries sslmode", () => {
+    expect(readChartFile("values.yaml")).toMatch(/sslmode=verify-full&sslrootcert=/);
   });
 });
 

@@ -228,6 +228,55 @@ capabilities:
 {{- end }}
 
 {{/*
+The TLS files of a process, from Secrets mounted read-only: PostgreSQL's (database.tls, named by
+DATABASE_URL's sslrootcert, sslcert and sslkey) in every pod, and NATS's (nats.tls) for a process
+that uses NATS ("nats" true), with the HOLDFAST_NATS_TLS_* variables pointing at them. Under
+"env" the variables, under "mount" the volumeMounts, under "volume" the volumes; each empty
+when its Secret is not set. (dict "root" $ "part" "mount" "nats" true)
+*/}}
+{{- define "holdfast.tlsFiles" -}}
+{{- $root := .root }}
+{{- $nats := and .nats $root.Values.nats.tls.existingSecret }}
+{{- if eq .part "env" }}
+{{- if $nats }}
+{{- $dir := trimSuffix "/" $root.Values.nats.tls.mountPath }}
+- name: HOLDFAST_NATS_TLS_CA_FILE
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- if $root.Values.nats.tls.clientCertificate }}
+- name: HOLDFAST_NATS_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: HOLDFAST_NATS_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
+{{- end }}
+{{- else if eq .part "mount" }}
+{{- if $root.Values.database.tls.existingSecret }}
+- name: database-tls
+  mountPath: {{ $root.Values.database.tls.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- if $nats }}
+- name: nats-tls
+  mountPath: {{ $root.Values.nats.tls.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- else }}
+{{- with $root.Values.database.tls.existingSecret }}
+- name: database-tls
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- if $nats }}
+- name: nats-tls
+  secret:
+    secretName: {{ $root.Values.nats.tls.existingSecret | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuses values that would render a working-looking but broken ledger: a grace period that
 cuts the drain short, or an autoscaler without the CPU request it measures against.
 */}}
