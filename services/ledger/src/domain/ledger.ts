@@ -3,6 +3,7 @@ import type { Clock, IdGenerator } from "@holdfast/common/ids";
 import { createCommands } from "./commands.js";
 import { createGroupCommit } from "./group-commit.js";
 import { createQueries } from "./queries.js";
+import { createStatements } from "./statements.js";
 
 export interface LedgerOptions {
   pool: pg.Pool;
@@ -22,6 +23,7 @@ export function createLedger({ pool, clock, newId, groupCommit = null }: LedgerO
   return {
     ...createCommands({ pool, clock, newId, queue: batches }),
     ...createQueries({ pool, clock }),
+    ...createStatements({ pool, clock, newId }),
     /** Group commit counters (batches, commands, largest batch, fallbacks); null when off. */
     groupCommitStats: () => batches?.stats() ?? null,
   };

@@ -10,6 +10,7 @@ import { listAuditLog, recordAudit } from "../audit-log.js";
 import type { Ledger } from "../domain/ledger.js";
 import { callerOf } from "./auth.js";
 import { fromWalletStatus, toWallet, unwrap } from "./convert.js";
+import { statementAdminHandlers } from "./statements.js";
 import * as v from "./validate.js";
 
 const WIRE_ROLES: Record<keys.Role, Role> = { reader: Role.READER, writer: Role.WRITER, admin: Role.ADMIN };
@@ -58,6 +59,7 @@ function rateLimit(value: RateLimit | undefined): keys.RateLimit | undefined {
  */
 export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }): ServiceImpl<typeof AdminService> {
   return {
+    ...statementAdminHandlers({ ledger }),
     async updateWallet(req, ctx) {
       const input = {
         walletId: v.walletId(req.walletId),
