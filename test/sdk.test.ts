@@ -288,6 +288,36 @@ describe("wallet, hold and grant methods", () => {
     expect(await failure(admin.webhooks.deleteEndpoint({ endpointId: randomUUID() }))).toBeInstanceOf(WebhookEndpointNotFoundError);
   });
 
+  it("reserves, captures and spends usage priced by a rate card, with the adapters' token counts", async () => {
+    const { hf: admin } = client({ apiKey: s.keys.admin });
+    const rateCardId = `usage_${randomUUID().slice(0, 8)}`;
+    await admin.rateCards.putRateCard({
+      rateCardId,
+      asset: "USD",
+      models: [
+        {
+          model: "claude-sonnet-4-5",
+          inputNanoPerMtok: 300_000_000_000n,
+          cachedInputNanoPerMtok: 30_000_000_000n,
+          cacheWriteNanoPerMtok: 375_000_000_000n,
+          outputNanoPerMtok: 1_500_000_000_000n,
+        },
+      ],
+    });
+    const { hf } = client();
+    const wallet = hf.wallet(walletId());
+    await wallet.deposit({ amount: 100n });
+    // docs/metering.md's example costs 1.8375 cents: a hold of 2, a charge of 1 carrying the rest.
+    const usage = fromAnthropicUsage({ input_tokens: 1200, cache_read_input_tokens: 8000, cache_creation_input_tokens: 500, output_tokens: 700 });
+    const reserved = await wallet.reserveUsage({ rateCardId, model: "claude-sonnet-4-5", estimate: { inputTokens: 9700n, outputTokens: 1000n } });
+    expect(reserved.hold).toMatchObject({ amount: reserved.quote!.holdAmount, status: HoldStatus.PENDING });
+    const captured = await hf.hold(reserved.hold!.holdId).captureUsage({ usage });
+    expect(captured).toMatchObject({ amount: 1n, carryNano: 837_500_000n, quote: { costNano: 1_837_500_000n } });
+    expect(captured.tokenTransfers.map((t) => t.amount)).toEqual([1200n, 8000n, 500n, 700n]);
+    const spent = await wallet.spendUsage({ rateCardId, model: "claude-sonnet-4-5", usage });
+    expect(spent).toMatchObject({ amount: 2n, carryNano: 675_000_000n, balance: { available: 97n } });
+  });
+
   it("watch() streams the snapshot, then each change, and ends when the loop breaks", async () => {
     const { hf } = client({ apiKey: s.keys.reader });
     const { hf: writer } = client();

@@ -25,9 +25,11 @@ import {
   type VoidGrantResponse,
   type WatchWalletResponse,
 } from "#gen/holdfast/v1/ledger_pb";
-import { RateCardService } from "#gen/holdfast/v1/rate_cards_pb";
+import { RateCardService, type TokenUsageSchema } from "#gen/holdfast/v1/rate_cards_pb";
+import type { CaptureUsageResponse, ReserveUsageResponse, SpendUsageResponse } from "#gen/holdfast/v1/usage_pb";
 import type { Grant, Hold, HoldStatus, Transfer, Wallet } from "#gen/holdfast/v1/types_pb";
 import { WebhookService } from "#gen/holdfast/v1/webhooks_pb";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { createDefaultTransport } from "#transport";
 import { toInt64, toOptionalInt64, type Amount } from "./amounts.js";
@@ -136,6 +138,33 @@ export interface CaptureInput extends CommandInput {
 export interface RefundInput extends CommandInput {
   readonly transferId: string;
   readonly amount?: Amount;
+}
+
+/** Token counts of one call, one exclusive count per class: a TokenUsage or its fields. */
+export type TokenUsageInput = MessageInitShape<typeof TokenUsageSchema>;
+
+/** ReserveUsage's input: a hold for the cost of `estimate` under the rate card, rounded up. */
+export interface ReserveUsageInput extends CommandInput {
+  readonly rateCardId: string;
+  readonly model: string;
+  /** What the call may use at most, e.g. its input tokens and its max_tokens as output. */
+  readonly estimate: TokenUsageInput;
+  readonly holdId?: string;
+  readonly ttlSeconds?: number;
+  readonly categories?: string[];
+}
+
+/** CaptureUsage's input: what the call used (fromOpenAIUsage, fromAnthropicUsage). */
+export interface CaptureUsageInput extends CommandInput {
+  readonly usage: TokenUsageInput;
+}
+
+/** SpendUsage's input: charge the cost of `usage` under the rate card now. */
+export interface SpendUsageInput extends CommandInput {
+  readonly rateCardId: string;
+  readonly model: string;
+  readonly usage: TokenUsageInput;
+  readonly categories?: string[];
 }
 
 /** Options of a paged list. */
@@ -258,6 +287,43 @@ export class WalletHandle {
         walletId: this.walletId,
         asset: input.asset ?? this.hf.asset,
         amount: toInt64(input.amount, "amount"),
+        idempotencyKey: input.idempotencyKey ?? "",
+        metadata: input.metadata ?? {},
+        categories: input.categories ?? [],
+      },
+      options,
+    );
+  }
+
+  /**
+   * Places a hold for the cost of a token estimate under a rate card (in the card's asset),
+   * rounded up; capture it with `hf.hold(id).captureUsage({ usage })`.
+   */
+  async reserveUsage(input: ReserveUsageInput, options?: HoldfastCallOptions): Promise<ReserveUsageResponse> {
+    return this.hf.ledger.reserveUsage(
+      {
+        walletId: this.walletId,
+        rateCardId: input.rateCardId,
+        model: input.model,
+        estimate: input.estimate,
+        holdId: input.holdId ?? "",
+        ttlSeconds: input.ttlSeconds ?? 0,
+        idempotencyKey: input.idempotencyKey ?? "",
+        metadata: input.metadata ?? {},
+        categories: input.categories ?? [],
+      },
+      options,
+    );
+  }
+
+  /** Charges the cost of a usage under the rate card in effect, with the wallet's carry. */
+  async spendUsage(input: SpendUsageInput, options?: HoldfastCallOptions): Promise<SpendUsageResponse> {
+    return this.hf.ledger.spendUsage(
+      {
+        walletId: this.walletId,
+        rateCardId: input.rateCardId,
+        model: input.model,
+        usage: input.usage,
         idempotencyKey: input.idempotencyKey ?? "",
         metadata: input.metadata ?? {},
         categories: input.categories ?? [],
@@ -400,6 +466,17 @@ export class HoldHandle {
   async capture(input: CaptureInput = {}, options?: HoldfastCallOptions): Promise<CaptureResponse> {
     return this.hf.ledger.capture(
       { holdId: this.holdId, amount: toOptionalInt64(input.amount, "amount"), idempotencyKey: input.idempotencyKey ?? "", metadata: input.metadata ?? {} },
+      options,
+    );
+  }
+
+  /**
+   * Settles a ReserveUsage hold at the cost of what the call used, under the version the hold
+   * was priced with; no tokens at all releases it.
+   */
+  async captureUsage(input: CaptureUsageInput, options?: HoldfastCallOptions): Promise<CaptureUsageResponse> {
+    return this.hf.ledger.captureUsage(
+      { holdId: this.holdId, usage: input.usage, idempotencyKey: input.idempotencyKey ?? "", metadata: input.metadata ?? {} },
       options,
     );
   }

@@ -24,6 +24,10 @@ export {
   type CaptureInput,
   type RefundInput,
   type ListOptions,
+  type TokenUsageInput,
+  type ReserveUsageInput,
+  type CaptureUsageInput,
+  type SpendUsageInput,
 } from "./holdfast.js";
 export { pages, type Page, type Pages } from "./pages.js";
 export { toInt64, type Amount } from "./amounts.js";

@@ -12,4 +12,5 @@ export * from "#gen/holdfast/v1/events_pb";
 export * from "#gen/holdfast/v1/ledger_pb";
 export * from "#gen/holdfast/v1/rate_cards_pb";
 export * from "#gen/holdfast/v1/types_pb";
+export * from "#gen/holdfast/v1/usage_pb";
 export * from "#gen/holdfast/v1/webhooks_pb";

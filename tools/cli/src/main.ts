@@ -8,6 +8,7 @@ import { addEventsCommands } from "./events-tail.js";
 import { addBillingCommands } from "./billing.js";
 import { addRateCardsCommands } from "./ratecards.js";
 import { addVerifyCommand } from "./verify.js";
+import { addMcpCommand } from "./mcp.js";
 import { addKeyCommands, addTenantCommands, resolveTenantRef } from "./tenants.js";
 import { describeError } from "./describe-error.js";
 
@@ -82,6 +83,7 @@ export function buildProgram(output: CliOutput): Command {
   addBillingCommands(program, output);
   addRateCardsCommands(program, output, (command, work) => withPool(databaseUrl(command), work));
   addVerifyCommand(program, output, (command, work) => withPool(databaseUrl(command), work));
+  addMcpCommand(program, output);
   return program;
 }
 
