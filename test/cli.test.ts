@@ -117,6 +117,78 @@ describe("holdfast key revoke", () => {
   });
 });
 
+describe("holdfast key create: expiry, the key's own rate, and the audit log", () => {
+  type AuditRow = { key_id: string | null; action: string; target: string; details: Record<string, unknown> };
+  const auditOf = async (tenantId: string): Promise<AuditRow[]> =>
+    (await db.pool.query<AuditRow>("select key_id, action, target, details from audit_log where tenant_id = $1 order by audit_id", [tenantId])).rows;
+  const keyRow = async (keyId: string) =>
+    (await db.pool.query<{ expires_at: Date | null; rate_per_second: number | null; rate_burst: number | null }>(
+      "select expires_at, rate_per_second, rate_burst from api_keys where key_id = $1", [keyId])).rows[0];
+
+  it("--expires-at and --requests-per-second/--burst set the key's expiry and rate, and the creation is audited with no acting key", async () => {
+    const t = await tenant("key-create-flags");
+    // A year ahead, to the second: the key store refuses the past and more than 10 years ahead.
+    const expiry = new Date(Math.floor(Date.now() / 1000) * 1000 + 365 * 86_400_000);
+    const run = await cli("key", "create", "--tenant", "key-create-flags", "--role", "writer", "--expires-at", expiry.toISOString().replace(".000Z", "Z"),
+      "--requests-per-second", "50", "--burst", "80", "--json");
+    expect(run.code, run.error).toBe(0);
+    const { keyId } = JSON.parse(run.text) as { keyId: string };
+    expect(await keyRow(keyId)).toEqual({ expires_at: expiry, rate_per_second: 50, rate_burst: 80 });
+    expect(await auditOf(t.tenantId)).toEqual([
+      { key_id: null, action: "api_key.created", target: t.keyId, details: { name: "admin", role: "admin", wallet_id: null, expires_at: null } },
+      {
+        key_id: null, action: "api_key.created", target: keyId,
+        details: { name: "writer", role: "writer", wallet_id: null, expires_at: expiry.toISOString(), rate_limit: { requests_per_second: 50, burst: 80 } },
+      },
+    ]);
+  });
+
+  it("--expires-in counts from now, and a rate without --burst gets one second's worth, as CreateApiKey does", async () => {
+    await tenant("key-create-expires-in");
+    const before = Date.now();
+    const run = await cli("key", "create", "--tenant", "key-create-expires-in", "--role", "reader", "--expires-in", "30d", "--requests-per-second", "7", "--json");
+    expect(run.code, run.error).toBe(0);
+    const row = await keyRow((JSON.parse(run.text) as { keyId: string }).keyId);
+    const thirtyDaysMs = 30 * 86_400_000;
+    expect(row?.expires_at?.getTime()).toBeGreaterThanOrEqual(before + thirtyDaysMs);
+    expect(row?.expires_at?.getTime()).toBeLessThanOrEqual(Date.now() + thirtyDaysMs);
+    expect(row).toMatchObject({ rate_per_second: 7, rate_burst: 7 });
+  });
+
+  it("refuses a bad time, duration or rate, both expiry flags, a burst alone, and an expiry in the past, creating nothing", async () => {
+    const t = await tenant("key-create-refusals");
+    const create = (...flags: string[]) => cli("key", "create", "--tenant", t.tenantId, "--role", "writer", ...flags);
+    const cases: [string[], RegExp][] = [
+      [["--expires-at", "2099-01-02 03:04"], /--expires-at.*must be an RFC 3339 time/],
+      [["--expires-at", "2099-01-02T03:04:05"], /must be an RFC 3339 time/],
+      [["--expires-in", "30 days"], /--expires-in.*must be a positive whole number and s, m, h or d/],
+      [["--expires-in", "1d", "--expires-at", "2099-01-02T03:04:05Z"], /cannot be used with/],
+      [["--requests-per-second", "1.5"], /--requests-per-second.*must be a whole number/],
+      [["--burst", "10"], /--burst needs --requests-per-second/],
+      [["--requests-per-second", "0"], /rate_limit\.requests_per_second/],
+      [["--expires-at", "2000-01-01T00:00:00Z"], /expires_at/],
+    ];
+    for (const [flags, message] of cases) {
+      const run = await create(...flags);
+      expect(run.code, flags.join(" ")).not.toBe(0);
+      expect(run.error, flags.join(" ")).toMatch(message);
+    }
+    const keys = JSON.parse((await cli("key", "list", "--tenant", t.tenantId, "--json")).text) as unknown[];
+    expect(keys).toHaveLength(1);
+    expect((await auditOf(t.tenantId)).map((r) => r.target)).toEqual([t.keyId]);
+  });
+
+  it("key revoke is audited as api_key.revoked with no acting key; a key not found leaves no entry", async () => {
+    const t = await tenant("key-revoke-audit");
+    expect((await cli("key", "revoke", "--tenant", t.tenantId, t.keyId)).code).toBe(0);
+    expect((await cli("key", "revoke", "--tenant", t.tenantId, "0123456789abcdef")).code).toBe(1);
+    expect((await auditOf(t.tenantId)).map(({ key_id, action, target }) => ({ key_id, action, target }))).toEqual([
+      { key_id: null, action: "api_key.created", target: t.keyId },
+      { key_id: null, action: "api_key.revoked", target: t.keyId },
+    ]);
+  });
+});
+
 describe("errors name what they could not reach", () => {
   it("names the PostgreSQL URL without its password", async () => {
     const port = await freePort();

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { Option, type Command } from "commander";
-import type { Pool } from "pg";
+import { InvalidArgumentError, Option, type Command } from "commander";
+import type { Pool, PoolClient } from "pg";
 import { inTransaction } from "@holdfast/common/pg";
 import { isUuid } from "@holdfast/common/patterns";
 import {
@@ -18,8 +18,10 @@ import {
   ROLES,
   type ApiKeyRecord,
   type Queryable,
+  type CreateApiKeyInput,
   type Role,
 } from "@holdfast/ledger/auth/api-keys";
+import { recordAudit } from "@holdfast/ledger/audit-log";
 
 /** Where the commands write, one line per call (the same shape as CliOutput in main.ts). */
 export interface TenantsOutput {
@@ -95,7 +97,7 @@ export function addTenantCommands(program: Command, output: TenantsOutput, withD
       const created = await withDatabase(command, (pool) =>
         inTransaction(pool, async (client) => {
           const { tenantId } = await createTenant(client, name);
-          return createApiKey(client, { tenantId, name: "admin", role: "admin" });
+          return createKeyAudited(client, { tenantId, name: "admin", role: "admin" });
         }),
       );
       if (options.json === true) {
@@ -129,11 +131,20 @@ export function addKeyCommands(program: Command, output: TenantsOutput, withData
     .addOption(new Option("--role <role>", "what the key may call").choices(ROLES).makeOptionMandatory())
     .option("--wallet <id>", "limit the key to one wallet (not for admin keys)")
     .option("--name <name>", "a label for humans (default: the role)")
+    .addOption(new Option("--expires-at <time>", "refuse the key from this RFC 3339 time on, e.g. 2026-12-31T23:59:59Z").argParser(parseTime).conflicts("expiresIn"))
+    .addOption(new Option("--expires-in <duration>", "refuse the key after this long: a number and s, m, h or d, e.g. 30d").argParser(parseDuration))
+    .option("--requests-per-second <n>", "the key's own rate limit, in place of the server's per-key default", parseCount)
+    .option("--burst <n>", "calls the key may make at once (default: one second's worth of its rate); needs --requests-per-second", parseCount)
     .option("--json", "print only {tenantId, keyId, role, walletId, apiKey} as JSON")
     .action(async (options: KeyCreateOptions, command: Command) => {
-      const { key: record, secret } = await withDatabase(command, (pool) =>
-        createApiKey(pool, { tenantId: options.tenant, name: options.name ?? options.role, role: options.role, walletId: options.wallet }),
-      );
+      if (options.burst !== undefined && options.requestsPerSecond === undefined) {
+        throw new Error("--burst needs --requests-per-second");
+      }
+      const expiresAt = options.expiresAt ?? (options.expiresIn === undefined ? undefined : new Date(Date.now() + options.expiresIn));
+      // As CreateApiKey's rate_limit: a burst left out is one second's worth of the rate.
+      const rateLimit = options.requestsPerSecond === undefined ? undefined : { perSecond: options.requestsPerSecond, burst: options.burst ?? options.requestsPerSecond };
+      const input = { tenantId: options.tenant, name: options.name ?? options.role, role: options.role, walletId: options.wallet, expiresAt, rateLimit };
+      const { key: record, secret } = await withDatabase(command, (pool) => inTransaction(pool, (client) => createKeyAudited(client, input)));
       printCreatedKey(output, record, secret, options.json === true);
     });
   key
@@ -155,7 +166,14 @@ export function addKeyCommands(program: Command, output: TenantsOutput, withData
     .argument("<key>", "the key id (the 16 characters after hf_), or the whole key hf_<id>_<secret>")
     .action(async (value: string, options: { tenant: string }, command: Command) => {
       const keyId = keyIdOf(value);
-      const record = await withDatabase(command, (pool) => revokeApiKey(pool, options.tenant, keyId));
+      const record = await withDatabase(command, (pool) =>
+        inTransaction(pool, async (client) => {
+          const revoked = await revokeApiKey(client, options.tenant, keyId);
+          // Recorded like AdminService.RevokeApiKey's, in the same transaction, with no acting key.
+          if (revoked !== null) await recordAudit(client, { tenantId: revoked.tenantId, keyId: null, action: "api_key.revoked", target: revoked.keyId });
+          return revoked;
+        }),
+      );
       if (record === null) throw new Error(`tenant ${options.tenant} has no key ${keyId}`);
       const from = keyId === value ? "" : " (the id of the key given)";
       output.out(`Revoked key ${record.keyId}${from} at ${record.revokedAt?.toISOString() ?? "?"}.`);
@@ -167,7 +185,56 @@ interface KeyCreateOptions {
   role: Role;
   wallet?: string;
   name?: string;
+  expiresAt?: Date;
+  /** Milliseconds from now. */
+  expiresIn?: number;
+  requestsPerSecond?: number;
+  burst?: number;
   json?: boolean;
+}
+
+/**
+ * Creates a key and its `api_key.created` audit entry, with the same details as
+ * AdminService.CreateApiKey records; run it in a transaction so that both commit together. The
+ * acting key is null: the CLI acts with database credentials (audit_log.key_id, migration 0011).
+ */
+async function createKeyAudited(client: PoolClient, input: CreateApiKeyInput): Promise<{ key: ApiKeyRecord; secret: string }> {
+  const made = await createApiKey(client, input);
+  const details = {
+    name: input.name,
+    role: input.role,
+    wallet_id: made.key.walletId,
+    expires_at: input.expiresAt?.toISOString() ?? null,
+    ...(input.rateLimit === undefined ? {} : { rate_limit: { requests_per_second: input.rateLimit.perSecond, burst: input.rateLimit.burst } }),
+  };
+  await recordAudit(client, { tenantId: made.key.tenantId, keyId: null, action: "api_key.created", target: made.key.keyId, details });
+  return made;
+}
+
+/** `--expires-at`: an RFC 3339 time with its offset (`Z` or `+02:00`), so no local time zone is guessed. */
+function parseTime(value: string): Date {
+  const date = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(value) || Number.isNaN(date.getTime())) {
+    throw new InvalidArgumentError("must be an RFC 3339 time such as 2026-12-31T23:59:59Z");
+  }
+  return date;
+}
+
+const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--expires-in`: a whole number and a unit (s, m, h, d), in milliseconds. */
+function parseDuration(value: string): number {
+  const match = /^(\d{1,6})([smhd])$/.exec(value);
+  if (match === null || Number(match[1]) === 0) {
+    throw new InvalidArgumentError("must be a positive whole number and s, m, h or d, e.g. 30d");
+  }
+  return Number(match[1]) * (DURATION_UNIT_MS[match[2] ?? "s"] ?? 1000);
+}
+
+/** A whole number of calls; the key store checks its bounds and names the field. */
+function parseCount(value: string): number {
+  if (!/^\d{1,9}$/.test(value)) throw new InvalidArgumentError("must be a whole number");
+  return Number(value);
 }
 
 /** The keys of `tenantIds`, page by page, at most {@link KEYS_LISTED_MAX} in all. */
