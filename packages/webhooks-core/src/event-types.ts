@@ -24,6 +24,7 @@ export const LEDGER_EVENT_TYPES = [
   "holdfast.grant.created",
   "holdfast.grant.expired",
   "holdfast.grant.voided",
+  "holdfast.usage.recorded",
   "holdfast.statement.closed",
   "holdfast.usage.recorded",
 ] as const;

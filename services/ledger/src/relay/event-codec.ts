@@ -40,6 +40,7 @@ const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.grant.created": (d) => ({ case: "grantCreated", value: grantEvent(d) }),
   "holdfast.grant.expired": (d) => ({ case: "grantExpired", value: grantEvent(d) }),
   "holdfast.grant.voided": (d) => ({ case: "grantVoided", value: grantEvent(d) }),
+  "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
   "holdfast.statement.closed": (d) => ({ case: "statementClosed", value: { statement: toStatement(parseStatement(d)) } }),
   "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
 };

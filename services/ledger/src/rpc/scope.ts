@@ -68,6 +68,9 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   // Read by id, a grant would need its own scope check; ListGrants on the key's wallet shows them all.
   [`${LEDGER}/GetGrant`]: { role: "reader", scoped: { kind: "refused", why: "list the wallet's grants with ListGrants" } },
   [`${LEDGER}/ListGrants`]: { role: "reader", scoped: OWN_WALLET },
+  [`${LEDGER}/ReserveUsage`]: { role: "writer", scoped: OWN_WALLET },
+  [`${LEDGER}/CaptureUsage`]: { role: "writer", scoped: OWN_RECORDS },
+  [`${LEDGER}/SpendUsage`]: { role: "writer", scoped: OWN_WALLET },
   [`${LEDGER}/GetStatement`]: { role: "reader", scoped: OWN_WALLET },
   [`${LEDGER}/ReserveUsage`]: { role: "writer", scoped: OWN_WALLET },
   [`${LEDGER}/CaptureUsage`]: { role: "writer", scoped: OWN_RECORDS },
