@@ -63,6 +63,8 @@ export function createCoreCaller(options: CoreOptions): Caller {
         return unwrap(await ledger.deposit(caller, { ...base, ...wallet }));
       case "spend":
         return unwrap(await ledger.spend(caller, { ...base, ...wallet }));
+      default:
+        throw new Error(`the core rows do not send ${method}`);
     }
   };
   return { call, close: () => void pool.end() };

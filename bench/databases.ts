@@ -7,11 +7,13 @@
 import pg from "pg";
 import pino from "pino";
 import { createPool } from "@holdfast/common/pg";
+import { systemClock } from "@holdfast/common/ids";
 import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
+import { createRateCards } from "@holdfast/ledger/domain/rate-cards";
 import { migrate } from "@holdfast/db/migrate";
 import { NAIVE_SCHEMA } from "./naive-service.js";
 import { HOT_ROW_TABLE_SQL } from "./raw-hot-row.js";
-import { ASSET, HOT_WALLET_ID } from "./workloads.js";
+import { ASSET, HOT_WALLET_ID, MODEL, MODEL_PRICES, RATE_CARD_ID } from "./workloads.js";
 
 /** The uniform workload's wallets, unless --wallets says otherwise. */
 export const WALLETS_TOTAL_DEFAULT = 10_000;
@@ -96,6 +98,19 @@ export async function prepareLedgerDatabase(name: string, walletsTotal: number, 
   );
   await pool.query("vacuum analyze");
   return { url, pool, tenantId, apiKey: secret };
+}
+
+/** The metered workload's rate card (workloads.ts), in effect from now, in the first tenant. */
+export async function addRateCard(db: LedgerDatabase): Promise<void> {
+  await createRateCards({ pool: db.pool, clock: systemClock }).put(db.tenantId, {
+    rateCardId: RATE_CARD_ID,
+    asset: ASSET,
+    tokenAsset: "TOKENS",
+    models: [{ model: MODEL, prices: MODEL_PRICES, tiers: [] }],
+    markupBps: 0,
+    effectiveAt: null,
+    idempotencyKey: "bench-rate-card",
+  });
 }
 
 /** Where the grants of `--grants` are consumed in order: far in the future, a day apart. */

@@ -20,13 +20,15 @@
 //                   whose wallets hold their funds in N grants each (uniform, hot).
 //   --systems …,nolimit  "holdfast, rate limits off": a ledger with both rate limits 0 (uniform,
 //                   hot); every other ledger runs its rate limiter with limits no row reaches.
+//   --workloads pairs,metered  Reserve → Capture pairs against ReserveUsage → CaptureUsage
+//                   pairs on a rate card written at setup, both on the uniform wallets.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import type pg from "pg";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { checkInvariants } from "@holdfast/ledger/invariants";
 import { loadBaseline } from "./baseline.js";
-import { addGrantsTenant, connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
+import { addGrantsTenant, addRateCard, connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
@@ -73,6 +75,8 @@ const WORKLOAD_SYSTEMS: Record<string, readonly (typeof SYSTEM_FLAGS)[number][]>
   uniform: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive"],
   hot: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive", "raw", "core"],
   retries: ["holdfast", "baseline", "naive"],
+  pairs: ["holdfast"],
+  metered: ["holdfast"],
 };
 
 interface Context {
@@ -240,6 +244,7 @@ async function main(): Promise<void> {
   progress(`creating ${args.database} and ${args.database}_naive (${settings.walletsTotal} funded wallets each)`);
   const ledgerDb = await prepareLedgerDatabase(args.database, settings.walletsTotal);
   const naiveDb = await prepareNaiveDatabase(`${args.database}_naive`, settings.walletsTotal);
+  if (workloads.includes("metered")) await addRateCard(ledgerDb);
   const grantsTenant = chosen.includes("grants") && workloads.some((w) => WORKLOAD_SYSTEMS[w]!.includes("grants"));
   if (grantsTenant) progress(`adding the tenant bench_grants to ${args.database}: ${grantsPerWallet} grants on each of its ${settings.walletsTotal + 1} wallets`);
   const grants = grantsTenant ? await addGrantsTenant(ledgerDb, settings.walletsTotal, grantsPerWallet) : null;

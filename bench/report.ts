@@ -153,10 +153,21 @@ const SELF_COMPARISONS: { prefix: string; what: string }[] = [
 /**
  * One line per row of --baseline, --grants and nolimit: its commands/s and p99 next to the
  * "holdfast" row's of the same workload and callers, and how many more (or fewer) commands/s
- * the "holdfast" row had. Rows run back to back, so a few % is run-to-run noise.
+ * the "holdfast" row had; and per "holdfast" row of the metered workload, the same against
+ * the pairs workload's (plain Reserve → Capture). Rows run back to back, so a few % is
+ * run-to-run noise.
  */
 export function comparisonLines(rows: Row[]): string[] {
   const lines: string[] = [];
+  for (const metered of rows.filter((r) => r.workload === "metered" && r.system === SYSTEMS.holdfast)) {
+    const pairs = find(rows, "pairs", SYSTEMS.holdfast, metered.concurrency);
+    if (!pairs) continue;
+    const more = ratio(pairs, metered) - 1;
+    lines.push(
+      `- metered ${metered.concurrency} (ReserveUsage → CaptureUsage): ${fixed(metered.perSecond, 0)}/s, p99 ${fixed(metered.p99)} ms; ` +
+        `pairs (Reserve → Capture) ${fixed(pairs.perSecond, 0)}/s, p99 ${fixed(pairs.p99)} ms: ${fixed(Math.abs(more) * 100)}% ${more >= 0 ? "more" : "fewer"} commands/s`,
+    );
+  }
   for (const row of rows) {
     const kind = SELF_COMPARISONS.find((c) => row.system.startsWith(c.prefix));
     const holdfast = kind && find(rows, row.workload, SYSTEMS.holdfast, row.concurrency);
@@ -206,7 +217,7 @@ export function reportText(rows: Row[], facts: Record<string, string>, settings:
     "",
     "## Method",
     "",
-    `- Each row: ${settings.durationSeconds} s measured after ${settings.warmupSeconds} s of warm-up, ${loop}; a Reserve → Capture pair or a Spend per iteration (half each), on one of ${settings.walletsTotal} funded wallets (uniform, retries) or on one hot wallet (hot); retries re-sends 5% of the commands at once and 5% a second later with the same key, and 1% with the same key and another amount.`,
+    `- Each row: ${settings.durationSeconds} s measured after ${settings.warmupSeconds} s of warm-up, ${loop}; a Reserve → Capture pair or a Spend per iteration (half each), on one of ${settings.walletsTotal} funded wallets (uniform, retries) or on one hot wallet (hot); retries re-sends 5% of the commands at once and 5% a second later with the same key, and 1% with the same key and another amount; pairs and metered send only Reserve → Capture, and ReserveUsage → CaptureUsage on a rate card, both on the uniform wallets.`,
     `- The load generator is a separate process per row (gRPC over HTTP/2 with ${settings.client}, ${settings.connectionsPerClient} connections); the Holdfast ledger and the naive service each run in their own process; PostgreSQL is the same server for all. All of them share the machine's cores.`,
     "- Invariants (docs/architecture.md, \"Invariants\") are checked after every Holdfast row, the naive service's own (balances = journal, none below zero) after each of its rows.",
     "- CPU cores: busy cores averaged over the measured window: the whole machine (/proc/stat; stolen = time the hypervisor gave to other VMs), all PostgreSQL processes, the service process under test, the load generator itself, and the rest (other: nats-server, the other ledger's outbox relay, anything else running on the machine).",

@@ -7,7 +7,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
 /** The commands the workloads send. */
-export type Method = "deposit" | "reserve" | "capture" | "spend";
+export type Method = "deposit" | "reserve" | "capture" | "spend" | "reserveUsage" | "captureUsage";
 
 /** One unary call; rejects with an error carrying the gRPC status `code`. */
 export type Call = (method: Method, request: Record<string, unknown>) => Promise<unknown>;

@@ -4,12 +4,24 @@
 import { randomUUID } from "node:crypto";
 import type { Method } from "./rpc-client.js";
 
-export const WORKLOAD_NAMES = ["uniform", "hot", "retries"] as const;
+export const WORKLOAD_NAMES = ["uniform", "hot", "retries", "pairs", "metered"] as const;
 export type Workload = (typeof WORKLOAD_NAMES)[number] | "raw";
 
 /** The one wallet of the hot workload. */
 export const HOT_WALLET_ID = "hot";
 export const ASSET = "USD";
+/** The metered workload's rate card and model, written at setup (databases.ts). */
+export const RATE_CARD_ID = "bench";
+export const MODEL = "bench";
+/** Its prices, in billionths of a cent per million tokens: $3 input, $15 output. */
+export const MODEL_PRICES = { input: 300_000_000_000n, output: 1_500_000_000_000n };
+/**
+ * A ReserveUsage estimate and its CaptureUsage, priced like RESERVE_AMOUNT and CAPTURE_AMOUNT:
+ * 20,000 + 5,000 tokens hold 14 (13.5 rounded up), 16,000 + 4,000 capture 10 (10.8, the rest
+ * carried).
+ */
+const USAGE_ESTIMATE = { inputTokens: 20_000n, outputTokens: 5_000n };
+const USAGE_ACTUAL = { inputTokens: 16_000n, outputTokens: 4_000n };
 /** A reserve holds this much; its capture takes CAPTURE_AMOUNT and the rest goes back. */
 const RESERVE_AMOUNT = 10n;
 const CAPTURE_AMOUNT = 7n;
@@ -41,11 +53,23 @@ export function walletName(index: number): string {
   return `w${index}`;
 }
 
-/** One iteration of a workload: a Reserve → Capture pair or a Spend, on one wallet. */
+/**
+ * One iteration of a workload, on one wallet: a Reserve → Capture pair or a Spend (uniform, hot,
+ * retries), always a Reserve → Capture pair (pairs), or a ReserveUsage → CaptureUsage pair on
+ * the rate card RATE_CARD_ID (metered); pairs and metered on the uniform wallets.
+ */
 export function freshSteps(workload: Workload, walletsTotal: number): Step[] {
   if (workload === "raw") return [{ method: "spend", request: { amount: 1n }, kind: "fresh" }];
   const walletId = workload === "hot" ? HOT_WALLET_ID : walletName(Math.floor(Math.random() * walletsTotal));
-  if (Math.random() >= RESERVE_SHARE) {
+  if (workload === "metered") {
+    const holdId = `h_${randomUUID()}`;
+    const card = { rateCardId: RATE_CARD_ID, model: MODEL };
+    return [
+      fresh("reserveUsage", { walletId, ...card, estimate: USAGE_ESTIMATE, holdId, ttlSeconds: HOLD_TTL_SECONDS, idempotencyKey: randomUUID() }),
+      fresh("captureUsage", { holdId, usage: USAGE_ACTUAL, idempotencyKey: randomUUID() }),
+    ];
+  }
+  if (workload !== "pairs" && Math.random() >= RESERVE_SHARE) {
     return [fresh("spend", { walletId, asset: ASSET, amount: SPEND_AMOUNT, idempotencyKey: randomUUID() })];
   }
   const holdId = `h_${randomUUID()}`;

@@ -2,8 +2,10 @@
 // naive service, runs a load generator per row, checks the invariants and writes a JSON report
 // whose rows say so. No timing is asserted: this machine's numbers are not a test's business.
 // Method: run the compiled harness (bench/dist/main.js, which `npm run build` produces) for one
-// short row per system on the hot wallet, the rows of --grants and nolimit included, in
-// databases of its own on the test server, then read its JSON report and drop the databases.
+// short row per system on the hot wallet, the rows of --grants and nolimit included, and one
+// Holdfast row each of the pairs and metered workloads (Reserve → Capture against ReserveUsage →
+// CaptureUsage on a rate card written at setup), in databases of its own on the test server,
+// then read its JSON report and drop the databases.
 // A --baseline checkout whose migrations skip a number is refused before any setup, naming the
 // file to renumber (measuring a real baseline needs another built checkout: not a test's job).
 import { execFile } from "node:child_process";
@@ -18,8 +20,11 @@ import { afterAll, expect, inject, it } from "vitest";
 import { TEST_DATABASE_PREFIX } from "./global-setup.js";
 
 const harness = "bench/dist/main.js";
-/** Setup (fsync probe, 100 funded wallets, 2 grants each, three services) plus five 1.5 s rows, with slack. */
-const harness_timeout_ms = 90_000;
+/**
+ * Setup (fsync probe, 100 funded wallets, 2 grants each, a rate card, three services) plus seven
+ * 1.5 s rows: ~30 s on a quiet machine, 75 s seen with other test files running; with slack.
+ */
+const harness_timeout_ms = 150_000;
 const database = `${TEST_DATABASE_PREFIX}bench_${randomBytes(6).toString("hex")}`;
 const adminUrl = inject("adminDatabaseUrl");
 
@@ -39,12 +44,12 @@ interface Report {
 }
 
 it(
-  "runs Holdfast (also on wallets with grants, and without rate limits), the naive service and the raw hot row, and reports invariants ok",
+  "runs Holdfast (also on wallets with grants, without rate limits, and metered), the naive service and the raw hot row, and reports invariants ok",
   async () => {
     expect(existsSync(harness), `${harness} is missing: run npm run build first`).toBe(true);
     const dir = await mkdtemp(join(tmpdir(), "holdfast-bench-smoke-"));
     const json = join(dir, "report.json");
-    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot", "--systems", "holdfast,nolimit,naive,raw", "--wallets", "100", "--grants", "2"];
+    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot,pairs,metered", "--systems", "holdfast,nolimit,naive,raw", "--wallets", "100", "--grants", "2"];
     const { stdout } = await promisify(execFile)(process.execPath, [harness, ...argv, "--database", database, "--json", json], {
       env: { ...process.env, BENCH_ADMIN_DATABASE_URL: adminUrl },
       timeout: harness_timeout_ms,
@@ -53,15 +58,17 @@ it(
     await rm(dir, { recursive: true, force: true });
 
     expect(report.ok).toBe(true);
-    expect(report.rows.map((r) => r.system)).toEqual(["holdfast", "holdfast (2 grants/wallet)", "holdfast, rate limits off", "naive service", "raw hot row"]);
+    const hot = ["holdfast", "holdfast (2 grants/wallet)", "holdfast, rate limits off", "naive service", "raw hot row"];
+    expect(report.rows.map((r) => `${r.workload} ${r.system}`)).toEqual([...hot.map((s) => `hot ${s}`), "pairs holdfast", "metered holdfast"]);
     for (const row of report.rows) {
-      expect(row).toMatchObject({ workload: "hot", concurrency: 4, violations: [], errors: 0 });
+      expect(row).toMatchObject({ concurrency: 4, violations: [], errors: 0 });
       expect(row.commands).toBeGreaterThan(0);
     }
     expect(report.facts["cores"]).toMatch(/^\d+$/);
-    expect(stdout).toContain("Invariants: ok after all 5 rows.");
-    expect(report.comparisons).toHaveLength(2);
-    expect(report.comparisons[0]).toMatch(/^- hot 4, holdfast \(2 grants\/wallet\) .*commands\/s$/);
+    expect(stdout).toContain("Invariants: ok after all 7 rows.");
+    expect(report.comparisons).toHaveLength(3);
+    expect(report.comparisons[0]).toMatch(/^- metered 4 \(ReserveUsage → CaptureUsage\): .*; pairs \(Reserve → Capture\) .*commands\/s$/);
+    expect(report.comparisons[1]).toMatch(/^- hot 4, holdfast \(2 grants\/wallet\) .*commands\/s$/);
     expect(stdout).toContain("## Holdfast against itself");
   },
   harness_timeout_ms + 10_000,

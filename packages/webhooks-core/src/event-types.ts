@@ -26,7 +26,6 @@ export const LEDGER_EVENT_TYPES = [
   "holdfast.grant.voided",
   "holdfast.usage.recorded",
   "holdfast.statement.closed",
-  "holdfast.usage.recorded",
 ] as const;
 
 /** Sent to the tenant's other endpoints when the worker disables an endpoint. */

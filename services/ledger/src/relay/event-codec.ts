@@ -42,7 +42,6 @@ const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.grant.voided": (d) => ({ case: "grantVoided", value: grantEvent(d) }),
   "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
   "holdfast.statement.closed": (d) => ({ case: "statementClosed", value: { statement: toStatement(parseStatement(d)) } }),
-  "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
 };
 
 function transferEvent(data: Json) {

@@ -25,7 +25,7 @@ type Handlers = ServiceImpl<typeof LedgerService>;
  * answered by the routes' error interceptor.
  */
 export function ledgerService(options: LedgerServiceOptions): Handlers {
-  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options), ...usageHandlers(options), ...statementHandlers(options), ...usageHandlers(options) };
+  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options), ...statementHandlers(options), ...usageHandlers(options) };
 }
 
 /** The commands that move funds at once: Deposit, Spend, Refund, Transfer. */
