@@ -238,14 +238,16 @@ async function main(): Promise<void> {
     walletsTotal: numberOption("wallets", args.wallets, 1, WALLETS_MAX),
   };
   // Loaded first: a checkout that is not built fails the invocation before any setup.
-  const baseline = chosen.includes("baseline") ? await loadBaseline(args.baseline) : null;
+  // A system's setup and process only when some chosen workload runs it.
+  const runs = (system: string) => chosen.includes(system) && workloads.some((w) => WORKLOAD_SYSTEMS[w]!.some((s) => s === system));
+  const baseline = runs("baseline") ? await loadBaseline(args.baseline) : null;
   progress("measuring the disk's fdatasync with pg_test_fsync");
   const fsyncUs = await measureFdatasyncUs();
   progress(`creating ${args.database} and ${args.database}_naive (${settings.walletsTotal} funded wallets each)`);
   const ledgerDb = await prepareLedgerDatabase(args.database, settings.walletsTotal);
   const naiveDb = await prepareNaiveDatabase(`${args.database}_naive`, settings.walletsTotal);
   if (workloads.includes("metered")) await addRateCard(ledgerDb);
-  const grantsTenant = chosen.includes("grants") && workloads.some((w) => WORKLOAD_SYSTEMS[w]!.includes("grants"));
+  const grantsTenant = runs("grants");
   if (grantsTenant) progress(`adding the tenant bench_grants to ${args.database}: ${grantsPerWallet} grants on each of its ${settings.walletsTotal + 1} wallets`);
   const grants = grantsTenant ? await addGrantsTenant(ledgerDb, settings.walletsTotal, grantsPerWallet) : null;
   if (baseline) progress(`creating ${args.database}_baseline with the code of ${baseline.dir} (${baseline.commit})`);
@@ -256,7 +258,7 @@ async function main(): Promise<void> {
     const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: SERVICE_POOL_MAX, groupCommit: true, rateLimits: true };
     const holdfast = await startLedger({ ...ledger, name: "holdfast ledger" });
     const holdfastSolo = chosen.includes("solo") ? await startLedger({ ...ledger, name: "holdfast ledger, group commit off", groupCommit: false }) : null;
-    const holdfastNoLimit = chosen.includes("nolimit") ? await startLedger({ ...ledger, name: "holdfast ledger, rate limits off", rateLimits: false }) : null;
+    const holdfastNoLimit = runs("nolimit") ? await startLedger({ ...ledger, name: "holdfast ledger, rate limits off", rateLimits: false }) : null;
     const baselineLedger =
       baseline && baselineDb
         ? {
