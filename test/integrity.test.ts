@@ -20,8 +20,11 @@ import { WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
 import { main } from "@holdfast/cli/main";
 import { chainHash, verifyLedger } from "@holdfast/cli/verify";
 import type { Caller } from "@holdfast/ledger/domain";
-import { startChainCheckpoints } from "@holdfast/ledger/chain-checkpoints";
+import { connect } from "@nats-io/transport-node";
+import { chainHeadSubject } from "@holdfast/common/nats";
+import { createChainHeadPublisher, startChainCheckpoints } from "@holdfast/ledger/chain-checkpoints";
 import { createTestLedger, key, quietLogger } from "./support/ledger.js";
+import { startNatsServer } from "./support/nats.js";
 import { startTestServer } from "./support/server.js";
 import { loopback_networks } from "./support/webhooks.js";
 
@@ -336,12 +339,57 @@ describe("chain checkpoints", () => {
     const first = await checkpoints.checkpoint();
     const mine = first.find((c) => c.tenantId === caller.tenantId);
     const rows = await chainOf(caller.tenantId);
-    expect(mine).toEqual({ tenantId: caller.tenantId, chainSeq: BigInt(rows.length), headHash: rows.at(-1)!.row_hash.toString("hex") });
+    expect(mine).toEqual({ tenantId: caller.tenantId, chainSeq: BigInt(rows.length), headHash: rows.at(-1)!.row_hash.toString("hex"), recordedAt: expect.any(Date) });
     expect(lines).toContainEqual(expect.objectContaining({ msg: "journal chain head", tenantId: caller.tenantId, chainSeq: String(rows.length) }));
     await t.ledger.deposit(caller, { walletId: "w", asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} });
     expect((await checkpoints.checkpoint()).find((c) => c.tenantId === caller.tenantId)).toBeUndefined();
     checkpoints.stop();
     await expect(t.pool.query("delete from journal_chain_checkpoints where tenant_id = $1", [caller.tenantId])).rejects.toThrow(/append-only/);
+  });
+});
+
+describe("chain heads on NATS", () => {
+  it("publishes each new head on <namespace>.chain.<tenant>, outside the events stream, and a NATS outage loses only that copy", async () => {
+    const caller = await tenant();
+    await someActivity(caller);
+    const namespace = `chain${randomUUID().slice(0, 8)}`;
+    const nats = await startNatsServer();
+    const nc = await connect({ servers: nats.url });
+    const sub = nc.subscribe(chainHeadSubject(namespace, caller.tenantId), { max: 1 });
+    await nc.flush();
+    const publisher = createChainHeadPublisher({ natsUrl: nats.url, natsTls: null, namespace, logger: quietLogger });
+    const checkpoints = startChainCheckpoints({ pool: t.pool, logger: quietLogger, intervalSeconds: 0, publish: publisher.publish });
+    try {
+      const mine = (await checkpoints.checkpoint()).find((c) => c.tenantId === caller.tenantId)!;
+      const rows = await chainOf(caller.tenantId);
+      let received: { json: () => unknown; headers?: { get(k: string): string } } | undefined;
+      for await (const m of sub) received = m;
+      expect(received!.json()).toEqual({
+        type: "holdfast.chain.head",
+        tenant_id: caller.tenantId,
+        chain_seq: String(rows.length),
+        head_hash: rows.at(-1)!.row_hash.toString("hex"),
+        recorded_at: mine.recordedAt.toISOString(),
+      });
+      expect(received!.headers?.get("Nats-Msg-Id")).toBe(`${caller.tenantId}:${rows.length}`);
+    } finally {
+      checkpoints.stop();
+      await publisher.close();
+      await nc.close();
+      await nats.stop();
+    }
+
+    // NATS unreachable: the checkpoint row is still written and returned.
+    await t.ledger.deposit(caller, { walletId: "w", asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} });
+    const away = createChainHeadPublisher({ natsUrl: "nats://127.0.0.1:1", natsTls: null, namespace, logger: quietLogger });
+    const offline = startChainCheckpoints({ pool: t.pool, logger: quietLogger, intervalSeconds: 0, publish: away.publish });
+    try {
+      const head = (await offline.checkpoint()).find((c) => c.tenantId === caller.tenantId);
+      expect(head?.chainSeq).toBe(BigInt((await chainOf(caller.tenantId)).length));
+    } finally {
+      offline.stop();
+      await away.close();
+    }
   });
 });
 

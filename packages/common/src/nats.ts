@@ -82,6 +82,15 @@ export function eventSubjectRoot(namespace: string = NAMESPACE_DEFAULT): string 
   return `${namespace}.events`;
 }
 
+/**
+ * Where the ledger publishes a tenant's journal chain head (services/ledger chain-checkpoints):
+ * `<namespace>.chain.<tenant>`, outside the events stream, so webhook endpoints and stream
+ * consumers never see it unless they subscribe to it.
+ */
+export function chainHeadSubject(namespace: string, tenantId: string): string {
+  return `${namespace}.chain.${tenantId}`;
+}
+
 /** Every event subject of a namespace: what its stream captures and what a consumer of all events filters on. */
 export function eventSubjectsAll(namespace: string = NAMESPACE_DEFAULT): string {
   return `${eventSubjectRoot(namespace)}.>`;
