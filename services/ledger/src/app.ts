@@ -13,7 +13,7 @@ import { commandMetricsInterceptor, registerLedgerMetrics } from "./metrics.js";
 import { createOutboxRelay, type OutboxRelay } from "./relay/outbox-relay.js";
 import type { LedgerConfig } from "./config.js";
 import { startRetention } from "./retention.js";
-import { startChainCheckpoints } from "./chain-checkpoints.js";
+import { createChainHeadPublisher, startChainCheckpoints } from "./chain-checkpoints.js";
 import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.js";
 import { createRateLimiter } from "./rpc/rate-limit.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
@@ -153,7 +153,9 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const address = await server.listen();
   relay?.start();
   const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
-  const checkpoints = startChainCheckpoints({ pool, logger });
+  const chainHeads =
+    relay === null ? null : createChainHeadPublisher({ natsUrl: config.natsUrl, natsTls: config.natsTls, namespace: config.namespace, logger });
+  const checkpoints = startChainCheckpoints({ pool, logger, publish: chainHeads?.publish });
   return {
     address,
     url: `${config.tls ? "https" : "http"}://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`,
@@ -168,6 +170,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       checkpoints.stop();
       await server.drain();
       await relay?.stop();
+      await chainHeads?.close();
       await verifier.close();
       await pool.end();
     },
