@@ -24,6 +24,8 @@ export const LEDGER_EVENT_TYPES = [
   "holdfast.grant.created",
   "holdfast.grant.expired",
   "holdfast.grant.voided",
+  "holdfast.balance.low",
+  "holdfast.balance.recovered",
   "holdfast.usage.recorded",
   "holdfast.statement.closed",
 ] as const;

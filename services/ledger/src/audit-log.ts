@@ -17,7 +17,10 @@ export type AuditAction =
   | "webhook_endpoint.created"
   | "webhook_endpoint.updated"
   | "webhook_endpoint.deleted"
-  | "webhook_endpoint.secret_rotated";
+  | "webhook_endpoint.secret_rotated"
+  | "balance_alert.created"
+  | "balance_alert.updated"
+  | "balance_alert.deleted";
 
 /** One admin action to record. `details` holds the request's relevant fields, never a secret. */
 export interface AuditRecordInput {

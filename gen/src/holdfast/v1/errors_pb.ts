@@ -33,12 +33,14 @@ export const file_holdfast_v1_errors: GenFile = /*@__PURE__*/
  * | WEBHOOK_ENDPOINT_NOT_FOUND, WEBHOOK_DELIVERY_NOT_FOUND | NOT_FOUND |
  * | RATE_CARD_NOT_FOUND                       | NOT_FOUND           |
  * | GRANT_NOT_FOUND                           | NOT_FOUND           |
+ * | BALANCE_ALERT_NOT_FOUND                   | NOT_FOUND           |
  * | IDEMPOTENCY_KEY_REUSED, HOLD_ALREADY_EXISTS, WALLET_ALREADY_EXISTS | ALREADY_EXISTS |
  * | GRANT_ALREADY_EXISTS                      | ALREADY_EXISTS      |
  * | INVALID_FIELD (also an amount whose sum would overflow int64) | INVALID_ARGUMENT |
  * | UNAUTHENTICATED                           | UNAUTHENTICATED     |
  * | PERMISSION_DENIED                         | PERMISSION_DENIED   |
  * | OVERLOADED, WEBHOOK_ENDPOINT_LIMIT        | RESOURCE_EXHAUSTED  |
+ * | BALANCE_ALERT_LIMIT (100 per tenant)      | RESOURCE_EXHAUSTED  |
  * | UNAVAILABLE, DRAINING                     | UNAVAILABLE         |
  * | INTERNAL                                  | INTERNAL            |
  *

@@ -5,6 +5,7 @@ import { eventSubjectRoot } from "@holdfast/common/nats";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
 import { parseBalance, parseGrant, parseHold, parseTransfer, parseWallet } from "../domain/rows.js";
 import { toBalance, toGrant, toHold, toTransfer, toWallet } from "../rpc/convert.js";
+import { toBalanceAlertEvent } from "../rpc/alerts.js";
 import { parseStatement } from "../domain/statements.js";
 import { toStatement } from "../rpc/statements.js";
 
@@ -40,6 +41,8 @@ const PAYLOADS: Record<string, (data: Json, at: Date) => Payload> = {
   "holdfast.grant.created": (d) => ({ case: "grantCreated", value: grantEvent(d) }),
   "holdfast.grant.expired": (d) => ({ case: "grantExpired", value: grantEvent(d) }),
   "holdfast.grant.voided": (d) => ({ case: "grantVoided", value: grantEvent(d) }),
+  "holdfast.balance.low": (d) => ({ case: "balanceLow", value: toBalanceAlertEvent(d) }),
+  "holdfast.balance.recovered": (d) => ({ case: "balanceRecovered", value: toBalanceAlertEvent(d) }),
   "holdfast.usage.recorded": (d) => ({ case: "usageRecorded", value: usageEvent(d) }),
   "holdfast.statement.closed": (d) => ({ case: "statementClosed", value: { statement: toStatement(parseStatement(d)) } }),
 };

@@ -3,11 +3,13 @@ import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type pg from "pg";
 import { InvalidFieldError, NotFoundError } from "@holdfast/common/errors";
+import type { Clock } from "@holdfast/common/ids";
 import { inTransaction } from "@holdfast/common/pg";
 import { AdminService, Role, type ApiKeySchema, type RateLimit } from "@holdfast/gen/holdfast/v1/admin_pb";
 import * as keys from "../auth/api-keys.js";
 import { listAuditLog, recordAudit } from "../audit-log.js";
 import type { Ledger } from "../domain/ledger.js";
+import { alertAdminHandlers } from "./alerts.js";
 import { callerOf } from "./auth.js";
 import { fromWalletStatus, toWallet, unwrap } from "./convert.js";
 import { statementAdminHandlers } from "./statements.js";
@@ -57,8 +59,9 @@ function rateLimit(value: RateLimit | undefined): keys.RateLimit | undefined {
  * AdminService handlers: wallet administration and API keys of the caller's tenant. The key
  * store's errors (invalid fields, page tokens) are answered by the routes' error interceptor.
  */
-export function adminService({ ledger, pool }: { ledger: Ledger; pool: pg.Pool }): ServiceImpl<typeof AdminService> {
+export function adminService({ ledger, pool, clock }: { ledger: Ledger; pool: pg.Pool; clock?: Clock }): ServiceImpl<typeof AdminService> {
   return {
+    ...alertAdminHandlers({ pool, clock }),
     ...statementAdminHandlers({ ledger }),
     async updateWallet(req, ctx) {
       const input = {
