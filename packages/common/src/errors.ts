@@ -69,7 +69,12 @@ export interface ErrorExtra {
   readonly field?: string;
   /** Facts that help the caller act, e.g. `{ available: "120" }`. */
   readonly metadata?: Readonly<Record<string, string>>;
+  /** Error details sent after the ErrorDetail, e.g. a refused batch's BatchFailure. */
+  readonly details?: ErrorDetails;
 }
+
+/** Further error details, as ConnectError takes them. */
+type ErrorDetails = NonNullable<ConstructorParameters<typeof ConnectError>[3]>;
 
 /**
  * An error with a reason of the public contract. `message` is shown to the caller as is: it
@@ -81,6 +86,7 @@ export class HoldfastError extends Error {
   /** The request field at fault; empty when the error is not about one field. */
   readonly field: string;
   readonly metadata: Readonly<Record<string, string>>;
+  readonly details: ErrorDetails;
 
   constructor(
     readonly reason: ErrorReason,
@@ -90,6 +96,7 @@ export class HoldfastError extends Error {
     super(message);
     this.field = extra.field ?? "";
     this.metadata = { ...extra.metadata };
+    this.details = extra.details ?? [];
   }
 }
 
@@ -209,7 +216,7 @@ export function ledgerError(code: Code, reason: string, message: string, extra: 
     desc: ErrorDetailSchema,
     value: { reason, message, field: extra.field ?? "", metadata: { ...extra.metadata } },
   };
-  return new ConnectError(message, code, undefined, [detail]);
+  return new ConnectError(message, code, undefined, [detail, ...(extra.details ?? [])]);
 }
 
 /**
@@ -220,7 +227,7 @@ export function ledgerError(code: Code, reason: string, message: string, extra: 
  */
 export function toConnectError(err: unknown, logger: Logger): ConnectError {
   if (err instanceof HoldfastError) {
-    return ledgerError(REASON_CODES[err.reason], err.reason, err.message, { field: err.field, metadata: err.metadata });
+    return ledgerError(REASON_CODES[err.reason], err.reason, err.message, { field: err.field, metadata: err.metadata, details: err.details });
   }
   if (err instanceof ConnectError) {
     return err;

@@ -6,3 +6,4 @@
  */
 export { createLedger, type Ledger, type LedgerOptions } from "./ledger.js";
 export type * from "./types.js";
+export type * from "./batches.js";

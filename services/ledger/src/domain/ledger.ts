@@ -1,5 +1,6 @@
 import type pg from "pg";
 import type { Clock, IdGenerator } from "@holdfast/common/ids";
+import { createBatches } from "./batches.js";
 import { createCommands } from "./commands.js";
 import { createGroupCommit } from "./group-commit.js";
 import { createQueries } from "./queries.js";
@@ -15,8 +16,8 @@ export interface LedgerOptions {
 
 /**
  * The ledger core: the commands (commands.ts), optionally batched per wallet (group-commit.ts),
- * and the reads (queries.ts), over one pool. The clock and the id generator are arguments so
- * that tests can drive time.
+ * atomic batches of commands (batches.ts), and the reads (queries.ts), over one pool. The
+ * clock and the id generator are arguments so that tests can drive time.
  */
 export function createLedger({ pool, clock, newId, groupCommit = null }: LedgerOptions) {
   const batches = groupCommit === null ? null : createGroupCommit({ pool, ...groupCommit });
@@ -24,6 +25,7 @@ export function createLedger({ pool, clock, newId, groupCommit = null }: LedgerO
     ...createCommands({ pool, clock, newId, queue: batches }),
     ...createQueries({ pool, clock }),
     ...createStatements({ pool, clock, newId }),
+    ...createBatches({ pool, clock, newId }),
     /** Group commit counters (batches, commands, largest batch, fallbacks); null when off. */
     groupCommitStats: () => batches?.stats() ?? null,
   };

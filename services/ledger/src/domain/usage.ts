@@ -99,7 +99,7 @@ export function createUsageCommands(ctx: UsageCommandContext) {
 }
 
 /** A TokenUsage as the SQL takes it: every class, counts as decimal strings. */
-function usageArg(usage: TokenUsage): Record<string, string> {
+export function usageArg(usage: TokenUsage): Record<string, string> {
   return Object.fromEntries(TOKEN_CLASSES.map((c) => [`${c}_tokens`, usage[c].toString()]));
 }
 
@@ -164,7 +164,8 @@ async function spendUsage(ctx: UsageCommandContext, caller: Caller, input: Spend
   });
 }
 
-function parseUsageCharge(row: Json): UsageCharge {
+/** The charge of a CaptureUsage or SpendUsage row (also a batch's, domain/batches.ts). */
+export function parseUsageCharge(row: Json): UsageCharge {
   return {
     usageId: String(row["usage_id"]),
     quote: parseUsageQuote(row["quote"] as Json),

@@ -97,6 +97,7 @@ export function toEvent(row: OutboxRow) {
     occurredAt: timestampFromDate(row.occurred_at),
     balance: balance ? toBalance(parseBalance(balance)) : undefined,
     metadata: (row.data["metadata"] ?? {}) as Record<string, string>,
+    batchId: typeof row.data["batch_id"] === "string" ? row.data["batch_id"] : "",
     payload: payload(row.data, row.occurred_at),
   });
 }

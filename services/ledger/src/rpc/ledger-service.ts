@@ -6,6 +6,7 @@ import type { Caller, DepositInput } from "../domain/types.js";
 import type { WalletFeed } from "../watch.js";
 import { callerOf } from "./auth.js";
 import { usageHandlers } from "./usage-service.js";
+import { batchHandlers } from "./batches.js";
 import { statementHandlers } from "./statements.js";
 import { fromHoldStatus, toBalance, toGrant, toHold, toTransfer, toWallet, unwrap } from "./convert.js";
 import * as v from "./validate.js";
@@ -25,7 +26,7 @@ type Handlers = ServiceImpl<typeof LedgerService>;
  * answered by the routes' error interceptor.
  */
 export function ledgerService(options: LedgerServiceOptions): Handlers {
-  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options), ...statementHandlers(options), ...usageHandlers(options) };
+  return { ...balanceHandlers(options), ...holdHandlers(options), ...walletHandlers(options), ...grantHandlers(options), ...statementHandlers(options), ...usageHandlers(options), ...batchHandlers(options) };
 }
 
 /** The commands that move funds at once: Deposit, Spend, Refund, Transfer. */

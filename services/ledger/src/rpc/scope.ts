@@ -71,6 +71,8 @@ export const METHOD_RULES: Readonly<Record<string, MethodRule>> = {
   [`${LEDGER}/ReserveUsage`]: { role: "writer", scoped: OWN_WALLET },
   [`${LEDGER}/CaptureUsage`]: { role: "writer", scoped: OWN_RECORDS },
   [`${LEDGER}/SpendUsage`]: { role: "writer", scoped: OWN_WALLET },
+  // Each command of a batch must be one the key may make alone: the handler applies its single RPC's rule (rpc/batches.ts).
+  [`${LEDGER}/ExecuteBatch`]: { role: "writer", scoped: OWN_RECORDS },
   [`${LEDGER}/GetStatement`]: { role: "reader", scoped: OWN_WALLET },
   [`${ADMIN}/UpdateWallet`]: { role: "admin", scoped: ADMINISTRATION },
   [`${ADMIN}/CreateApiKey`]: { role: "admin", scoped: ADMINISTRATION },

@@ -83,7 +83,8 @@ export function usageHandlers({ ledger, defaultHoldTtlSeconds }: UsageHandlersOp
   };
 }
 
-function chargeMessage(r: UsageCharge) {
+/** The charge fields of CaptureUsage's and SpendUsage's answers (also a batch's, rpc/batches.ts). */
+export function chargeMessage(r: UsageCharge) {
   return {
     usageId: r.usageId,
     quote: toQuoteMessage(r.quote),
@@ -94,7 +95,8 @@ function chargeMessage(r: UsageCharge) {
   };
 }
 
-function rateCardId(value: string): string {
+/** A request's rate_card_id, as usage.proto limits it (also a batch's, rpc/batches.ts). */
+export function rateCardId(value: string): string {
   if (value === "") {
     throw new InvalidFieldError("rate_card_id", "is required");
   }
@@ -104,7 +106,8 @@ function rateCardId(value: string): string {
   return value;
 }
 
-function model(value: string): string {
+/** A request's model, as usage.proto limits it (also a batch's, rpc/batches.ts). */
+export function model(value: string): string {
   if (value === "") {
     throw new InvalidFieldError("model", "is required");
   }
@@ -120,7 +123,7 @@ function model(value: string): string {
  * of the caller's, answered before anything is recorded. CaptureUsage may count none (the
  * call failed), which releases the hold.
  */
-function tokenUsage(usage: WireTokenUsage | undefined, field: string, { countsSomething }: { countsSomething: boolean }): TokenUsage {
+export function tokenUsage(usage: WireTokenUsage | undefined, field: string, { countsSomething }: { countsSomething: boolean }): TokenUsage {
   const counts = {} as Record<TokenClass, bigint>;
   let total = 0n;
   for (const tokenClass of TOKEN_CLASSES) {
