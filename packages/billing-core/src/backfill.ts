@@ -123,11 +123,17 @@ async function readPage(
 ): Promise<TransferRow[]> {
   const { rows } = await pool.query<TransferRow>({
     name: "billing_backfill_page",
-    text: `select tenant_id, transfer_id, kind, debit_wallet_id, credit_wallet_id, asset, amount, refund_of,
-                  metadata, created_at
-             from transfers
-            where ${USAGE_WHERE} and (tenant_id, transfer_id) > ($6::uuid, $7::uuid)
-            order by tenant_id, transfer_id
+    // A usage command's token legs share its money row's usage_id (migration 0013), so the
+    // record carries the same token counts the stream's event did.
+    text: `select t.tenant_id, t.transfer_id, t.kind, t.debit_wallet_id, t.credit_wallet_id, t.asset, t.amount,
+                  t.refund_of, t.metadata, t.created_at, t.model as usage_model,
+                  case when t.usage_id is null then null else
+                    (select coalesce(jsonb_agg(jsonb_build_object('token_class', l.token_class, 'amount', l.amount::text)), '[]'::jsonb)
+                       from transfers l
+                      where l.tenant_id = t.tenant_id and l.usage_id = t.usage_id and l.kind = 'usage') end as usage_legs
+             from transfers t
+            where ${USAGE_WHERE} and (t.tenant_id, t.transfer_id) > ($6::uuid, $7::uuid)
+            order by t.tenant_id, t.transfer_id
             limit $8`,
     values: [f.kinds, since, until, f.tenants, f.tenantId, cursor.tenantId, cursor.transferId, limit],
   });

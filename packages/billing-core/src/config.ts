@@ -372,7 +372,7 @@ function template(sink: Record<string, unknown>, key: string, fallback: string |
     throw new BillingConfigError(`${where}: ${key} must be a string of 1-${TEMPLATE_LENGTH_MAX} characters${fallback === null ? " (it has no default for this engine)" : ""}`);
   }
   for (const match of raw.matchAll(/\{([^}]*)\}/g)) {
-    if (!/^(tenant_id|wallet_id|asset|kind|amount|transfer_id|wallet\.[A-Za-z0-9_.:-]+|meta\.[A-Za-z0-9_.:-]+)$/.test(match[1] ?? "")) {
+    if (!/^(tenant_id|wallet_id|asset|kind|amount|transfer_id|model|usage\.(input|cached_input|cache_write|cache_write_1h|output|reasoning|total)_tokens|wallet\.[A-Za-z0-9_.:-]+|meta\.[A-Za-z0-9_.:-]+)$/.test(match[1] ?? "")) {
       throw new BillingConfigError(`${where}: ${key} uses unknown placeholder {${match[1]}}`);
     }
   }

@@ -4,7 +4,11 @@
  *
  * Templates name fields of the record in braces: `{tenant_id}`, `{wallet_id}`, `{asset}`,
  * `{kind}`, `{amount}`, `{transfer_id}`, `{wallet.KEY}` (the wallet's metadata) and
- * `{meta.KEY}` (the caller's metadata on the journal row). A template whose placeholder has no
+ * `{meta.KEY}` (the caller's metadata on the journal row), and for the spends and captures of
+ * the usage commands `{model}` and `{usage.input_tokens}` ... `{usage.reasoning_tokens}`,
+ * `{usage.total_tokens}` (their token legs, docs/metering.md): so one sink can bill money
+ * (`{amount}`) and another tokens (`{usage.output_tokens}`). Other records have no usage, so
+ * such a template dead-letters them. A template whose placeholder has no
  * value cannot be rendered; the record is then dead-lettered with the reason, never sent with
  * a guessed customer.
  *
@@ -22,7 +26,7 @@
  */
 import type { SinkConfig } from "./config.js";
 import { transferKey, walletKey, type ResolvedContext } from "./resolver.js";
-import type { UsageRecord } from "./usage.js";
+import { USAGE_TOKEN_FIELDS, type UsageRecord } from "./usage.js";
 
 /** A usage record in one sink's terms, ready for the sink's wire format. */
 export interface BillableUsage {
@@ -112,6 +116,7 @@ export function render(template: string, fields: TemplateFields): string | null 
 function placeholder(name: string, { record, wallet, metadata }: TemplateFields): string | undefined {
   if (name.startsWith("wallet.")) return wallet[name.slice("wallet.".length)];
   if (name.startsWith("meta.")) return metadata[name.slice("meta.".length)];
+  if (name.startsWith("usage.")) return usagePlaceholder(name.slice("usage.".length), record);
   switch (name) {
     case "tenant_id":
       return record.tenantId;
@@ -125,7 +130,18 @@ function placeholder(name: string, { record, wallet, metadata }: TemplateFields)
       return record.amount.toString();
     case "transfer_id":
       return record.transferId;
+    case "model":
+      return record.usage?.model;
     default:
       return undefined;
   }
+}
+
+/** `{usage.<class>_tokens}` or `{usage.total_tokens}`; undefined for a record without usage. */
+function usagePlaceholder(field: string, record: UsageRecord): string | undefined {
+  const usage = record.usage ?? null;
+  if (usage === null) return undefined;
+  const counts = usage.tokens;
+  if (field === "total_tokens") return USAGE_TOKEN_FIELDS.reduce((sum, f) => sum + counts[f], 0n).toString();
+  return (USAGE_TOKEN_FIELDS as readonly string[]).includes(field) ? counts[field as (typeof USAGE_TOKEN_FIELDS)[number]].toString() : undefined;
 }

@@ -27,6 +27,43 @@ export interface UsageRecord {
   readonly metadata: Readonly<Record<string, string>>;
   /** For refunds: the spend or capture refunded. */
   readonly refundOf: string | null;
+  /**
+   * For the SPEND or CAPTURE of a usage command (SpendUsage, CaptureUsage): its model and token
+   * counts by class (`input_tokens`, ..., every class present, 0 without tokens), from its token
+   * legs; null for every other record. Value templates read them as `{usage.output_tokens}`.
+   */
+  readonly usage: UsageTokens | null;
+}
+
+/** The token classes of a usage, as the value templates name them (docs/metering.md). */
+export const USAGE_TOKEN_FIELDS = [
+  "input_tokens",
+  "cached_input_tokens",
+  "cache_write_tokens",
+  "cache_write_1h_tokens",
+  "output_tokens",
+  "reasoning_tokens",
+] as const;
+
+/** A usage command's model and token counts. */
+export interface UsageTokens {
+  readonly model: string;
+  readonly tokens: Readonly<Record<(typeof USAGE_TOKEN_FIELDS)[number], bigint>>;
+}
+
+/** The wire TokenClass values 1-6, in USAGE_TOKEN_FIELDS order (rate_cards.proto). */
+const TOKEN_CLASS_FIELDS: Readonly<Record<number, (typeof USAGE_TOKEN_FIELDS)[number]>> = Object.fromEntries(
+  USAGE_TOKEN_FIELDS.map((field, i) => [i + 1, field]),
+);
+
+/** Counts token legs by class: the legs' classes as rows (`input`) or wire values (1). */
+function usageTokens(model: string, legs: readonly { tokenClass: string | number; amount: bigint }[]): UsageTokens {
+  const tokens = Object.fromEntries(USAGE_TOKEN_FIELDS.map((field) => [field, 0n])) as Record<(typeof USAGE_TOKEN_FIELDS)[number], bigint>;
+  for (const leg of legs) {
+    const field = typeof leg.tokenClass === "number" ? TOKEN_CLASS_FIELDS[leg.tokenClass] : (`${leg.tokenClass}_tokens` as (typeof USAGE_TOKEN_FIELDS)[number]);
+    if (field !== undefined && field in tokens) tokens[field] += leg.amount;
+  }
+  return { model, tokens };
 }
 
 /** The event types that carry usage, and the kind each maps to. */
@@ -40,6 +77,7 @@ export const USAGE_EVENT_TYPES: Readonly<Record<string, UsageKind>> = {
 export function usageFromEvent(event: Event): UsageRecord | null {
   const transfer = usageTransfer(event);
   if (transfer === undefined) return null;
+  const legs = event.payload.case === "spendCompleted" || event.payload.case === "holdCaptured" ? event.payload.value.tokenTransfers : [];
   const kind = USAGE_EVENT_TYPES[event.type];
   if (kind === undefined) return null;
   return {
@@ -52,6 +90,7 @@ export function usageFromEvent(event: Event): UsageRecord | null {
     occurredAt: transfer.createdAt ? timestampDate(transfer.createdAt) : new Date(0),
     metadata: { ...transfer.metadata },
     refundOf: transfer.refundOfTransferId === "" ? null : transfer.refundOfTransferId,
+    usage: transfer.usageId === "" ? null : usageTokens(transfer.model, legs),
   };
 }
 
@@ -78,6 +117,9 @@ export interface TransferRow {
   refund_of: string | null;
   metadata: Record<string, string>;
   created_at: Date;
+  /** The usage command's model and its token legs ({token_class, amount}); null for other rows. */
+  usage_model: string | null;
+  usage_legs: { token_class: string; amount: string }[] | null;
 }
 
 /** The usage record of a journal row; the row must be a spend, capture or refund. */
@@ -93,5 +135,9 @@ export function usageFromTransferRow(row: TransferRow): UsageRecord {
     occurredAt: row.created_at,
     metadata: { ...row.metadata },
     refundOf: row.refund_of,
+    usage:
+      row.usage_model === null
+        ? null
+        : usageTokens(row.usage_model, (row.usage_legs ?? []).map((l) => ({ tokenClass: l.token_class, amount: BigInt(l.amount) }))),
   };
 }
