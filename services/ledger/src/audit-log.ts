@@ -20,7 +20,9 @@ export type AuditAction =
   | "webhook_endpoint.secret_rotated"
   | "balance_alert.created"
   | "balance_alert.updated"
-  | "balance_alert.deleted";
+  | "balance_alert.deleted"
+  /** Written by the SQL of CloseStatement (migration 0014), with the statement, not through recordAudit. */
+  | "statement.closed";
 
 /** One admin action to record. `details` holds the request's relevant fields, never a secret. */
 export interface AuditRecordInput {

@@ -384,14 +384,15 @@ export type AuditEntry = Message<"holdfast.v1.AuditEntry"> & {
   /**
    * What was done: api_key.created, api_key.revoked, wallet.updated,
    * webhook_endpoint.created, webhook_endpoint.updated, webhook_endpoint.deleted,
-   * webhook_endpoint.secret_rotated.
+   * webhook_endpoint.secret_rotated, statement.closed (written with the statement, in the same
+   * transaction).
    *
    * @generated from field: string action = 4;
    */
   action: string;
 
   /**
-   * What it was done to: a key id, a wallet id or a webhook endpoint id.
+   * What it was done to: a key id, a wallet id, a webhook endpoint id or a statement id.
    *
    * @generated from field: string target = 5;
    */
@@ -546,7 +547,7 @@ export const AdminService: GenService<{
   /**
    * ListAuditLog pages through the tenant's admin actions, newest first: keys created and
    * revoked, wallets updated (status, credit limits), webhook endpoints created, updated,
-   * deleted and their secrets rotated. The log is append-only.
+   * deleted and their secrets rotated, statements closed. The log is append-only.
    *
    * @generated from rpc holdfast.v1.AdminService.ListAuditLog
    */
