@@ -42,14 +42,15 @@ async function available(walletId: string, asset = "USD", caller: Caller = t.cal
   return wallet?.balances.find((b) => b.asset === asset)?.available ?? 0n;
 }
 
-/** Rows of the tenant that a batch could have written. */
+/** Rows of the tenant that a batch could have written, hash chain links of its journal rows included. */
 async function traces(tenantId: string) {
-  const { rows } = await t.pool.query<{ transfers: number; events: number; holds: number; wallets: number; keys: number }>(
+  const { rows } = await t.pool.query<{ transfers: number; events: number; holds: number; wallets: number; keys: number; links: number }>(
     `select (select count(*)::int from transfers where tenant_id = $1) as transfers,
             (select count(*)::int from events where tenant_id = $1) as events,
             (select count(*)::int from holds where tenant_id = $1) as holds,
             (select count(*)::int from wallets where tenant_id = $1) as wallets,
-            (select count(*)::int from idempotency_keys where tenant_id = $1) as keys`,
+            (select count(*)::int from idempotency_keys where tenant_id = $1) as keys,
+            (select count(*)::int from journal_chain where tenant_id = $1) as links`,
     [tenantId],
   );
   return rows[0]!;
@@ -310,6 +311,12 @@ describe("concurrent batches", () => {
         expect(wallet?.balances[0]?.available, walletId).toBe(expected.get(walletId));
       }
       expect(await checkInvariants(u.pool)).toEqual([]);
+      // Every committed journal row got exactly its hash chain link; rolled-back ones none.
+      const { rows } = await u.pool.query<{ unlinked: number; links: number; transfers: number }>(
+        `select (select count(*)::int from transfers t where not exists (select 1 from journal_chain c where c.tenant_id = t.tenant_id and c.transfer_id = t.transfer_id)) as unlinked,
+                (select count(*)::int from journal_chain) as links, (select count(*)::int from transfers) as transfers`,
+      );
+      expect(rows[0]).toEqual({ unlinked: 0, links: rows[0]!.transfers, transfers: rows[0]!.transfers });
     } catch (err) {
       throw new Error(`concurrent batches failed with HOLDFAST_TEST_SEED=${seed}: ${String(err)}`, { cause: err });
     }
