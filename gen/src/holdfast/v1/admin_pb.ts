@@ -385,14 +385,15 @@ export type AuditEntry = Message<"holdfast.v1.AuditEntry"> & {
    * What was done: api_key.created, api_key.revoked, wallet.updated,
    * webhook_endpoint.created, webhook_endpoint.updated, webhook_endpoint.deleted,
    * webhook_endpoint.secret_rotated, statement.closed (written with the statement, in the same
-   * transaction).
+   * transaction), balance_alert.created, balance_alert.updated, balance_alert.deleted.
    *
    * @generated from field: string action = 4;
    */
   action: string;
 
   /**
-   * What it was done to: a key id, a wallet id, a webhook endpoint id or a statement id.
+   * What it was done to: a key id, a wallet id, a webhook endpoint id, a statement id or a
+   * balance alert id.
    *
    * @generated from field: string target = 5;
    */
