@@ -328,8 +328,10 @@ describe("closed periods", () => {
       const w = "busy_wallet";
       ok(await t.ledger.deposit(t.caller, { walletId: w, asset: "USD", amount: 100_000n, idempotencyKey: key(), metadata: {} }));
       t.clock.set(new Date(FEB.getTime() + 1000));
-      // Half the commands come through a replica whose clock is a second behind the close.
-      const behind = createLedger({ pool: t.pool, clock: createManualClock(new Date(FEB.getTime() - 1000)), newId: uuidV7 });
+      // Half the commands come through a replica whose clock is a second behind the close; both
+      // batch a wallet's commands (group commit), as the service does.
+      const clock = createManualClock(new Date(FEB.getTime() - 1000));
+      const behind = createLedger({ pool: t.pool, clock, newId: uuidV7, groupCommit: { batchMax: 64, queueMax: 10_000 } });
       const amounts = fc.sample(fc.tuple(fc.integer({ min: 1, max: 50 }), fc.boolean(), fc.boolean()), { seed, numRuns: 200 });
       const command = async ([amount, lag, hold]: [number, boolean, boolean]) => {
         const ledger = lag ? behind : t.ledger;
@@ -451,6 +453,31 @@ describe("refusals", () => {
     expect(tooMany).toMatchObject({ reason: "INVALID_FIELD", metadata: { field: "group_by" } });
     expect(tooMany.message).toMatch(/^group_by: has more than 500 distinct values/);
     expect(ok(await get(w, JAN, FEB)).statement.lines).toHaveLength(2);
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+});
+
+describe("invariant 8", () => {
+  it("reports a closed statement the journal no longer agrees with (a row slipped into its period)", async () => {
+    t.clock.set(JAN);
+    const w = "slipped_wallet";
+    ok(await t.ledger.deposit(t.caller, { walletId: w, asset: "USD", amount: 100n, idempotencyKey: key(), metadata: {} }));
+    t.clock.set(new Date(FEB.getTime() + HOUR_MS));
+    const jan = ok(await close(w, FEB)).statement;
+    expect(await checkInvariants(t.pool)).toEqual([]);
+    // Only with the journal's trigger off, in a transaction rolled back, can a row land in January.
+    const client = await t.pool.connect();
+    try {
+      await client.query("begin");
+      await client.query("alter table transfers disable trigger transfers_statement_floor");
+      const args = { wallet_id: w, asset: "USD", amount: "7", transfer_id: uuidV7(), metadata: {} };
+      await client.query("select ledger_command($1, 'Spend', $2, '\\x00', $3, $4)", [t.caller.tenantId, key(), new Date(FEB.getTime() - HOUR_MS), args]);
+      expect(await checkInvariants(client)).toEqual([`8: a closed statement differs from its journal, its lines or the previous period: ${jan.statementId}`]);
+      expect(await checkInvariants(client, { tenantId: t.caller.tenantId })).toHaveLength(1);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
     expect(await checkInvariants(t.pool)).toEqual([]);
   });
 });

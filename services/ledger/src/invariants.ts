@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { STATEMENT_CHECKS } from "./statement-checks.js";
 
 /** Rows reported per broken invariant: enough to find the fault, bounded on a badly broken database. */
 const VIOLATIONS_PER_CHECK_MAX = 10;
@@ -135,7 +136,7 @@ const TOKEN_CHECKS: readonly { name: string; sql: string }[] = [
 ];
 
 /** The tables the checks read, each of which has a tenant_id column. */
-const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "wallets", "grants", "token_accounts"] as const;
+const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "wallets", "grants", "token_accounts", "statements"] as const;
 
 /**
  * A check limited to the tenant $1: common table expressions named like the tables shadow them
@@ -227,6 +228,7 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
   },
   ...GRANT_CHECKS,
   ...TOKEN_CHECKS,
+  ...STATEMENT_CHECKS,
 ];
 
 /**
@@ -246,6 +248,8 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
  *    amount) matches the grant breakdowns in the journal, and so does the credit line's use.
  * 7. Token legs: per tenant and token asset @tokens and the wallets' token accounts sum to
  *    zero, each token account equals its legs, and each usage's legs and money leg agree.
+ * 8. Statements: every closed statement agrees with the journal and its lines, and each starts
+ *    where the previous one of its wallet and asset ended (statement-checks.ts).
  * (3, exactly-once replays, is checked by the tests that send the replays.)
  *
  * With `tenantId` every check reads only that tenant's rows (`holdfast verify --tenant`).
