@@ -1,7 +1,7 @@
 // The benchmark's databases, created from scratch on every invocation on the server of
 // BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres): the ledger's
 // (migrated, one tenant, a writer key, funded wallets; with --grants a second tenant whose
-// wallets hold their funds in grants), the naive service's (its own schema, the same wallets
+// wallets hold their funds in grants, with --alert on a third with a balance alert), the naive service's (its own schema, the same wallets
 // and funds, and the raw baseline's hot row), and with --baseline the other checkout's ledger
 // database, set up by that checkout's own code (baseline.ts).
 import pg from "pg";
@@ -62,6 +62,21 @@ export interface LedgerDatabase {
 }
 
 /**
+ * Deposits each wallet's funds (w0 … and the hot wallet) for `tenantId`. Funding goes through
+ * the ledger's own command function (one statement, ~10,000 deposits), so the invariants cover
+ * it like any other command.
+ */
+async function fundWallets(pool: pg.Pool, tenantId: string, walletsTotal: number): Promise<void> {
+  await pool.query(
+    `select ledger_command($1, 'Deposit', 'fund-' || i, '\\x00', now(),
+       jsonb_build_object('wallet_id', case when i = $2 then $6 else 'w' || i end, 'asset', $5::text,
+         'amount', case when i = $2 then $4::text else $3::text end, 'transfer_id', gen_random_uuid()))
+       from generate_series(0, $2) i`,
+    [tenantId, walletsTotal, WALLET_FUNDS.toString(), HOT_WALLET_FUNDS.toString(), ASSET, HOT_WALLET_ID],
+  );
+}
+
+/**
  * The code that sets up a ledger database: this checkout's, or a baseline checkout's own
  * (baseline.ts), whose schema, tenants and keys may differ from today's.
  */
@@ -87,15 +102,7 @@ export async function prepareLedgerDatabase(name: string, walletsTotal: number, 
   await schema.migrate(pool);
   const { tenantId } = await schema.createTenant(pool, "bench");
   const { secret } = await schema.createApiKey(pool, { tenantId, name: "bench", role: "writer" });
-  // Funding goes through the ledger's own command function (one statement, ~10,000 deposits),
-  // so the invariants cover it like any other command.
-  await pool.query(
-    `select ledger_command($1, 'Deposit', 'fund-' || i, '\\x00', now(),
-       jsonb_build_object('wallet_id', case when i = $2 then $6 else 'w' || i end, 'asset', $5::text,
-         'amount', case when i = $2 then $4::text else $3::text end, 'transfer_id', gen_random_uuid()))
-       from generate_series(0, $2) i`,
-    [tenantId, walletsTotal, WALLET_FUNDS.toString(), HOT_WALLET_FUNDS.toString(), ASSET, HOT_WALLET_ID],
-  );
+  await fundWallets(pool, tenantId, walletsTotal);
   await pool.query("vacuum analyze");
   return { url, pool, tenantId, apiKey: secret };
 }
@@ -111,6 +118,21 @@ export async function addRateCard(db: LedgerDatabase): Promise<void> {
     effectiveAt: null,
     idempotencyKey: "bench-rate-card",
   });
+}
+
+/**
+ * A third tenant in the ledger database, "bench_alert", with the same wallets and deposits as
+ * the first, a writer key for the load and an admin key for its balance alert, which the
+ * orchestrator creates over AdminService once the ledger serves (rpc-client.ts). Served by the
+ * same ledger process, so the row differs from "holdfast" in the alert alone.
+ */
+export async function addAlertTenant(db: LedgerDatabase, walletsTotal: number): Promise<{ apiKey: string; adminKey: string }> {
+  const { tenantId } = await createTenant(db.pool, "bench_alert");
+  const { secret } = await createApiKey(db.pool, { tenantId, name: "bench_alert", role: "writer" });
+  const admin = await createApiKey(db.pool, { tenantId, name: "bench_alert_admin", role: "admin" });
+  await fundWallets(db.pool, tenantId, walletsTotal);
+  await db.pool.query("vacuum analyze");
+  return { apiKey: secret, adminKey: admin.secret };
 }
 
 /** Where the grants of `--grants` are consumed in order: far in the future, a day apart. */

@@ -4,7 +4,7 @@
 //                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core]
 //                    [--rate 0] [--client grpc-js|connect] [--nats on|off] [--json report.json]
 //                    [--database holdfast_bench] [--wallets 10000]
-//                    [--baseline DIR] [--grants 0]
+//                    [--baseline DIR] [--grants 0] [--alert off|on]
 //
 // It recreates the databases holdfast_bench and holdfast_bench_naive on the PostgreSQL server
 // of BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), starts a
@@ -20,6 +20,9 @@
 //                   whose wallets hold their funds in N grants each (uniform, hot).
 //   --systems …,nolimit  "holdfast, rate limits off": a ledger with both rate limits 0 (uniform,
 //                   hot); every other ledger runs its rate limiter with limits no row reaches.
+//   --alert on      "holdfast, balance alert on": the same ledger process, on a third tenant
+//                   with the first's wallets and deposits and one tenant-wide balance alert
+//                   (USD, below ALERT_BELOW, which no wallet reaches) (uniform, hot).
 //   --workloads pairs,metered  Reserve → Capture pairs against ReserveUsage → CaptureUsage
 //                   pairs on a rate card written at setup, both on the uniform wallets.
 import { writeFile } from "node:fs/promises";
@@ -28,14 +31,14 @@ import type pg from "pg";
 import { startNatsServer } from "@holdfast/testing/nats-server";
 import { checkInvariants } from "@holdfast/ledger/invariants";
 import { loadBaseline } from "./baseline.js";
-import { addGrantsTenant, addRateCard, connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
+import { addAlertTenant, addGrantsTenant, addRateCard, connectionsFree, prepareLedgerDatabase, prepareNaiveDatabase, WALLETS_TOTAL_DEFAULT, type LedgerDatabase } from "./databases.js";
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
 import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
 import { comparisonLines, grantsSystem, reportText, SYSTEMS, targetLines, type Row, type RunSettings } from "./report.js";
-import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT } from "./rpc-client.js";
-import { WORKLOAD_NAMES } from "./workloads.js";
+import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT, putTenantAlert } from "./rpc-client.js";
+import { ASSET, WORKLOAD_NAMES } from "./workloads.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -52,6 +55,7 @@ const { values: args } = parseArgs({
     wallets: { type: "string", default: String(WALLETS_TOTAL_DEFAULT) },
     baseline: { type: "string", default: "" },
     grants: { type: "string", default: "0" },
+    alert: { type: "string", default: "off" },
   },
 });
 
@@ -63,17 +67,22 @@ const FAILURE_TEXT_LENGTH_MAX = 200;
 const WALLETS_MAX = 1_000_000;
 /** Callers per row: more would exceed the services' in-flight bound and this machine's memory. */
 const CONCURRENCY_MAX = 4096;
+/**
+ * The balance alert of --alert on: below 1 minor unit, so every change evaluates it and none
+ * crosses it (the funds are far larger than a run spends): what the evaluation itself costs.
+ */
+const ALERT_BELOW = 1n;
 /** Grants per wallet at most (--grants): each is one command per wallet at setup. */
 const GRANTS_PER_WALLET_MAX = 100;
 /**
- * The `--systems` names and the table rows they select; "baseline" and "grants" are added by
- * --baseline and --grants, and need them.
+ * The `--systems` names and the table rows they select; "baseline", "grants" and "alert" are
+ * added by --baseline, --grants and --alert on, and need them.
  */
-const SYSTEM_FLAGS = ["holdfast", "baseline", "grants", "nolimit", "solo", "naive", "raw", "core"] as const;
+const SYSTEM_FLAGS = ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "raw", "core"] as const;
 /** Which systems run under which workload: the baselines only where the issue compares them. */
 const WORKLOAD_SYSTEMS: Record<string, readonly (typeof SYSTEM_FLAGS)[number][]> = {
-  uniform: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive"],
-  hot: ["holdfast", "baseline", "grants", "nolimit", "solo", "naive", "raw", "core"],
+  uniform: ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive"],
+  hot: ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "raw", "core"],
   retries: ["holdfast", "baseline", "naive"],
   pairs: ["holdfast"],
   metered: ["holdfast"],
@@ -90,6 +99,8 @@ interface Context {
   baseline: { service: Service; db: LedgerDatabase; check: () => Promise<string[]> } | null;
   /** --grants: the tenant whose wallets hold their funds in grants, and the row's name. */
   grants: { apiKey: string; system: string } | null;
+  /** --alert on: the writer key of the tenant with the balance alert. */
+  alertKey: string | null;
 }
 
 interface Planned {
@@ -140,6 +151,7 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
       out.push({ system: SYSTEMS.baseline, argv: ["--target", service.target, "--key", db.apiKey, "--client", args.client, "--watch-pid", String(service.pid)], check });
     }
     if (flag === "grants" && ctx.grants) out.push({ system: ctx.grants.system, argv: [...holdfastArgv, "--key", ctx.grants.apiKey], check: holdfastCheck });
+    if (flag === "alert" && ctx.alertKey) out.push({ system: SYSTEMS.alert, argv: [...holdfastArgv, "--key", ctx.alertKey], check: holdfastCheck });
     if (flag === "nolimit" && ctx.holdfastNoLimit) {
       out.push({ system: SYSTEMS.holdfastNoLimit, argv: ["--target", ctx.holdfastNoLimit.target, ...key, "--watch-pid", String(ctx.holdfastNoLimit.pid)], check: holdfastCheck });
     }
@@ -213,11 +225,14 @@ async function startNats(wanted: boolean): Promise<{ url: string; note: string; 
   }
 }
 
-/** The --systems chosen, with "baseline" and "grants" added by --baseline and --grants (and needing them). */
+/** The --systems chosen, with "baseline", "grants" and "alert" added by --baseline, --grants and --alert on (and needing them). */
 function chosenSystems(grantsPerWallet: number): string[] {
   const chosen: string[] = listOption("systems", args.systems, SYSTEM_FLAGS);
+  const alert = listOption("alert", args.alert, ["off", "on"] as const)[0] === "on";
   if (args.baseline && !chosen.includes("baseline")) chosen.push("baseline");
   if (grantsPerWallet > 0 && !chosen.includes("grants")) chosen.push("grants");
+  if (alert && !chosen.includes("alert")) chosen.push("alert");
+  if (chosen.includes("alert") && !alert) throw new Error("--systems alert needs --alert on");
   if (chosen.includes("baseline") && !args.baseline) throw new Error("--systems baseline needs --baseline <dir>, a built checkout to compare with");
   if (chosen.includes("grants") && grantsPerWallet === 0) throw new Error("--systems grants needs --grants <n>, the grants per wallet");
   return chosen;
@@ -250,6 +265,8 @@ async function main(): Promise<void> {
   const grantsTenant = runs("grants");
   if (grantsTenant) progress(`adding the tenant bench_grants to ${args.database}: ${grantsPerWallet} grants on each of its ${settings.walletsTotal + 1} wallets`);
   const grants = grantsTenant ? await addGrantsTenant(ledgerDb, settings.walletsTotal, grantsPerWallet) : null;
+  if (runs("alert")) progress(`adding the tenant bench_alert to ${args.database}: the same wallets and deposits, and a balance alert`);
+  const alertTenant = runs("alert") ? await addAlertTenant(ledgerDb, settings.walletsTotal) : null;
   if (baseline) progress(`creating ${args.database}_baseline with the code of ${baseline.dir} (${baseline.commit})`);
   const baselineDb = baseline ? await prepareLedgerDatabase(`${args.database}_baseline`, settings.walletsTotal, baseline.schema) : null;
   progress("starting nats-server, the ledgers and the naive service");
@@ -267,6 +284,7 @@ async function main(): Promise<void> {
             check: baseline.checkInvariants ? () => baseline.checkInvariants!(baselineDb.pool) : async () => [],
           }
         : null;
+    if (alertTenant) await putTenantAlert(holdfast.target, alertTenant.adminKey, ASSET, ALERT_BELOW);
     const naive = await startNaive(naiveDb.url, SERVICE_POOL_MAX);
     const context: Context = {
       ledgerDb,
@@ -277,6 +295,7 @@ async function main(): Promise<void> {
       naive,
       baseline: baselineLedger,
       grants: grants ? { apiKey: grants.apiKey, system: grantsSystem(grantsPerWallet) } : null,
+      alertKey: alertTenant?.apiKey ?? null,
     };
     const rows = await runMatrix(context, settings, workloads, concurrencies, chosen);
     const facts: Record<string, string> = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };

@@ -12,6 +12,7 @@ export const SYSTEMS = {
   coreSolo: "holdfast core, no RPC, group commit off",
   baseline: "holdfast@baseline",
   holdfastNoLimit: "holdfast, rate limits off",
+  alert: "holdfast, balance alert on",
 } as const;
 
 /** The row of --grants: Holdfast on wallets whose funds are in `n` grants each. */
@@ -148,10 +149,11 @@ const SELF_COMPARISONS: { prefix: string; what: string }[] = [
   { prefix: SYSTEMS.baseline, what: "the baseline checkout's ledger" },
   { prefix: "holdfast (", what: "wallets with their funds in grants" },
   { prefix: SYSTEMS.holdfastNoLimit, what: "no rate limiter" },
+  { prefix: SYSTEMS.alert, what: "one tenant-wide balance alert, evaluated on every change, never crossed" },
 ];
 
 /**
- * One line per row of --baseline, --grants and nolimit: its commands/s and p99 next to the
+ * One line per row of --baseline, --grants, nolimit and --alert on: its commands/s and p99 next to the
  * "holdfast" row's of the same workload and callers, and how many more (or fewer) commands/s
  * the "holdfast" row had; and per "holdfast" row of the metered workload, the same against
  * the pairs workload's (plain Reserve → Capture). Rows run back to back, so a few % is

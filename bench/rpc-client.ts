@@ -1,9 +1,11 @@
 // The load generator's LedgerService clients, both over gRPC on HTTP/2 cleartext, each spreading
-// its calls round-robin over several HTTP/2 connections (CONNECTIONS_PER_CLIENT).
+// its calls round-robin over several HTTP/2 connections (CONNECTIONS_PER_CLIENT); and the one
+// AdminService call of the orchestrator's setup (putTenantAlert).
 import grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@holdfast/gen/holdfast/v1/admin_pb";
 import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
 /** The commands the workloads send. */
@@ -76,6 +78,15 @@ function createGrpcJsCaller(target: string, apiKey: string | null): Caller {
       unary(message, metadata, (err, res) => (err ? reject(err) : resolve(res)));
     });
   return { call, close: () => clients.forEach((c) => c.close()) };
+}
+
+/**
+ * One tenant-wide balance alert (every wallet, `asset`, below `below`) for the admin key's
+ * tenant, through AdminService.PutBalanceAlert as an operator would create it.
+ */
+export async function putTenantAlert(target: string, adminKey: string, asset: string, below: bigint): Promise<void> {
+  const admin = createClient(AdminService, createGrpcTransport({ baseUrl: `http://${target}` }));
+  await admin.putBalanceAlert({ alertId: "bench", walletId: "", asset, below, hysteresis: 0n }, { headers: { authorization: `Bearer ${adminKey}` } });
 }
 
 function grpcDefinition(): grpc.ServiceDefinition {

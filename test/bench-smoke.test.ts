@@ -2,7 +2,7 @@
 // naive service, runs a load generator per row, checks the invariants and writes a JSON report
 // whose rows say so. No timing is asserted: this machine's numbers are not a test's business.
 // Method: run the compiled harness (bench/dist/main.js, which `npm run build` produces) for one
-// short row per system on the hot wallet, the rows of --grants and nolimit included, and one
+// short row per system on the hot wallet, the rows of --grants, nolimit and --alert on included, and one
 // Holdfast row each of the pairs and metered workloads (Reserve → Capture against ReserveUsage →
 // CaptureUsage on a rate card written at setup), in databases of its own on the test server,
 // then read its JSON report and drop the databases.
@@ -21,8 +21,8 @@ import { TEST_DATABASE_PREFIX } from "./global-setup.js";
 
 const harness = "bench/dist/main.js";
 /**
- * Setup (fsync probe, 100 funded wallets, 2 grants each, a rate card, three services) plus seven
- * 1.5 s rows: ~30 s on a quiet machine, 75 s seen with other test files running; with slack.
+ * Setup (fsync probe, 100 funded wallets, 2 grants each, a rate card, an alert, three services)
+ * plus eight 1.5 s rows: ~30 s on a quiet machine, 75 s seen with other test files running; with slack.
  */
 const harness_timeout_ms = 150_000;
 const database = `${TEST_DATABASE_PREFIX}bench_${randomBytes(6).toString("hex")}`;
@@ -44,12 +44,12 @@ interface Report {
 }
 
 it(
-  "runs Holdfast (also on wallets with grants, without rate limits, and metered), the naive service and the raw hot row, and reports invariants ok",
+  "runs Holdfast (also on wallets with grants, without rate limits, with a balance alert, and metered), the naive service and the raw hot row, and reports invariants ok",
   async () => {
     expect(existsSync(harness), `${harness} is missing: run npm run build first`).toBe(true);
     const dir = await mkdtemp(join(tmpdir(), "holdfast-bench-smoke-"));
     const json = join(dir, "report.json");
-    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot,pairs,metered", "--systems", "holdfast,nolimit,naive,raw", "--wallets", "100", "--grants", "2"];
+    const argv = ["--duration", "1", "--warmup", "0.5", "--concurrency", "4", "--workloads", "hot,pairs,metered", "--systems", "holdfast,nolimit,naive,raw", "--wallets", "100", "--grants", "2", "--alert", "on"];
     const { stdout } = await promisify(execFile)(process.execPath, [harness, ...argv, "--database", database, "--json", json], {
       env: { ...process.env, BENCH_ADMIN_DATABASE_URL: adminUrl },
       timeout: harness_timeout_ms,
@@ -58,17 +58,18 @@ it(
     await rm(dir, { recursive: true, force: true });
 
     expect(report.ok).toBe(true);
-    const hot = ["holdfast", "holdfast (2 grants/wallet)", "holdfast, rate limits off", "naive service", "raw hot row"];
+    const hot = ["holdfast", "holdfast (2 grants/wallet)", "holdfast, rate limits off", "holdfast, balance alert on", "naive service", "raw hot row"];
     expect(report.rows.map((r) => `${r.workload} ${r.system}`)).toEqual([...hot.map((s) => `hot ${s}`), "pairs holdfast", "metered holdfast"]);
     for (const row of report.rows) {
       expect(row).toMatchObject({ concurrency: 4, violations: [], errors: 0 });
       expect(row.commands).toBeGreaterThan(0);
     }
     expect(report.facts["cores"]).toMatch(/^\d+$/);
-    expect(stdout).toContain("Invariants: ok after all 7 rows.");
-    expect(report.comparisons).toHaveLength(3);
+    expect(stdout).toContain("Invariants: ok after all 8 rows.");
+    expect(report.comparisons).toHaveLength(4);
     expect(report.comparisons[0]).toMatch(/^- metered 4 \(ReserveUsage → CaptureUsage\): .*; pairs \(Reserve → Capture\) .*commands\/s$/);
     expect(report.comparisons[1]).toMatch(/^- hot 4, holdfast \(2 grants\/wallet\) .*commands\/s$/);
+    expect(report.comparisons[3]).toMatch(/^- hot 4, holdfast, balance alert on \(one tenant-wide balance alert.*commands\/s$/);
     expect(stdout).toContain("## Holdfast against itself");
   },
   harness_timeout_ms + 10_000,
