@@ -3,13 +3,17 @@
 // command answered; adjacent closed periods chain (closing = next opening); a closed period
 // never changes afterwards, whatever a late capture or a lagging clock does; commands running
 // while a statement closes are neither lost nor dated inside the closed period; breakage is
-// counted when its journal row is written; a Deposit of the amount due repays the credit line.
+// counted when its journal row is written; a Deposit of the amount due repays the credit line;
+// invariant 8 catches a statement the journal no longer agrees with; the processes' database
+// role runs every statement call but cannot rewrite statements or switch the trigger off.
 // Method: the ledger core on a fresh database with a manual clock (no RPC; statements-rpc.test.ts
 // covers the wire), a seeded random month of commands (fast-check; the seed is printed on
 // failure), a second ledger core on the same database with a clock that lags to play a replica
 // whose clock is behind, and SQL over the journal and the events for the facts a command does
 // not answer. Every test ends with the invariant check.
+import { randomBytes } from "node:crypto";
 import fc from "fast-check";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createManualClock, uuidV7 } from "@holdfast/common/ids";
 import { createLedger, type Outcome } from "@holdfast/ledger/domain";
@@ -477,6 +481,42 @@ describe("invariant 8", () => {
     } finally {
       await client.query("rollback");
       client.release();
+    }
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+});
+
+describe("the runtime role", () => {
+  it("runs every statement call, and may not write statements or call the close's inner step", async () => {
+    const role = `holdfast_app_s_${randomBytes(6).toString("hex")}`;
+    const password = randomBytes(16).toString("hex");
+    await t.pool.query(`create role ${role} login password '${password}' in role holdfast_runtime`);
+    const url = new URL(t.db.url);
+    url.username = role;
+    url.password = password;
+    const runtime = new pg.Pool({ connectionString: url.toString(), max: 2 });
+    try {
+      t.clock.set(JAN);
+      const ledger = createLedger({ pool: runtime, clock: t.clock, newId: uuidV7 });
+      const w = "runtime_wallet";
+      ok(await ledger.deposit(t.caller, { walletId: w, asset: "USD", amount: 30n, idempotencyKey: key(), metadata: {} }));
+      t.clock.set(new Date(FEB.getTime() + HOUR_MS));
+      const jan = ok(await ledger.closeStatement(t.caller, { walletId: w, asset: "USD", periodEnd: FEB, groupBy: "", idempotencyKey: key() })).statement;
+      expect(jan.closingPosted).toBe(30n);
+      expect(ok(await ledger.getStatement(t.caller, { walletId: w, asset: "USD", periodStart: JAN, periodEnd: FEB, groupBy: "" })).statement.closingPosted).toBe(30n);
+      expect((await ledger.listStatements(t.caller, { walletId: w, asset: "", pageSize: 10, pageToken: "" })).items).toHaveLength(1);
+      const code = (sql: string, values: unknown[] = []) =>
+        runtime.query(sql, values).then(
+          () => "ok",
+          (err: { code?: string }) => err.code ?? "?",
+        );
+      expect(await code("update statements set amount_due = 0")).toBe("42501");
+      expect(await code("delete from statements")).toBe("42501");
+      expect(await code("select ledger_close_statement_apply($1, now(), '{}')", [t.caller.tenantId])).toBe("42501");
+      expect(await code("alter table transfers disable trigger transfers_statement_floor")).toBe("42501");
+    } finally {
+      await runtime.end();
+      await t.pool.query(`drop role ${role}`);
     }
     expect(await checkInvariants(t.pool)).toEqual([]);
   });
