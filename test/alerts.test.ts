@@ -5,7 +5,8 @@
 // low event when 200 concurrent spends cross once (with and without group commit); recovery by
 // hold expiry (the worker's pass, or the next command on the wallet), low by grant expiry, a
 // credit limit raised by UpdateWallet, both wallets of a transfer; event ids derived from
-// (alert generation, wallet, episode, kind); other tenants and alert-less tenants untouched.
+// (alert generation, wallet, episode, kind); other tenants and alert-less tenants untouched; the
+// runtime role reaches alerts only through the two entry points.
 // Method: the ledger core on a fresh database with a manual clock; alerts are put with the one
 // SQL call docs/alerts.md documents (ledger_put_balance_alert); the outbox is read back after
 // each step, and checkInvariants runs at the end of each test.
@@ -222,6 +223,31 @@ describe("balance alerts", () => {
     await deposit(t, t.caller, "ed_w", 10n, "EUR");
     expect(kinds(await alertEvents(t, t.caller, "ed_w")).slice(4)).toEqual(["low#1@10"]);
     await expectInvariants(t);
+  });
+});
+
+describe("privileges", () => {
+  it("the runtime role may put and delete alerts through the entry points, never check, emit or write states itself", async () => {
+    const { rows } = await t.pool.query<{ name: string; may: boolean }>(
+      `select p.proname as name, has_function_privilege('holdfast_runtime', p.oid, 'execute') as may
+         from pg_proc p where p.proname in ('ledger_put_balance_alert', 'ledger_delete_balance_alert',
+                                            'ledger_alert_check', 'ledger_alert_emit') order by 1`,
+    );
+    expect(rows).toEqual([
+      { name: "ledger_alert_check", may: false },
+      { name: "ledger_alert_emit", may: false },
+      { name: "ledger_delete_balance_alert", may: true },
+      { name: "ledger_put_balance_alert", may: true },
+    ]);
+    const { rows: tables } = await t.pool.query<{ t: string; w: boolean }>(
+      `select t, has_table_privilege('holdfast_runtime', t, 'insert') or has_table_privilege('holdfast_runtime', t, 'update')
+              or has_table_privilege('holdfast_runtime', t, 'delete') as w
+         from unnest(array['balance_alerts', 'balance_alert_states']) t order by 1`,
+    );
+    expect(tables).toEqual([
+      { t: "balance_alert_states", w: false },
+      { t: "balance_alerts", w: false },
+    ]);
   });
 });
 
