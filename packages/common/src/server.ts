@@ -43,6 +43,7 @@ import {
 } from "./metrics.js";
 import { createRpcAdapter, type Authenticate } from "./rpc-adapter.js";
 import { resolveServerLimits, type ServerLimitOptions, type ServerLimits } from "./server-limits.js";
+import type { StaticFiles } from "./static-files.js";
 import { createTlsTerminator, type SecureProtocol, type TlsOptions, type TlsTerminator } from "./tls.js";
 
 export type { Authenticate, AuthenticationRequest } from "./rpc-adapter.js";
@@ -108,6 +109,8 @@ export interface ServerOptions extends ServerLimitOptions {
    * (docs/operations.md). Without it, `/metrics` is not served.
    */
   readonly metrics?: ServerMetricsOptions;
+  /** Static files served on this port without a key (the web console, docs/console.md). */
+  readonly staticFiles?: StaticFiles;
 }
 
 /** The server's metrics: where they go, and who may read them. */
@@ -516,6 +519,9 @@ function createHttpHandler(
         options.logger.error({ err }, "metrics scrape failed");
         res.destroy();
       });
+      return;
+    }
+    if (options.staticFiles?.(req, res, path ?? "") === true) {
       return;
     }
     connectHandler(req, res);

@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { systemClock, uuidV7, type Clock, type IdGenerator } from "@holdfast/common/ids";
@@ -6,6 +7,7 @@ import { streamSettingsOf } from "@holdfast/common/nats";
 import { createPool } from "@holdfast/common/pg";
 import { toConnectError } from "@holdfast/common/errors";
 import { createServer, type Authenticate } from "@holdfast/common/server";
+import { createStaticFiles } from "@holdfast/common/static-files";
 import { createKeyVerifier } from "./auth/api-keys.js";
 import { createLedger, type Ledger } from "./domain/ledger.js";
 import { migrateIfPermitted } from "@holdfast/db/migrate";
@@ -34,6 +36,11 @@ const RELAY_STANDBY_POLL_MS = 1000;
 const RELAY_RETRY_DELAY_MS_MAX = 5000;
 const RELAY_PUBLISH_TIMEOUT_MS = 5000;
 const RELAY_STATUS_LOG_MS = 30_000;
+/**
+ * The web console's build output (console/, `npm run build`), found from this file: src/ and
+ * dist/ are both three folders below the repository root, as in the image.
+ */
+export const CONSOLE_DIRECTORY_DEFAULT = fileURLToPath(new URL("../../../console/dist", import.meta.url));
 
 export interface LedgerAppOptions {
   config: LedgerConfig;
@@ -53,6 +60,8 @@ export interface LedgerAppOptions {
    * metrics, and without it the app makes its own (tests read it as `app.metrics`).
    */
   metricsRegistry?: Registry;
+  /** The web console's built files, served at `/console` (docs/console.md); tests pass their own build. */
+  consoleDirectory?: string;
 }
 
 export interface LedgerApp {
@@ -144,6 +153,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     tls: config.tls,
     metrics: { registry: metrics, token: config.metricsToken, interceptors: [commandMetricsInterceptor(metrics)] },
     authenticate: authenticateBeforeBody(verifier, logger),
+    staticFiles: createStaticFiles({ directory: options.consoleDirectory ?? CONSOLE_DIRECTORY_DEFAULT, prefix: "/console", hashedFolder: "assets", redirectRoot: true, notBuiltHint: "the console is not built: run npm run build", logger }),
     // Backlog and lag are for operators: loopback callers and admin keys.
     readinessDetailAllowed: async (authorization) =>
       (await authenticateBearer(verifier, authorization).catch(() => null))?.role === "admin",
