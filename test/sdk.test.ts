@@ -11,6 +11,10 @@
 // cut every open connection. Attempts are counted by an interceptor of the client, never timed.
 // The file ends by checking every ledger invariant over the whole database.
 import net from "node:net";
+import { readFileSync } from "node:fs";
+import { create } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
+import { ErrorDetailSchema } from "@holdfast/gen/holdfast/v1/errors_pb";
 import { randomUUID } from "node:crypto";
 import type { Interceptor } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -463,6 +467,21 @@ describe("typed errors", () => {
     expect(await failure(client({ apiKey: s.keys.reader }).hf.wallet(wallet.walletId).spend({ amount: 1n }))).toBeInstanceOf(PermissionDeniedError);
     const stranger = await failure(client({ apiKey: "hf_0000000000000000_nope" }).hf.wallet(wallet.walletId).get());
     expect(stranger).toBeInstanceOf(UnauthenticatedError);
+  });
+
+  it("has a class of its own for every reason of the contract's table in errors.proto", () => {
+    const table = readFileSync(new URL("../proto/holdfast/v1/errors.proto", import.meta.url), "utf8")
+      .split("\n")
+      .filter((line) => /^\/\/ \| [A-Z]/.test(line))
+      .map((line) => line.split("|")[1]!);
+    const reasons = table.flatMap((cell) => cell.match(/\b[A-Z][A-Z_]{3,}\b/g) ?? []);
+    expect(reasons).toContain("BALANCE_ALERT_LIMIT");
+    for (const reason of reasons) {
+      const wire = new ConnectError("refused", Code.FailedPrecondition, undefined, [{ desc: ErrorDetailSchema, value: create(ErrorDetailSchema, { reason }) }]);
+      const typed = HoldfastError.from(wire);
+      expect(typed.reason).toBe(reason);
+      expect(typed.constructor, reason).not.toBe(HoldfastError);
+    }
   });
 
   it("refuses, before sending, an amount that is not an integer, naming the field", async () => {

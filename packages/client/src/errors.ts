@@ -166,6 +166,10 @@ export class RateCardNotFoundError extends HoldfastError {
 export class GrantNotFoundError extends HoldfastError {
   override readonly name: string = "GrantNotFoundError";
 }
+/** BALANCE_ALERT_NOT_FOUND: DeleteBalanceAlert of an alert the tenant does not have. */
+export class BalanceAlertNotFoundError extends HoldfastError {
+  override readonly name: string = "BalanceAlertNotFoundError";
+}
 
 // ALREADY_EXISTS.
 
@@ -215,6 +219,10 @@ export class OverloadedError extends HoldfastError {
 export class WebhookEndpointLimitError extends HoldfastError {
   override readonly name: string = "WebhookEndpointLimitError";
 }
+/** BALANCE_ALERT_LIMIT: the tenant has as many balance alerts as it may. */
+export class BalanceAlertLimitError extends HoldfastError {
+  override readonly name: string = "BalanceAlertLimitError";
+}
 /** UNAVAILABLE: the server (or its database) cannot be reached. Retried by the client. */
 export class UnavailableError extends HoldfastError {
   override readonly name: string = "UnavailableError";
@@ -253,6 +261,7 @@ const ERROR_CLASSES: Readonly<Record<string, new (parts: ErrorParts) => Holdfast
   WEBHOOK_DELIVERY_NOT_FOUND: WebhookDeliveryNotFoundError,
   RATE_CARD_NOT_FOUND: RateCardNotFoundError,
   GRANT_NOT_FOUND: GrantNotFoundError,
+  BALANCE_ALERT_NOT_FOUND: BalanceAlertNotFoundError,
   IDEMPOTENCY_KEY_REUSED: IdempotencyKeyReusedError,
   HOLD_ALREADY_EXISTS: HoldAlreadyExistsError,
   WALLET_ALREADY_EXISTS: WalletAlreadyExistsError,
@@ -262,6 +271,7 @@ const ERROR_CLASSES: Readonly<Record<string, new (parts: ErrorParts) => Holdfast
   PERMISSION_DENIED: PermissionDeniedError,
   OVERLOADED: OverloadedError,
   WEBHOOK_ENDPOINT_LIMIT: WebhookEndpointLimitError,
+  BALANCE_ALERT_LIMIT: BalanceAlertLimitError,
   UNAVAILABLE: UnavailableError,
   DRAINING: DrainingError,
   INTERNAL: InternalError,
