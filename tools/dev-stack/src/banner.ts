@@ -57,6 +57,7 @@ export function formatBanner(info: BannerInfo): string {
     "Holdfast is running.",
     "",
     `  endpoint     ${info.endpoint}   (gRPC, gRPC-Web and Connect on one port)`,
+    `  console      ${info.endpoint}/console   (sign in with the key below)`,
     `  tenant       ${info.tenant.name}   (id ${info.tenant.id})`,
     `  admin key    ${info.adminKey}`,
     `               (saved in ${keyFile}, readable by you only, and reused by later starts)`,
