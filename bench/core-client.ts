@@ -63,6 +63,10 @@ export function createCoreCaller(options: CoreOptions): Caller {
         return unwrap(await ledger.deposit(caller, { ...base, ...wallet }));
       case "spend":
         return unwrap(await ledger.spend(caller, { ...base, ...wallet }));
+      case "transfer": {
+        const between = { fromWalletId: r["fromWalletId"] as string, toWalletId: r["toWalletId"] as string, asset: r["asset"] as string, amount: r["amount"] as bigint };
+        return unwrap(await ledger.transfer(caller, { ...base, ...between }));
+      }
       default:
         throw new Error(`the core rows do not send ${method}`);
     }

@@ -2,8 +2,9 @@
 // BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres): the ledger's
 // (migrated, one tenant, a writer key, funded wallets; with --grants a second tenant whose
 // wallets hold their funds in grants, with --alert on a third with a balance alert), the naive service's (its own schema, the same wallets
-// and funds, and the raw baseline's hot row), and with --baseline the other checkout's ledger
-// database, set up by that checkout's own code (baseline.ts).
+// and funds, the raw baseline's hot row, and the plain double-entry baseline's tables and
+// function), and with --baseline the other checkout's ledger database, set up by that
+// checkout's own code (baseline.ts).
 import pg from "pg";
 import pino from "pino";
 import { createPool } from "@holdfast/common/pg";
@@ -12,6 +13,7 @@ import { createApiKey, createTenant } from "@holdfast/ledger/auth/api-keys";
 import { createRateCards } from "@holdfast/ledger/domain/rate-cards";
 import { migrate } from "@holdfast/db/migrate";
 import { NAIVE_SCHEMA } from "./naive-service.js";
+import { fundPlainAccounts, PLAIN_SCHEMA } from "./plain-double-entry.js";
 import { HOT_ROW_TABLE_SQL } from "./raw-hot-row.js";
 import { ASSET, HOT_WALLET_ID, MODEL, MODEL_PRICES, RATE_CARD_ID } from "./workloads.js";
 
@@ -170,7 +172,10 @@ export async function addGrantsTenant(db: LedgerDatabase, walletsTotal: number, 
   return { tenantId, apiKey: secret };
 }
 
-/** The naive service's database, with the same wallets and funds, and the raw baseline's row. */
+/**
+ * The naive service's database, with the same wallets and funds, the raw baseline's row, and the
+ * plain double-entry baseline's accounts (the same wallets and funds) and function.
+ */
 export async function prepareNaiveDatabase(name: string, walletsTotal: number): Promise<{ url: string; pool: pg.Pool }> {
   const url = await recreateDatabase(name);
   const pool = new pg.Pool({ connectionString: url, max: SETUP_POOL_MAX, connectionTimeoutMillis: SETUP_CONNECT_TIMEOUT_MS });
@@ -184,6 +189,8 @@ export async function prepareNaiveDatabase(name: string, walletsTotal: number): 
   await pool.query("insert into journal (wallet_id, kind, amount) select wallet_id, 'deposit', balance from balances");
   await pool.query(HOT_ROW_TABLE_SQL);
   await pool.query("insert into bench_hot_row values (1, $1)", [HOT_WALLET_FUNDS.toString()]);
+  await pool.query(PLAIN_SCHEMA);
+  await fundPlainAccounts(pool);
   await pool.query("vacuum analyze");
   return { url, pool };
 }

@@ -9,11 +9,13 @@
 //        [--pg-databases holdfast_bench,holdfast_bench_naive]
 //   node bench/dist/loadgen.js --raw postgres://... --raw-clients 64 --concurrency 64
 //   node bench/dist/loadgen.js --core postgres://... --tenant ID --group-commit on
+//   node bench/dist/loadgen.js --plain postgres://... --pool-max 16 --workload transfers
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createCoreCaller } from "./core-client.js";
 import { cpuBetween, cpuSnapshot, type CpuSnapshot } from "./cpu.js";
 import { classify, createMeasurement, type Measurement, type Outcome } from "./measure.js";
+import { createPlainCaller } from "./plain-double-entry.js";
 import { createRawHotRowCaller } from "./raw-hot-row.js";
 import { CLIENT_KINDS, createLedgerCaller, type Caller, type ClientKind } from "./rpc-client.js";
 import { createRetryPolicy, freshSteps, WORKLOAD_NAMES, type RetryPolicy, type Step, type Workload } from "./workloads.js";
@@ -32,6 +34,7 @@ const { values: args } = parseArgs({
     raw: { type: "string", default: "" },
     "raw-clients": { type: "string", default: "0" },
     core: { type: "string", default: "" },
+    plain: { type: "string", default: "" },
     tenant: { type: "string", default: "" },
     "group-commit": { type: "string", default: "on" },
     "pool-max": { type: "string", default: "16" },
@@ -118,6 +121,7 @@ async function createCaller(concurrency: number): Promise<{ caller: Caller; clie
     const options = { databaseUrl: args.core, tenantId: args.tenant, groupCommit: args["group-commit"] === "on", poolMax: Number(args["pool-max"]) };
     return { caller: createCoreCaller(options), clients: concurrency };
   }
+  if (args.plain) return { caller: await createPlainCaller(args.plain, Number(args["pool-max"])), clients: concurrency };
   if (!CLIENT_KINDS.includes(args.client as ClientKind)) throw new Error(`--client must be one of ${CLIENT_KINDS.join(", ")}`);
   return { caller: createLedgerCaller(args.client as ClientKind, args.target, args.key || null), clients: concurrency };
 }

@@ -4,7 +4,7 @@
 //                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core]
 //                    [--rate 0] [--client grpc-js|connect] [--nats on|off] [--json report.json]
 //                    [--database holdfast_bench] [--wallets 10000]
-//                    [--baseline DIR] [--grants 0] [--alert off|on]
+//                    [--baseline DIR] [--grants 0] [--alert off|on] [--cpu-prof DIR]
 //
 // It recreates the databases holdfast_bench and holdfast_bench_naive on the PostgreSQL server
 // of BENCH_ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), starts a
@@ -25,7 +25,16 @@
 //                   (USD, below ALERT_BELOW, which no wallet reaches) (uniform, hot).
 //   --workloads pairs,metered  Reserve → Capture pairs against ReserveUsage → CaptureUsage
 //                   pairs on a rate card written at setup, both on the uniform wallets.
-import { writeFile } from "node:fs/promises";
+//
+// Baselines besides naive and raw:
+//   --systems …,plain      "plain double entry" (plain-double-entry.ts), under the transfers
+//                   workload: one SQL function per transfer, against the core's Transfer.
+//   --systems …,empty-rpc  "empty RPC" (empty-rpc-main.ts), under hot: the ledger's server, auth
+//                   and interceptors with constant handlers, against the hot wallet's service.
+//   --cpu-prof DIR  the "holdfast" ledger runs under node's --cpu-prof; once it has stopped, the
+//                   report ends with its top costs (cpu-profile.ts) and DIR keeps the profile.
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type pg from "pg";
 import { startNatsServer } from "@holdfast/testing/nats-server";
@@ -35,10 +44,12 @@ import { addAlertTenant, addGrantsTenant, addRateCard, connectionsFree, prepareL
 import { machineFacts, measureFdatasyncUs } from "./machine.js";
 import { checkNaiveInvariants } from "./naive-service.js";
 import { emptyResult, type LoadResult } from "./measure.js";
-import { runLoadgen, startLedger, startNaive, stopAll, type Service } from "./processes.js";
+import { profileText, summarizeCpuProfile, type CpuProfile } from "./cpu-profile.js";
+import { checkPlainInvariants } from "./plain-double-entry.js";
+import { runLoadgen, startEmptyRpc, startLedger, startNaive, stopAll, type Service } from "./processes.js";
 import { comparisonLines, grantsSystem, reportText, SYSTEMS, targetLines, type Row, type RunSettings } from "./report.js";
 import { CLIENT_KINDS, CONNECTIONS_PER_CLIENT, putTenantAlert } from "./rpc-client.js";
-import { ASSET, WORKLOAD_NAMES } from "./workloads.js";
+import { ASSET, TRANSFER_WALLETS, WORKLOAD_NAMES } from "./workloads.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -56,6 +67,7 @@ const { values: args } = parseArgs({
     baseline: { type: "string", default: "" },
     grants: { type: "string", default: "0" },
     alert: { type: "string", default: "off" },
+    "cpu-prof": { type: "string", default: "" },
   },
 });
 
@@ -78,14 +90,15 @@ const GRANTS_PER_WALLET_MAX = 100;
  * The `--systems` names and the table rows they select; "baseline", "grants" and "alert" are
  * added by --baseline, --grants and --alert on, and need them.
  */
-const SYSTEM_FLAGS = ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "raw", "core"] as const;
+const SYSTEM_FLAGS = ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "raw", "core", "plain", "empty-rpc"] as const;
 /** Which systems run under which workload: the baselines only where the issue compares them. */
 const WORKLOAD_SYSTEMS: Record<string, readonly (typeof SYSTEM_FLAGS)[number][]> = {
   uniform: ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive"],
-  hot: ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "raw", "core"],
+  hot: ["holdfast", "baseline", "grants", "nolimit", "alert", "solo", "naive", "empty-rpc", "raw", "core"],
   retries: ["holdfast", "baseline", "naive"],
   pairs: ["holdfast"],
   metered: ["holdfast"],
+  transfers: ["holdfast", "core", "plain"],
 };
 
 interface Context {
@@ -95,6 +108,8 @@ interface Context {
   holdfastSolo: Service | null;
   holdfastNoLimit: Service | null;
   naive: Service;
+  /** The empty-RPC baseline's process, when a chosen workload runs it. */
+  emptyRpc: Service | null;
   /** --baseline: the other checkout's ledger, its database and its own invariant check. */
   baseline: { service: Service; db: LedgerDatabase; check: () => Promise<string[]> } | null;
   /** --grants: the tenant whose wallets hold their funds in grants, and the row's name. */
@@ -140,7 +155,7 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
   const key = ["--key", ctx.ledgerDb.apiKey, "--client", args.client];
   const core = ["--core", ctx.ledgerDb.url, "--tenant", ctx.ledgerDb.tenantId, "--pool-max", String(SERVICE_POOL_MAX)];
   const wanted = WORKLOAD_SYSTEMS[workload]!.filter((s) => chosen.includes(s));
-  const services = [ctx.holdfast, ctx.baseline?.service, ctx.holdfastNoLimit, ctx.holdfastSolo, ctx.naive];
+  const services = [ctx.holdfast, ctx.baseline?.service, ctx.holdfastNoLimit, ctx.holdfastSolo, ctx.naive, ctx.emptyRpc];
   const labels = services.flatMap((s) => (s ? [`${s.name}=${s.pid}`] : [])).join(",");
   const holdfastArgv = ["--target", ctx.holdfast.target, "--client", args.client, "--watch-pid", String(ctx.holdfast.pid)];
   const out: Planned[] = [];
@@ -161,13 +176,21 @@ async function plan(ctx: Context, workload: string, concurrency: number, chosen:
     if (flag === "naive") {
       out.push({ system: SYSTEMS.naive, argv: ["--target", ctx.naive.target, "--client", args.client, "--watch-pid", String(ctx.naive.pid)], check: () => checkNaiveInvariants(ctx.naiveDb.pool) });
     }
+    if (flag === "empty-rpc" && ctx.emptyRpc) {
+      // Nothing to check: its handlers write nothing.
+      out.push({ system: SYSTEMS.emptyRpc, argv: ["--target", ctx.emptyRpc.target, ...key, "--watch-pid", String(ctx.emptyRpc.pid)], check: async () => [] });
+    }
+    if (flag === "plain") {
+      out.push({ system: SYSTEMS.plain, argv: ["--plain", ctx.naiveDb.url, "--pool-max", String(SERVICE_POOL_MAX)], check: () => checkPlainInvariants(ctx.naiveDb.pool) });
+    }
     if (flag === "raw") {
       const clients = Math.min(concurrency, await connectionsFree(ctx.naiveDb.pool));
       out.push({ system: SYSTEMS.raw, argv: ["--raw", ctx.naiveDb.url, "--raw-clients", String(clients)], check: () => checkRawRow(ctx.naiveDb.pool) });
     }
     if (flag === "core") {
       out.push({ system: SYSTEMS.core, argv: [...core, "--group-commit", "on"], check: holdfastCheck });
-      out.push({ system: SYSTEMS.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
+      // A Transfer touches two wallets and always runs alone, so group commit off would be the same row.
+      if (workload !== "transfers") out.push({ system: SYSTEMS.coreSolo, argv: [...core, "--group-commit", "off"], check: holdfastCheck });
     }
   }
   const databases = [ctx.ledgerDb.url, ctx.naiveDb.url, ...(ctx.baseline ? [ctx.baseline.db.url] : [])].map((u) => new URL(u).pathname.slice(1)).join(",");
@@ -204,6 +227,17 @@ async function runMatrix(ctx: Context, settings: RunSettings, workloads: string[
   }
   const order = (r: Row) => workloads.indexOf(r.workload) * CONCURRENCY_MAX + concurrencies.indexOf(r.concurrency);
   return rows.map((row, i) => ({ row, i })).sort((a, b) => order(a.row) - order(b.row) || a.i - b.i).map(({ row }) => row);
+}
+
+/** Functions and packages the service profile lists. */
+const PROFILE_TOP = 25;
+
+/** The .cpuprofile node wrote for process `pid` into `dir` (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile), summarized. */
+async function ledgerProfile(dir: string, pid: number): Promise<{ file: string; summary: ReturnType<typeof summarizeCpuProfile> }> {
+  const name = (await readdir(dir)).filter((f) => f.endsWith(".cpuprofile") && f.split(".")[3] === String(pid)).sort().at(-1);
+  if (!name) throw new Error(`--cpu-prof: no profile of the ledger (pid ${pid}) in ${dir}; did it exit cleanly? see its log`);
+  const file = join(dir, name);
+  return { file, summary: summarizeCpuProfile(JSON.parse(await readFile(file, "utf8")) as CpuProfile, PROFILE_TOP) };
 }
 
 /** Where the ledgers' outbox relay publishes while nothing listens: events wait in the outbox. */
@@ -243,6 +277,8 @@ async function main(): Promise<void> {
   const grantsPerWallet = numberOption("grants", args.grants, 0, GRANTS_PER_WALLET_MAX);
   if (!Number.isInteger(grantsPerWallet)) throw new Error(`--grants: expected a whole number, got ${args.grants}`);
   const chosen = chosenSystems(grantsPerWallet);
+  const walletsTotal = numberOption("wallets", args.wallets, 1, WALLETS_MAX);
+  if (workloads.includes("transfers") && walletsTotal < TRANSFER_WALLETS) throw new Error(`--workloads transfers: needs --wallets ${TRANSFER_WALLETS} or more, got ${walletsTotal}`);
   const concurrencies = args.concurrency.split(",").map((c) => numberOption("concurrency", c, 1, CONCURRENCY_MAX));
   const settings: RunSettings = {
     durationSeconds: numberOption("duration", args.duration, 0.1, 3600),
@@ -250,7 +286,7 @@ async function main(): Promise<void> {
     ratePerSecond: numberOption("rate", args.rate, 0, 1_000_000),
     client: listOption("client", args.client, CLIENT_KINDS)[0]!,
     connectionsPerClient: CONNECTIONS_PER_CLIENT,
-    walletsTotal: numberOption("wallets", args.wallets, 1, WALLETS_MAX),
+    walletsTotal,
   };
   // Loaded first: a checkout that is not built fails the invocation before any setup.
   // A system's setup and process only when some chosen workload runs it.
@@ -273,7 +309,9 @@ async function main(): Promise<void> {
   const nats = await startNats(listOption("nats", args.nats, ["on", "off"] as const)[0] === "on");
   try {
     const ledger = { databaseUrl: ledgerDb.url, natsUrl: nats.url, poolMax: SERVICE_POOL_MAX, groupCommit: true, rateLimits: true };
-    const holdfast = await startLedger({ ...ledger, name: "holdfast ledger" });
+    const cpuProfileDir = args["cpu-prof"] ? resolve(args["cpu-prof"]) : undefined;
+    if (cpuProfileDir) await mkdir(cpuProfileDir, { recursive: true });
+    const holdfast = await startLedger({ ...ledger, name: "holdfast ledger", ...(cpuProfileDir ? { cpuProfileDir } : {}) });
     const holdfastSolo = chosen.includes("solo") ? await startLedger({ ...ledger, name: "holdfast ledger, group commit off", groupCommit: false }) : null;
     const holdfastNoLimit = runs("nolimit") ? await startLedger({ ...ledger, name: "holdfast ledger, rate limits off", rateLimits: false }) : null;
     const baselineLedger =
@@ -286,6 +324,7 @@ async function main(): Promise<void> {
         : null;
     if (alertTenant) await putTenantAlert(holdfast.target, alertTenant.adminKey, ASSET, ALERT_BELOW);
     const naive = await startNaive(naiveDb.url, SERVICE_POOL_MAX);
+    const emptyRpc = runs("empty-rpc") ? await startEmptyRpc({ ...ledger, name: "empty RPC" }) : null;
     const context: Context = {
       ledgerDb,
       naiveDb,
@@ -293,6 +332,7 @@ async function main(): Promise<void> {
       holdfastSolo,
       holdfastNoLimit,
       naive,
+      emptyRpc,
       baseline: baselineLedger,
       grants: grants ? { apiKey: grants.apiKey, system: grantsSystem(grantsPerWallet) } : null,
       alertKey: alertTenant?.apiKey ?? null,
@@ -300,9 +340,14 @@ async function main(): Promise<void> {
     const rows = await runMatrix(context, settings, workloads, concurrencies, chosen);
     const facts: Record<string, string> = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
     if (baseline) facts["baseline"] = baseline.note;
+    // The profile is written when the ledger exits: stop the services before the report.
+    await stopAll();
+    const profile = cpuProfileDir ? await ledgerProfile(cpuProfileDir, holdfast.pid) : null;
     process.stdout.write(reportText(rows, facts, settings, fsyncUs));
+    if (profile) process.stdout.write(["", "## Service profile (the holdfast ledger, every row it served)", "", ...profileText(profile.summary, profile.file), ""].join("\n"));
     const ok = rows.every((r) => r.violations.length === 0 && !r.failure);
-    if (args.json) await writeFile(args.json, JSON.stringify({ ok, facts, settings, rows, targets: targetLines(rows, fsyncUs), comparisons: comparisonLines(rows) }, null, 2) + "\n");
+    const json = { ok, facts, settings, rows, targets: targetLines(rows, fsyncUs), comparisons: comparisonLines(rows), ...(profile ? { profile } : {}) };
+    if (args.json) await writeFile(args.json, JSON.stringify(json, null, 2) + "\n");
     if (!ok) {
       process.stderr.write("an invariant was violated or a run failed: see the report\n");
       process.exitCode = 1;

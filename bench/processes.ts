@@ -29,10 +29,10 @@ export interface Service {
 
 const children: ChildProcess[] = [];
 
-function startChild(name: string, script: string, argv: string[], env: Record<string, string>): { child: ChildProcess; log: string } {
+function startChild(name: string, script: string, argv: string[], env: Record<string, string>, nodeFlags: string[] = []): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
   const out = openSync(log, "w");
-  const child = spawn(process.execPath, [resolve(REPO_ROOT, script), ...argv], {
+  const child = spawn(process.execPath, [...nodeFlags, resolve(REPO_ROOT, script), ...argv], {
     env: { ...process.env, ...env },
     stdio: ["ignore", out, out],
   });
@@ -65,6 +65,11 @@ export interface LedgerProcessOptions {
   rateLimits: boolean;
   /** Another checkout's ledger entry (--baseline), absolute; this checkout's by default. */
   script?: string;
+  /**
+   * --cpu-prof: node's CPU profiler on, its .cpuprofile written into this directory when the
+   * process exits (bench/cpu-profile.ts summarizes it).
+   */
+  cpuProfileDir?: string;
 }
 
 /** The highest rate HOLDFAST_RATE_LIMIT_*_PER_SECOND accepts. */
@@ -73,8 +78,31 @@ const RATE_LIMIT_UNREACHED_PER_SECOND = "1000000";
 /** The Holdfast ledger exactly as deployed (services/ledger/dist/main.js), on a free port. */
 export async function startLedger(options: LedgerProcessOptions): Promise<Service> {
   const port = await freePort();
+  const profile = options.cpuProfileDir ? ["--cpu-prof", "--cpu-prof-dir", options.cpuProfileDir] : [];
+  const script = options.script ?? "services/ledger/dist/main.js";
+  const { child, log } = startChild(options.name, script, [], ledgerEnv(options, port), profile);
+  await waitFor(options.name, () => readyz(port));
+  return { name: options.name, target: `127.0.0.1:${port}`, pid: child.pid!, log };
+}
+
+/**
+ * The empty-RPC baseline (empty-rpc-main.ts): the ledger's server, auth and interceptors with
+ * constant handlers, configured by the same environment as the ledger, on a free port.
+ */
+export async function startEmptyRpc(options: LedgerProcessOptions): Promise<Service> {
+  const port = await freePort();
+  const { child, log } = startChild(options.name, "bench/dist/empty-rpc-main.js", [], ledgerEnv(options, port));
+  await waitFor(options.name, () => readyz(port));
+  return { name: options.name, target: `127.0.0.1:${port}`, pid: child.pid!, log };
+}
+
+function readyz(port: number): Promise<boolean> {
+  return fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+}
+
+function ledgerEnv(options: LedgerProcessOptions, port: number): Record<string, string> {
   const rateLimit = options.rateLimits ? RATE_LIMIT_UNREACHED_PER_SECOND : "0";
-  const { child, log } = startChild(options.name, options.script ?? "services/ledger/dist/main.js", [], {
+  return {
     DATABASE_URL: options.databaseUrl,
     NATS_URL: options.natsUrl,
     HOLDFAST_PORT: String(port),
@@ -86,10 +114,7 @@ export async function startLedger(options: LedgerProcessOptions): Promise<Servic
     HOLDFAST_RATE_LIMIT_KEY_PER_SECOND: rateLimit,
     HOLDFAST_RATE_LIMIT_TENANT_PER_SECOND: rateLimit,
     LOG_LEVEL: "warn",
-  });
-  const probe = () => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
-  await waitFor(options.name, probe);
-  return { name: options.name, target: `127.0.0.1:${port}`, pid: child.pid!, log };
+  };
 }
 
 /** The naive service (naive-main.ts) on a free port. */

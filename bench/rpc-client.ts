@@ -9,7 +9,7 @@ import { AdminService } from "@holdfast/gen/holdfast/v1/admin_pb";
 import { LedgerService } from "@holdfast/gen/holdfast/v1/ledger_pb";
 
 /** The commands the workloads send. */
-export type Method = "deposit" | "reserve" | "capture" | "spend" | "reserveUsage" | "captureUsage";
+export type Method = "deposit" | "reserve" | "capture" | "spend" | "reserveUsage" | "captureUsage" | "transfer";
 
 /** One unary call; rejects with an error carrying the gRPC status `code`. */
 export type Call = (method: Method, request: Record<string, unknown>) => Promise<unknown>;

@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Method } from "./rpc-client.js";
 
-export const WORKLOAD_NAMES = ["uniform", "hot", "retries", "pairs", "metered"] as const;
+export const WORKLOAD_NAMES = ["uniform", "hot", "retries", "pairs", "metered", "transfers"] as const;
 export type Workload = (typeof WORKLOAD_NAMES)[number] | "raw";
 
 /** The one wallet of the hot workload. */
@@ -26,6 +26,13 @@ const USAGE_ACTUAL = { inputTokens: 16_000n, outputTokens: 4_000n };
 const RESERVE_AMOUNT = 10n;
 const CAPTURE_AMOUNT = 7n;
 const SPEND_AMOUNT = 5n;
+/**
+ * The transfers workload: one Transfer between two of the first TRANSFER_WALLETS uniform wallets,
+ * a random pair (never the same twice), of TRANSFER_AMOUNT; the money only moves around, so
+ * their funds never run out.
+ */
+export const TRANSFER_WALLETS = 10;
+const TRANSFER_AMOUNT = 1n;
 /** The amount a retry with the same key but another body sends instead. */
 const CONFLICTING_AMOUNT = 1n;
 const HOLD_TTL_SECONDS = 120;
@@ -56,10 +63,17 @@ export function walletName(index: number): string {
 /**
  * One iteration of a workload, on one wallet: a Reserve → Capture pair or a Spend (uniform, hot,
  * retries), always a Reserve → Capture pair (pairs), or a ReserveUsage → CaptureUsage pair on
- * the rate card RATE_CARD_ID (metered); pairs and metered on the uniform wallets.
+ * the rate card RATE_CARD_ID (metered); pairs and metered on the uniform wallets; one Transfer
+ * between two of the first TRANSFER_WALLETS uniform wallets (transfers).
  */
 export function freshSteps(workload: Workload, walletsTotal: number): Step[] {
   if (workload === "raw") return [{ method: "spend", request: { amount: 1n }, kind: "fresh" }];
+  if (workload === "transfers") {
+    const from = Math.floor(Math.random() * TRANSFER_WALLETS);
+    const to = (from + 1 + Math.floor(Math.random() * (TRANSFER_WALLETS - 1))) % TRANSFER_WALLETS;
+    const request = { fromWalletId: walletName(from), toWalletId: walletName(to), asset: ASSET, amount: TRANSFER_AMOUNT, idempotencyKey: randomUUID() };
+    return [fresh("transfer", request)];
+  }
   const walletId = workload === "hot" ? HOT_WALLET_ID : walletName(Math.floor(Math.random() * walletsTotal));
   if (workload === "metered") {
     const holdId = `h_${randomUUID()}`;
