@@ -1,11 +1,13 @@
 // Where a process's CPU went, from the .cpuprofile that node's --cpu-prof writes when it exits
 // (`npm run bench -- --cpu-prof DIR` profiles the Holdfast ledger that way): the samples' self
-// time summed per function (name and file) and per package, largest first, as a share of the
+// time summed per function (name and file) and per package, and the total time (self and
+// callees) of this repository's own functions, which says which path of the process (the RPC
+// handler, the outbox relay, …) the time was spent under; largest first, as a share of the
 // process's busy time (idle samples left out). cpu-profile-main.ts prints it for any profile.
 
 /** The parts of V8's profile format (the .cpuprofile JSON) read here. */
 export interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }[];
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
   startTime: number;
   endTime: number;
   /** The node sampled at each tick, and the µs since the previous tick. */
@@ -16,7 +18,8 @@ export interface CpuProfile {
 export interface CostLine {
   /** A function ("name file:line"), or a package ("@connectrpc/connect", "services/ledger"). */
   name: string;
-  selfMs: number;
+  /** Self time, or for `ownTotals` the time of the function and everything it called. */
+  ms: number;
   /** Of the busy time: every sample but idle ones. */
   share: number;
 }
@@ -26,6 +29,8 @@ export interface ProfileSummary {
   busyMs: number;
   functions: CostLine[];
   packages: CostLine[];
+  /** This repository's functions by total time, each counted once per stack (recursion aside). */
+  ownTotals: CostLine[];
 }
 
 /** V8's pseudo-frames: time outside JavaScript, kept as their own lines ("(idle)" is dropped). */
@@ -49,6 +54,11 @@ export function packageOf(url: string, functionName: string): string {
   return path;
 }
 
+/** Whether a script is this repository's own code (a workspace's, not a dependency's). */
+function isOwnCode(url: string): boolean {
+  return !url.includes("/node_modules/") && /\/(services|workers|packages|tools)\/[^/]+\/|\/(gen|db|bench)\//.test(url);
+}
+
 /** A file for the function lines: from node_modules/ or the workspace folder on, else as given. */
 function shortFile(url: string): string {
   const path = url.replace(/^file:\/\//, "");
@@ -62,29 +72,31 @@ function ranked(totals: Map<string, number>, busyMs: number, top: number): CostL
   return [...totals]
     .sort((a, b) => b[1] - a[1])
     .slice(0, top)
-    .map(([name, selfMs]) => ({ name, selfMs, share: busyMs > 0 ? selfMs / busyMs : 0 }));
+    .map(([name, ms]) => ({ name, ms, share: busyMs > 0 ? ms / busyMs : 0 }));
 }
 
 /**
- * Sums the time of every sample on its node (a sample lasts until the next one), then per
- * function and per package; the `top` largest of each.
+ * Sums the time of every sample on its node (a sample lasts until the next one, the last until
+ * the profile ends), then per function and per package, and the totals of this repository's
+ * functions; the `top` largest of each.
  */
 export function summarizeCpuProfile(profile: CpuProfile, top: number): ProfileSummary {
   const selfUs = new Map<number, number>();
+  let tickUs = profile.startTime + (profile.timeDeltas[0] ?? 0);
   for (let i = 0; i < profile.samples.length; i++) {
-    const us = profile.timeDeltas[i + 1] ?? 0;
-    selfUs.set(profile.samples[i]!, (selfUs.get(profile.samples[i]!) ?? 0) + us);
+    const nextUs = i + 1 < profile.samples.length ? tickUs + profile.timeDeltas[i + 1]! : Math.max(tickUs, profile.endTime);
+    selfUs.set(profile.samples[i]!, (selfUs.get(profile.samples[i]!) ?? 0) + (nextUs - tickUs));
+    tickUs = nextUs;
   }
   const functions = new Map<string, number>();
   const packages = new Map<string, number>();
   let busyMs = 0;
   for (const node of profile.nodes) {
     const ms = (selfUs.get(node.id) ?? 0) / 1000;
-    const { functionName, url, lineNumber } = node.callFrame;
+    const { functionName, url } = node.callFrame;
     if (ms === 0 || functionName === IDLE) continue;
     busyMs += ms;
-    const name = url === "" ? functionName : `${functionName || "(anonymous)"} ${shortFile(url)}:${lineNumber + 1}`;
-    functions.set(name, (functions.get(name) ?? 0) + ms);
+    functions.set(functionKey(node.callFrame), (functions.get(functionKey(node.callFrame)) ?? 0) + ms);
     const pkg = packageOf(url, functionName);
     packages.set(pkg, (packages.get(pkg) ?? 0) + ms);
   }
@@ -93,12 +105,44 @@ export function summarizeCpuProfile(profile: CpuProfile, top: number): ProfileSu
     busyMs,
     functions: ranked(functions, busyMs, top),
     packages: ranked(packages, busyMs, top),
+    ownTotals: ranked(ownTotals(profile, selfUs), busyMs, top),
   };
+}
+
+function functionKey({ functionName, url, lineNumber }: CpuProfile["nodes"][number]["callFrame"]): string {
+  return url === "" ? functionName : `${functionName || "(anonymous)"} ${shortFile(url)}:${lineNumber + 1}`;
+}
+
+/**
+ * The total time under each of this repository's functions: every node's self time added to
+ * each distinct own function on its stack (so a recursive function counts once). The root is
+ * the first node, as V8 writes it.
+ */
+function ownTotals(profile: CpuProfile, selfUs: Map<number, number>): Map<string, number> {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const totals = new Map<string, number>();
+  const onStack = new Map<string, number>();
+  const visit = (id: number): number => {
+    const node = byId.get(id)!;
+    const key = isOwnCode(node.callFrame.url) ? functionKey(node.callFrame) : null;
+    const outermost = key !== null && !onStack.has(key);
+    if (key !== null) onStack.set(key, (onStack.get(key) ?? 0) + 1);
+    let us = node.callFrame.functionName === IDLE ? 0 : (selfUs.get(id) ?? 0);
+    for (const child of node.children ?? []) us += visit(child);
+    if (key !== null) {
+      if (onStack.get(key) === 1) onStack.delete(key);
+      else onStack.set(key, onStack.get(key)! - 1);
+      if (outermost) totals.set(key, (totals.get(key) ?? 0) + us / 1000);
+    }
+    return us;
+  };
+  if (profile.nodes[0]) visit(profile.nodes[0].id);
+  return totals;
 }
 
 /** The summary as Markdown: the totals, then a table per kind of line. */
 export function profileText(summary: ProfileSummary, title: string): string[] {
-  const row = (l: CostLine) => `| ${(l.share * 100).toFixed(1)}% | ${l.selfMs.toFixed(0)} | ${l.name.replaceAll("|", "\\|")} |`;
+  const row = (l: CostLine) => `| ${(l.share * 100).toFixed(1)}% | ${l.ms.toFixed(0)} | ${l.name.replaceAll("|", "\\|")} |`;
   return [
     `${title}: ${(summary.busyMs / 1000).toFixed(1)} s busy of ${(summary.profiledMs / 1000).toFixed(1)} s profiled (idle samples left out of the shares).`,
     "",
@@ -109,5 +153,9 @@ export function profileText(summary: ProfileSummary, title: string): string[] {
     "| share of busy | self ms | function |",
     "|---:|---:|---|",
     ...summary.functions.map(row),
+    "",
+    "| share of busy | total ms (self and callees) | this repository's function |",
+    "|---:|---:|---|",
+    ...summary.ownTotals.map(row),
   ];
 }
