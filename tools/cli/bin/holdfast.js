@@ -12,5 +12,12 @@ if (!existsSync(fileURLToPath(entry))) {
   process.exit(1);
 }
 
+// A reader that stops early (`holdfast ... | head`) closes the pipe: that ends the command
+// quietly, as for any Unix tool, instead of an unhandled EPIPE.
+process.stdout.on("error", (err) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 const { main } = await import(entry.href);
 process.exitCode = await main(process.argv);

@@ -331,7 +331,7 @@ function printReport(output: VerifyOutput, report: VerifyReport): void {
     if (t.problemsUnlisted > 0) output.out(`  ... and ${t.problemsUnlisted} more`);
   }
   if (report.invariantViolations.length === 0) {
-    output.out("invariants: ok (sums, balances = journal, holds, events, token legs)");
+    output.out("invariants: ok (sums, balances = journal, holds, events, grants, token legs, closed statements)");
   } else {
     output.out(`invariants: ${report.invariantViolations.length} violation(s)`);
     for (const line of report.invariantViolations) output.out(`  ${line}`);
