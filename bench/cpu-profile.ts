@@ -140,22 +140,27 @@ function ownTotals(profile: CpuProfile, selfUs: Map<number, number>): Map<string
   return totals;
 }
 
-/** The summary as Markdown: the totals, then a table per kind of line. */
-export function profileText(summary: ProfileSummary, title: string): string[] {
-  const row = (l: CostLine) => `| ${(l.share * 100).toFixed(1)}% | ${l.ms.toFixed(0)} | ${l.name.replaceAll("|", "\\|")} |`;
+/**
+ * The summary as Markdown: the totals, then a table per kind of line; given the calls the
+ * process answered while profiled, each line's busy µs per call too. Busy time is sampled time
+ * on the stack: on a machine short of cores it includes waiting for one, so it can exceed the
+ * process's CPU time; the shares are what to read.
+ */
+export function profileText(summary: ProfileSummary, title: string, calls: number | null = null): string[] {
+  const perCall = (ms: number) => (calls ? ` ${((ms * 1000) / calls).toFixed(0)} |` : "");
+  const row = (l: CostLine) => `| ${(l.share * 100).toFixed(1)}% | ${l.ms.toFixed(0)} |${perCall(l.ms)} ${l.name.replaceAll("|", "\\|")} |`;
+  const head = (what: string, ms: string) => [`| share of busy | ${ms} |${calls ? " busy µs per call |" : ""} ${what} |`, `|---:|---:|${calls ? "---:|" : ""}---|`];
+  const busy = `${(summary.busyMs / 1000).toFixed(1)} s busy of ${(summary.profiledMs / 1000).toFixed(1)} s profiled (idle samples left out of the shares)`;
   return [
-    `${title}: ${(summary.busyMs / 1000).toFixed(1)} s busy of ${(summary.profiledMs / 1000).toFixed(1)} s profiled (idle samples left out of the shares).`,
+    `${title}: ${busy}${calls ? `; ${calls} calls answered, ${((summary.busyMs * 1000) / calls).toFixed(0)} µs busy per call` : ""}.`,
     "",
-    "| share of busy | self ms | package |",
-    "|---:|---:|---|",
+    ...head("package", "self ms"),
     ...summary.packages.map(row),
     "",
-    "| share of busy | self ms | function |",
-    "|---:|---:|---|",
+    ...head("function", "self ms"),
     ...summary.functions.map(row),
     "",
-    "| share of busy | total ms (self and callees) | this repository's function |",
-    "|---:|---:|---|",
+    ...head("this repository's function", "total ms (self and callees)"),
     ...summary.ownTotals.map(row),
   ];
 }

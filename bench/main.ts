@@ -240,6 +240,16 @@ async function ledgerProfile(dir: string, pid: number): Promise<{ file: string; 
   return { file, summary: summarizeCpuProfile(JSON.parse(await readFile(file, "utf8")) as CpuProfile, PROFILE_TOP) };
 }
 
+/**
+ * The LedgerService calls a ledger answered since it started, from its /metrics
+ * (holdfast_rpc_requests_total, every method and code); null when it cannot say.
+ */
+async function ledgerServiceCalls(target: string): Promise<number | null> {
+  const text = await fetch(`http://${target}/metrics`).then((r) => (r.ok ? r.text() : ""), () => "");
+  const lines = text.split("\n").filter((l) => l.startsWith("holdfast_rpc_requests_total{") && l.includes('service="holdfast.v1.LedgerService"'));
+  return lines.length === 0 ? null : lines.reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+}
+
 /** Where the ledgers' outbox relay publishes while nothing listens: events wait in the outbox. */
 const NATS_URL_UNREACHABLE = "nats://127.0.0.1:1";
 
@@ -340,11 +350,16 @@ async function main(): Promise<void> {
     const rows = await runMatrix(context, settings, workloads, concurrencies, chosen);
     const facts: Record<string, string> = { ...(await machineFacts(ledgerDb.pool, fsyncUs)), nats: nats.note };
     if (baseline) facts["baseline"] = baseline.note;
-    // The profile is written when the ledger exits: stop the services before the report.
+    // The profile is written when the ledger exits: count its calls, then stop the services before the report.
+    const profiledCalls = cpuProfileDir ? await ledgerServiceCalls(holdfast.target) : null;
     await stopAll();
-    const profile = cpuProfileDir ? await ledgerProfile(cpuProfileDir, holdfast.pid) : null;
+    const profile = cpuProfileDir ? { ...(await ledgerProfile(cpuProfileDir, holdfast.pid)), calls: profiledCalls } : null;
     process.stdout.write(reportText(rows, facts, settings, fsyncUs));
-    if (profile) process.stdout.write(["", "## Service profile (the holdfast ledger, every row it served)", "", ...profileText(profile.summary, profile.file), ""].join("\n"));
+    if (profile) {
+      const title = "## Service profile (the holdfast ledger from its start to its stop: every row it served, warm-ups and its start included)";
+      const relayNote = chosen.includes("core") ? ["Its outbox relay also published the events of the core rows, which answered no call of it: profile without core for costs per call.", ""] : [];
+      process.stdout.write(["", title, "", ...relayNote, ...profileText(profile.summary, profile.file, profile.calls), ""].join("\n"));
+    }
     const ok = rows.every((r) => r.violations.length === 0 && !r.failure);
     const json = { ok, facts, settings, rows, targets: targetLines(rows, fsyncUs), comparisons: comparisonLines(rows), ...(profile ? { profile } : {}) };
     if (args.json) await writeFile(args.json, JSON.stringify(json, null, 2) + "\n");
