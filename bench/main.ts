@@ -1,7 +1,7 @@
 // npm run bench: Holdfast against its baselines, in one invocation, on one database server.
 //
 //   npm run bench -- [--duration 8] [--warmup 2] [--concurrency 1,16,64,256]
-//                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core]
+//                    [--workloads uniform,retries,hot] [--systems holdfast,solo,naive,raw,core,empty-rpc,plain]
 //                    [--rate 0] [--client grpc-js|connect] [--nats on|off] [--json report.json]
 //                    [--database holdfast_bench] [--wallets 10000]
 //                    [--baseline DIR] [--grants 0] [--alert off|on] [--cpu-prof DIR]
@@ -57,7 +57,7 @@ const { values: args } = parseArgs({
     warmup: { type: "string", default: "2" },
     concurrency: { type: "string", default: "1,16,64,256" },
     workloads: { type: "string", default: "uniform,retries,hot" },
-    systems: { type: "string", default: "holdfast,solo,naive,raw,core" },
+    systems: { type: "string", default: "holdfast,solo,naive,raw,core,empty-rpc,plain" },
     rate: { type: "string", default: "0" },
     client: { type: "string", default: "grpc-js" },
     json: { type: "string", default: "" },
