@@ -6,8 +6,9 @@ const VIOLATIONS_PER_CHECK_MAX = 10;
 
 /**
  * The credit-grant invariants (6, see docs/grants.md): an account's grants and credit line add
- * up to its columns, grants never go negative, holds' allocations add up, and what each grant
- * consumed, lost to expiry or voiding, and received matches the grant breakdowns in the journal.
+ * up to its columns, grants never go negative, holds' allocations add up, what each grant
+ * consumed, lost to expiry or voiding, and received matches the grant breakdowns in the journal,
+ * and each account counts its live grants other than its default grant (`grants_other`).
  */
 const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
   {
@@ -89,6 +90,16 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
              and not exists (select 1 from grants g
                               where g.tenant_id = a.tenant_id and g.wallet_id = a.wallet_id
                                 and g.asset = a.asset and g.is_default and g.metadata ? 'opening_balance')`,
+  },
+  {
+    name: "6: an account's grants_other differs from its live grants other than its default grant",
+    // The fast path of a wallet with only its default grant relies on it (migration 0018).
+    sql: `with g as (
+            select tenant_id, wallet_id, asset, count(*) as other from grants
+             where live and not (is_default and voided_at is null) group by 1, 2, 3)
+          select a.wallet_id || ' ' || a.asset as what from accounts a
+            left join g using (tenant_id, wallet_id, asset)
+           where a.grants_other <> coalesce(g.other, 0)`,
   },
 ];
 
@@ -245,7 +256,8 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
  * 6. Credit grants: per wallet and asset the grants and the credit line add up to the account's
  *    columns; no grant's remaining or held is negative; a hold's allocations sum to its amount
  *    and match the grants' held; every consumed, expired and voided amount (and every grant's
- *    amount) matches the grant breakdowns in the journal, and so does the credit line's use.
+ *    amount) matches the grant breakdowns in the journal, and so does the credit line's use;
+ *    each account's grants_other counts its live grants other than its default grant.
  * 7. Token legs: per tenant and token asset @tokens and the wallets' token accounts sum to
  *    zero, each token account equals its legs, and each usage's legs and money leg agree.
  * 8. Statements: every closed statement agrees with the journal and its lines, and each starts
