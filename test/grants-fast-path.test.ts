@@ -1,4 +1,4 @@
-// Goal: the fast path of a wallet with only its default grant (migration 0018) answers exactly
+// Goal: the fast path of a wallet with only its default grant (migration 0017) answers exactly
 // what the grants machinery answers, and the count it relies on, accounts.grants_other, is
 // right after every grant transition: a grant created (started, scheduled, or used up at once
 // repaying an overdraft), drawn to exhaustion, refilled by a refund, expired with and without

@@ -93,7 +93,7 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
   },
   {
     name: "6: an account's grants_other differs from its live grants other than its default grant",
-    // The fast path of a wallet with only its default grant relies on it (migration 0018).
+    // The fast path of a wallet with only its default grant relies on it (migration 0017).
     sql: `with g as (
             select tenant_id, wallet_id, asset, count(*) as other from grants
              where live and not (is_default and voided_at is null) group by 1, 2, 3)

@@ -1,5 +1,6 @@
--- Credit grants: a wallet that has nothing but its default grant costs what it cost before
--- grants (docs/performance.md, "Credit grants: what a default-grant wallet costs").
+-- Credit grants: a wallet that has nothing but its default grant skips the grants machinery
+-- wherever its account's columns say everything the grants would (docs/performance.md,
+-- "Credit grants: what a default-grant wallet costs", which also says what is left).
 --
 -- Measured per command on the database alone (backend CPU of Spend, Reserve and Capture on
 -- default-grant wallets, against the schema of before grants), the grants machinery added:
