@@ -68,6 +68,8 @@ const TRIGGERS: ReadonlyMap<string, string> = new Map([
   ["transfers.transfers_statement_floor", "reads the wallet's statements (co-located)"],
   ["transfers.transfers_no_update", "refuses the change; reads nothing"],
   ["transfers.transfers_no_truncate", "refuses the change; reads nothing"],
+  ["grants.grants_other_insert", "updates the grant's own account row (accounts.grants_other; co-located)"],
+  ["grants.grants_other_update", "updates the grant's own account row (accounts.grants_other; co-located)"],
   ["events.events_balance_alerts", "reads balance_alerts and accounts, writes balance_alert_states and events (co-located)"],
   ["events.events_batch", "stamps holdfast.batch_id, a transaction setting: the batch must run on the shard's node"],
   ["events.events_key", "stamps holdfast.key_id, a transaction setting: the command must run on the shard's node"],
