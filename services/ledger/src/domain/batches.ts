@@ -1,9 +1,26 @@
 import type pg from "pg";
 import type { Clock, IdGenerator } from "@holdfast/common/ids";
-import { PermissionDeniedError } from "@holdfast/common/errors";
-import { pgErrorCode } from "@holdfast/common/pg";
+import type { CommandCall, Unkeyed } from "./command-call.js";
+import {
+  captureCall,
+  createGrantCall,
+  depositCall,
+  extendHoldCall,
+  refundCall,
+  releaseCall,
+  reserveCall,
+  spendCall,
+  transferCall,
+  withTransientRetry,
+} from "./commands.js";
 import { requestFingerprint } from "./fingerprint.js";
-import { parseUsageCharge, parseUsageQuote, usageArg, type CaptureUsageInput, type CaptureUsageResult, type ReserveUsageInput, type ReserveUsageResult, type SpendUsageInput, type SpendUsageResult } from "./usage.js";
+import {
+  captureUsageCall,
+  parseUsageCharge,
+  parseUsageQuote,
+  reserveUsageCall,
+  spendUsageCall,
+  type CaptureUsageInput, type CaptureUsageResult, type ReserveUsageInput, type ReserveUsageResult, type SpendUsageInput, type SpendUsageResult } from "./usage.js";
 import {
   parseBalance,
   parseCaptureResult,
@@ -57,15 +74,6 @@ import type {
 
 /** The most commands in one batch (the proto's documented limit). */
 export const BATCH_COMMANDS_MAX = 100;
-
-/** How often a batch is run again after a transient conflict, as runCommand does a command. */
-const BATCH_ATTEMPTS_MAX = 3;
-
-/** SQLSTATEs that mean "run the whole batch again": serialization_failure, deadlock_detected, unique_violation. */
-const RETRYABLE_SQLSTATES = new Set(["40001", "40P01", "23505"]);
-
-/** A single command's input without its idempotency key: the batch's key covers it. */
-type Unkeyed<T> = Omit<T, "idempotencyKey">;
 
 /** One command of a batch; `kind` is the command's case in BatchCommand (proto). */
 export type BatchCommandInput =
@@ -123,13 +131,6 @@ export interface BatchesOptions {
   newId: IdGenerator;
 }
 
-/** A command as ledger_execute_batch takes it, and the request its fingerprint covers. */
-interface SqlCommand {
-  command: string;
-  request: Json;
-  args: Json;
-}
-
 /** ExecuteBatch, bound to one pool, clock and id generator. */
 export function createBatches(options: BatchesOptions) {
   return {
@@ -166,138 +167,48 @@ async function executeBatch(ctx: BatchesOptions, caller: Caller, input: ExecuteB
 
 /** Runs the batch in its own transaction, retrying transient conflicts (nothing of it committed). */
 async function runBatch(pool: pg.Pool, values: unknown[]): Promise<Json> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const result = await pool.query<{ r: Json }>({
-        name: "ledger_execute_batch",
-        text: "select ledger_execute_batch($1, $2, $3, $4, $5) as r",
-        values,
-      });
-      return result.rows[0]!.r;
-    } catch (err) {
-      const code = pgErrorCode(err);
-      if (attempt >= BATCH_ATTEMPTS_MAX || code === undefined || !RETRYABLE_SQLSTATES.has(code)) {
-        throw err;
-      }
-    }
-  }
+  const result = await withTransientRetry(() =>
+    pool.query<{ r: Json }>({
+      name: "ledger_execute_batch",
+      text: "select ledger_execute_batch($1, $2, $3, $4, $5) as r",
+      values,
+    }),
+  );
+  return result.rows[0]!.r;
 }
 
 /**
- * The SQL command, fingerprinted request and arguments of one batch command: exactly what the
- * single command sends (commands.ts), so that a command means the same in a batch and alone.
+ * The SQL command, fingerprinted request and arguments of one batch command, built by the same
+ * function as the single command's (commands.ts, usage.ts), so that a command means the same
+ * in a batch and alone.
  */
-function toSql(ctx: BatchesOptions, caller: Caller, c: BatchCommandInput): SqlCommand {
+function toSql(ctx: BatchesOptions, caller: Caller, c: BatchCommandInput): CommandCall {
   switch (c.kind) {
-    case "deposit": {
-      const args = { wallet_id: c.input.walletId, asset: c.input.asset, amount: String(c.input.amount), metadata: c.input.metadata };
-      return { command: "Deposit", request: args, args };
-    }
-    case "spend": {
-      const args = { ...walletAmountArgs(c.input), ...categoriesArg(c.input.categories) };
-      return { command: "Spend", request: args, args };
-    }
-    case "reserve": {
-      const request = {
-        ...walletAmountArgs(c.input),
-        hold_id: c.input.holdId,
-        ttl_seconds: c.input.ttlSeconds,
-        ...categoriesArg(c.input.categories),
-      };
-      return { command: "Reserve", request, args: { ...request, hold_id: c.input.holdId === "" ? `hold_${ctx.newId()}` : c.input.holdId } };
-    }
-    case "capture": {
-      const args = { hold_id: c.input.holdId, amount: optionalAmountArg(c.input.amount), metadata: c.input.metadata };
-      return { command: "Capture", request: args, args };
-    }
+    case "deposit":
+      return depositCall(c.input);
+    case "spend":
+      return spendCall(c.input);
+    case "reserve":
+      return reserveCall(c.input, ctx.newId);
+    case "capture":
+      return captureCall(c.input);
     case "release":
-      return { command: "Release", request: { hold_id: c.input.holdId }, args: { hold_id: c.input.holdId } };
-    case "extendHold": {
-      const args = { hold_id: c.input.holdId, ttl_seconds: c.input.ttlSeconds };
-      return { command: "ExtendHold", request: args, args };
-    }
-    case "refund": {
-      const args = { refund_transfer_id: c.input.transferId, amount: optionalAmountArg(c.input.amount), metadata: c.input.metadata };
-      return { command: "Refund", request: args, args };
-    }
-    case "transfer": {
-      const args = {
-        from_wallet_id: c.input.fromWalletId,
-        to_wallet_id: c.input.toWalletId,
-        asset: c.input.asset,
-        amount: String(c.input.amount),
-        metadata: c.input.metadata,
-      };
-      return { command: "Transfer", request: args, args };
-    }
+      return releaseCall(c.input);
+    case "extendHold":
+      return extendHoldCall(c.input);
+    case "refund":
+      return refundCall(c.input);
+    case "transfer":
+      return transferCall(c.input);
     case "createGrant":
-      return createGrantSql(ctx, caller, c.input);
+      return createGrantCall(caller, c.input, ctx.newId);
     case "spendUsage":
+      return spendUsageCall(c.input, ctx.newId);
     case "reserveUsage":
+      return reserveUsageCall(c.input, ctx.newId);
     case "captureUsage":
-      return usageSql(ctx, c);
+      return captureUsageCall(c.input, ctx.newId);
   }
-}
-
-/** The usage commands' arguments, as usage.ts sends them. */
-function usageSql(ctx: BatchesOptions, c: Extract<BatchCommandInput, { kind: "spendUsage" | "reserveUsage" | "captureUsage" }>): SqlCommand {
-  switch (c.kind) {
-    case "spendUsage": {
-      const { walletId, rateCardId, model, usage, metadata, categories } = c.input;
-      const request = { wallet_id: walletId, rate_card_id: rateCardId, model, usage: usageArg(usage), metadata, ...categoriesArg(categories) };
-      return { command: "SpendUsage", request, args: { ...request, usage_id: ctx.newId() } };
-    }
-    case "reserveUsage": {
-      const { walletId, rateCardId, model, estimate, holdId, ttlSeconds, metadata, categories } = c.input;
-      const request = {
-        wallet_id: walletId,
-        rate_card_id: rateCardId,
-        model,
-        estimate: usageArg(estimate),
-        hold_id: holdId,
-        ttl_seconds: ttlSeconds,
-        metadata,
-        ...categoriesArg(categories),
-      };
-      return { command: "ReserveUsage", request, args: { ...request, hold_id: holdId === "" ? `hold_${ctx.newId()}` : holdId } };
-    }
-    case "captureUsage": {
-      const request = { hold_id: c.input.holdId, usage: usageArg(c.input.usage), metadata: c.input.metadata };
-      return { command: "CaptureUsage", request, args: { ...request, usage_id: ctx.newId() } };
-    }
-  }
-}
-
-/** A grant creates money, so a key limited to one wallet may never create one (as commands.ts). */
-function createGrantSql(ctx: BatchesOptions, caller: Caller, input: Unkeyed<CreateGrantInput>): SqlCommand {
-  if (caller.scopeWalletId !== null) {
-    throw new PermissionDeniedError("CreateGrant: a key limited to one wallet may not create grants", "wallet_id");
-  }
-  const request = {
-    wallet_id: input.walletId,
-    asset: input.asset,
-    amount: String(input.amount),
-    grant_id: input.grantId,
-    category: input.category,
-    priority: input.priority,
-    starts_at: input.startsAt?.toISOString() ?? null,
-    expires_at: input.expiresAt?.toISOString() ?? null,
-    metadata: input.metadata,
-  };
-  return { command: "CreateGrant", request, args: { ...request, grant_id: input.grantId === "" ? `grant_${ctx.newId()}` : input.grantId } };
-}
-
-function walletAmountArgs(input: Unkeyed<DepositInput>): Json {
-  return { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
-}
-
-function optionalAmountArg(amount: bigint | null): string | null {
-  return amount === null ? null : String(amount);
-}
-
-/** As commands.ts: categories only when some are given, so the fingerprint matches a request without them. */
-function categoriesArg(categories: readonly string[] | undefined): { categories?: readonly string[] } {
-  return categories !== undefined && categories.length > 0 ? { categories } : {};
 }
 
 /** One command's result row, parsed as its single command parses it. */

@@ -2,6 +2,7 @@ import type pg from "pg";
 import type { Clock, IdGenerator } from "@holdfast/common/ids";
 import { PermissionDeniedError } from "@holdfast/common/errors";
 import { pgErrorCode } from "@holdfast/common/pg";
+import { categoriesArg, type CommandCall, type Unkeyed } from "./command-call.js";
 import { requestFingerprint } from "./fingerprint.js";
 import { createHoldRoutes, type HoldRoutes } from "./hold-routes.js";
 import {
@@ -73,19 +74,33 @@ export interface QueuedCommand {
 
 /** Runs one command in its own transaction, retrying transient conflicts. */
 export async function runCommand(pool: pg.Pool, c: QueuedCommand): Promise<Json> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const result = await pool.query<{ r: Json }>({
+  try {
+    const result = await withTransientRetry(() =>
+      pool.query<{ r: Json }>({
         name: "ledger_command",
         text: "select ledger_command($1, $2, $3, $4, $5, $6) as r",
         values: [c.tenantId, c.command, c.key, c.fingerprint, c.now, c.args],
-      });
-      return result.rows[0]!.r;
+      }),
+    );
+    return result.rows[0]!.r;
+  } catch (err) {
+    if (pgErrorCode(err) === OVERFLOW_SQLSTATE) {
+      return { ok: false, reason: "AMOUNT_OVERFLOW", message: "the resulting balance would overflow int64", metadata: {} };
+    }
+    throw err;
+  }
+}
+
+/**
+ * Runs one transaction (a command, or ExecuteBatch's batch) again after a transient conflict,
+ * up to {@link COMMAND_ATTEMPTS_MAX} times; nothing of a failed attempt committed.
+ */
+export async function withTransientRetry<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
     } catch (err) {
       const code = pgErrorCode(err);
-      if (code === OVERFLOW_SQLSTATE) {
-        return { ok: false, reason: "AMOUNT_OVERFLOW", message: "the resulting balance would overflow int64", metadata: {} };
-      }
       if (attempt >= COMMAND_ATTEMPTS_MAX || code === undefined || !RETRYABLE_SQLSTATES.has(code)) {
         throw err;
       }
@@ -186,9 +201,18 @@ async function send(
   return runCommand(ctx.pool, queued);
 }
 
-async function deposit(ctx: CommandContext, caller: Caller, input: DepositInput): Promise<Outcome<TransferResult>> {
+/** Sends a command built by one of the `*Call` functions below. */
+function sendCall(ctx: CommandContext, caller: Caller, key: string, call: CommandCall, walletId: string | undefined): Promise<Json> {
+  return send(ctx, caller, call.command, key, call.request, call.args, walletId);
+}
+
+export function depositCall(input: Unkeyed<DepositInput>): CommandCall {
   const args = { wallet_id: input.walletId, asset: input.asset, amount: String(input.amount), metadata: input.metadata };
-  const row = await send(ctx, caller, "Deposit", input.idempotencyKey, args, args, input.walletId);
+  return { command: "Deposit", request: args, args };
+}
+
+async function deposit(ctx: CommandContext, caller: Caller, input: DepositInput): Promise<Outcome<TransferResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, depositCall(input), input.walletId);
   return parseOutcome(row, parseTransferResult);
 }
 
@@ -201,15 +225,7 @@ function reportedAt(ctx: CommandContext, row: Json): Date | null {
   return row["replayed"] === true ? null : ctx.clock();
 }
 
-/**
- * The `categories` argument of Spend and Reserve, only when some are given: a request without
- * them keeps the arguments, and so the idempotency fingerprint, it had before grants.
- */
-function categoriesArg(categories: readonly string[] | undefined): { categories?: readonly string[] } {
-  return categories !== undefined && categories.length > 0 ? { categories } : {};
-}
-
-async function spend(ctx: CommandContext, caller: Caller, input: SpendInput): Promise<Outcome<TransferResult>> {
+export function spendCall(input: Unkeyed<SpendInput>): CommandCall {
   const args = {
     wallet_id: input.walletId,
     asset: input.asset,
@@ -217,12 +233,16 @@ async function spend(ctx: CommandContext, caller: Caller, input: SpendInput): Pr
     metadata: input.metadata,
     ...categoriesArg(input.categories),
   };
-  const row = await send(ctx, caller, "Spend", input.idempotencyKey, args, args, input.walletId);
+  return { command: "Spend", request: args, args };
+}
+
+async function spend(ctx: CommandContext, caller: Caller, input: SpendInput): Promise<Outcome<TransferResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, spendCall(input), input.walletId);
   return parseOutcome(row, parseTransferResult);
 }
 
-/** Reserves funds; an empty hold id gets a generated one, which the fingerprint does not cover. */
-async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput): Promise<Outcome<HoldResult>> {
+/** An empty hold id gets a generated one, which the fingerprint does not cover. */
+export function reserveCall(input: Unkeyed<ReserveInput>, newId: IdGenerator): CommandCall {
   const request = {
     wallet_id: input.walletId,
     asset: input.asset,
@@ -232,8 +252,11 @@ async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput)
     metadata: input.metadata,
     ...categoriesArg(input.categories),
   };
-  const args = { ...request, hold_id: input.holdId === "" ? `hold_${ctx.newId()}` : input.holdId };
-  const row = await send(ctx, caller, "Reserve", input.idempotencyKey, request, args, input.walletId);
+  return { command: "Reserve", request, args: { ...request, hold_id: input.holdId === "" ? `hold_${newId()}` : input.holdId } };
+}
+
+async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput): Promise<Outcome<HoldResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, reserveCall(input, ctx.newId), input.walletId);
   const now = reportedAt(ctx, row);
   const result = parseOutcome(row, (r) => parseHoldResult(r, now));
   if (result.ok) {
@@ -242,47 +265,62 @@ async function reserve(ctx: CommandContext, caller: Caller, input: ReserveInput)
   return result;
 }
 
-async function capture(ctx: CommandContext, caller: Caller, input: CaptureInput): Promise<Outcome<CaptureResult>> {
+export function captureCall(input: Unkeyed<CaptureInput>): CommandCall {
   const args = {
     hold_id: input.holdId,
     amount: input.amount === null ? null : String(input.amount),
     metadata: input.metadata,
   };
+  return { command: "Capture", request: args, args };
+}
+
+async function capture(ctx: CommandContext, caller: Caller, input: CaptureInput): Promise<Outcome<CaptureResult>> {
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
-  const row = await send(ctx, caller, "Capture", input.idempotencyKey, args, args, walletId);
+  const row = await sendCall(ctx, caller, input.idempotencyKey, captureCall(input), walletId);
   const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => parseCaptureResult(r, now));
 }
 
-async function release(ctx: CommandContext, caller: Caller, input: HoldCommandInput): Promise<Outcome<HoldResult>> {
+export function releaseCall(input: Unkeyed<HoldCommandInput>): CommandCall {
   const args = { hold_id: input.holdId };
+  return { command: "Release", request: args, args };
+}
+
+async function release(ctx: CommandContext, caller: Caller, input: HoldCommandInput): Promise<Outcome<HoldResult>> {
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
-  const row = await send(ctx, caller, "Release", input.idempotencyKey, args, args, walletId);
+  const row = await sendCall(ctx, caller, input.idempotencyKey, releaseCall(input), walletId);
   const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => parseHoldResult(r, now));
 }
 
-async function extendHold(ctx: CommandContext, caller: Caller, input: ExtendHoldInput): Promise<Outcome<{ hold: Hold }>> {
+export function extendHoldCall(input: Unkeyed<ExtendHoldInput>): CommandCall {
   const args = { hold_id: input.holdId, ttl_seconds: input.ttlSeconds };
+  return { command: "ExtendHold", request: args, args };
+}
+
+async function extendHold(ctx: CommandContext, caller: Caller, input: ExtendHoldInput): Promise<Outcome<{ hold: Hold }>> {
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
-  const row = await send(ctx, caller, "ExtendHold", input.idempotencyKey, args, args, walletId);
+  const row = await sendCall(ctx, caller, input.idempotencyKey, extendHoldCall(input), walletId);
   const now = reportedAt(ctx, row);
   return parseOutcome(row, (r) => ({ hold: parseHold(r["hold"] as Json, now) }));
 }
 
-/** Refunds are not routed to a wallet's queue: the wallet is known only to the SQL. */
-async function refund(ctx: CommandContext, caller: Caller, input: RefundInput): Promise<Outcome<RefundResult>> {
+export function refundCall(input: Unkeyed<RefundInput>): CommandCall {
   const args = {
     refund_transfer_id: input.transferId,
     amount: input.amount === null ? null : String(input.amount),
     metadata: input.metadata,
   };
-  const row = await send(ctx, caller, "Refund", input.idempotencyKey, args, args, undefined);
+  return { command: "Refund", request: args, args };
+}
+
+/** Refunds are not routed to a wallet's queue: the wallet is known only to the SQL. */
+async function refund(ctx: CommandContext, caller: Caller, input: RefundInput): Promise<Outcome<RefundResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, refundCall(input), undefined);
   return parseOutcome(row, parseRefundResult);
 }
 
-/** Transfers touch two wallets, so they run alone rather than in either wallet's queue. */
-async function transfer(ctx: CommandContext, caller: Caller, input: TransferInput): Promise<Outcome<TransferBetweenResult>> {
+export function transferCall(input: Unkeyed<TransferInput>): CommandCall {
   const args = {
     from_wallet_id: input.fromWalletId,
     to_wallet_id: input.toWalletId,
@@ -290,7 +328,12 @@ async function transfer(ctx: CommandContext, caller: Caller, input: TransferInpu
     amount: String(input.amount),
     metadata: input.metadata,
   };
-  const row = await send(ctx, caller, "Transfer", input.idempotencyKey, args, args, undefined);
+  return { command: "Transfer", request: args, args };
+}
+
+/** Transfers touch two wallets, so they run alone rather than in either wallet's queue. */
+async function transfer(ctx: CommandContext, caller: Caller, input: TransferInput): Promise<Outcome<TransferBetweenResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, transferCall(input), undefined);
   return parseOutcome(row, parseTransferBetweenResult);
 }
 
@@ -300,7 +343,7 @@ async function transfer(ctx: CommandContext, caller: Caller, input: TransferInpu
  * RPC layer's rule). An empty grant id gets a generated one, which the fingerprint does not
  * cover.
  */
-async function createGrant(ctx: CommandContext, caller: Caller, input: CreateGrantInput): Promise<Outcome<GrantResult>> {
+export function createGrantCall(caller: Caller, input: Unkeyed<CreateGrantInput>, newId: IdGenerator): CommandCall {
   if (caller.scopeWalletId !== null) {
     throw new PermissionDeniedError("CreateGrant: a key limited to one wallet may not create grants", "wallet_id");
   }
@@ -315,8 +358,11 @@ async function createGrant(ctx: CommandContext, caller: Caller, input: CreateGra
     expires_at: input.expiresAt?.toISOString() ?? null,
     metadata: input.metadata,
   };
-  const args = { ...request, grant_id: input.grantId === "" ? `grant_${ctx.newId()}` : input.grantId };
-  const row = await send(ctx, caller, "CreateGrant", input.idempotencyKey, request, args, input.walletId);
+  return { command: "CreateGrant", request, args: { ...request, grant_id: input.grantId === "" ? `grant_${newId()}` : input.grantId } };
+}
+
+async function createGrant(ctx: CommandContext, caller: Caller, input: CreateGrantInput): Promise<Outcome<GrantResult>> {
+  const row = await sendCall(ctx, caller, input.idempotencyKey, createGrantCall(caller, input, ctx.newId), input.walletId);
   return parseOutcome(row, parseGrantResult);
 }
 

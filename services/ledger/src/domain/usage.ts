@@ -12,6 +12,8 @@
  * @module
  */
 import { TOKEN_CLASSES, type TokenClass, type TokenUsage } from "@holdfast/metering/pricing";
+import type { IdGenerator } from "@holdfast/common/ids";
+import { categoriesArg, type CommandCall, type Unkeyed } from "./command-call.js";
 import type { HoldRoutes } from "./hold-routes.js";
 import type { RateCardQuote } from "./rate-cards.js";
 import { parseBalance, parseHold, parseOutcome, parseTransfer } from "./rows.js";
@@ -103,13 +105,8 @@ export function usageArg(usage: TokenUsage): Record<string, string> {
   return Object.fromEntries(TOKEN_CLASSES.map((c) => [`${c}_tokens`, usage[c].toString()]));
 }
 
-/** Like Reserve's and Spend's: only when some are given. */
-function categoriesArg(categories: readonly string[] | undefined): { categories?: readonly string[] } {
-  return categories !== undefined && categories.length > 0 ? { categories } : {};
-}
-
-/** Reserves the estimate's cost, rounded up; an empty hold id gets a generated one, which the fingerprint does not cover. */
-async function reserveUsage(ctx: UsageCommandContext, caller: Caller, input: ReserveUsageInput): Promise<Outcome<ReserveUsageResult>> {
+/** An empty hold id gets a generated one, which the fingerprint does not cover. */
+export function reserveUsageCall(input: Unkeyed<ReserveUsageInput>, newId: IdGenerator): CommandCall {
   const request = {
     wallet_id: input.walletId,
     rate_card_id: input.rateCardId,
@@ -120,8 +117,13 @@ async function reserveUsage(ctx: UsageCommandContext, caller: Caller, input: Res
     metadata: input.metadata,
     ...categoriesArg(input.categories),
   };
-  const args = { ...request, hold_id: input.holdId === "" ? `hold_${ctx.newId()}` : input.holdId };
-  const row = await ctx.send(caller, "ReserveUsage", input.idempotencyKey, request, args, input.walletId);
+  return { command: "ReserveUsage", request, args: { ...request, hold_id: input.holdId === "" ? `hold_${newId()}` : input.holdId } };
+}
+
+/** Reserves the estimate's cost, rounded up. */
+async function reserveUsage(ctx: UsageCommandContext, caller: Caller, input: ReserveUsageInput): Promise<Outcome<ReserveUsageResult>> {
+  const call = reserveUsageCall(input, ctx.newId);
+  const row = await ctx.send(caller, call.command, input.idempotencyKey, call.request, call.args, input.walletId);
   const now = ctx.reportedAt(row);
   const result = parseOutcome(row, (r) => ({
     hold: parseHold(r["hold"] as Json, now),
@@ -134,11 +136,15 @@ async function reserveUsage(ctx: UsageCommandContext, caller: Caller, input: Res
   return result;
 }
 
-async function captureUsage(ctx: UsageCommandContext, caller: Caller, input: CaptureUsageInput): Promise<Outcome<CaptureUsageResult>> {
+export function captureUsageCall(input: Unkeyed<CaptureUsageInput>, newId: IdGenerator): CommandCall {
   const request = { hold_id: input.holdId, usage: usageArg(input.usage), metadata: input.metadata };
-  const args = { ...request, usage_id: ctx.newId() };
+  return { command: "CaptureUsage", request, args: { ...request, usage_id: newId() } };
+}
+
+async function captureUsage(ctx: UsageCommandContext, caller: Caller, input: CaptureUsageInput): Promise<Outcome<CaptureUsageResult>> {
+  const call = captureUsageCall(input, ctx.newId);
   const walletId = ctx.holdRoutes.walletOf(caller.tenantId, input.holdId);
-  const row = await ctx.send(caller, "CaptureUsage", input.idempotencyKey, request, args, walletId);
+  const row = await ctx.send(caller, call.command, input.idempotencyKey, call.request, call.args, walletId);
   const now = ctx.reportedAt(row);
   return parseOutcome(row, (r) => ({
     ...parseUsageCharge(r),
@@ -147,7 +153,7 @@ async function captureUsage(ctx: UsageCommandContext, caller: Caller, input: Cap
   }));
 }
 
-async function spendUsage(ctx: UsageCommandContext, caller: Caller, input: SpendUsageInput): Promise<Outcome<SpendUsageResult>> {
+export function spendUsageCall(input: Unkeyed<SpendUsageInput>, newId: IdGenerator): CommandCall {
   const request = {
     wallet_id: input.walletId,
     rate_card_id: input.rateCardId,
@@ -156,8 +162,12 @@ async function spendUsage(ctx: UsageCommandContext, caller: Caller, input: Spend
     metadata: input.metadata,
     ...categoriesArg(input.categories),
   };
-  const args = { ...request, usage_id: ctx.newId() };
-  const row = await ctx.send(caller, "SpendUsage", input.idempotencyKey, request, args, input.walletId);
+  return { command: "SpendUsage", request, args: { ...request, usage_id: newId() } };
+}
+
+async function spendUsage(ctx: UsageCommandContext, caller: Caller, input: SpendUsageInput): Promise<Outcome<SpendUsageResult>> {
+  const call = spendUsageCall(input, ctx.newId);
+  const row = await ctx.send(caller, call.command, input.idempotencyKey, call.request, call.args, input.walletId);
   return parseOutcome(row, (r) => {
     const transfer = r["transfer"] as Json | undefined;
     return { ...parseUsageCharge(r), transfer: transfer ? parseTransfer(transfer) : null };
