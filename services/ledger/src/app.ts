@@ -36,6 +36,8 @@ const RELAY_STANDBY_POLL_MS = 1000;
 const RELAY_RETRY_DELAY_MS_MAX = 5000;
 const RELAY_PUBLISH_TIMEOUT_MS = 5000;
 const RELAY_STATUS_LOG_MS = 30_000;
+/** The retention settings are in hours. */
+const HOUR_MS = 3_600_000;
 /**
  * The web console's build output (console/, `npm run build`), found from this file: src/ and
  * dist/ are both three folders below the repository root, as in the image.
@@ -162,7 +164,13 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   });
   const address = await server.listen();
   relay?.start();
-  const retention = startRetention({ pool, logger, retentionHours: config.idempotencyRetentionHours });
+  const retention = startRetention({
+    pool,
+    logger,
+    clock,
+    idempotencyRetentionMs: config.idempotencyRetentionHours * HOUR_MS,
+    eventRetentionMs: config.eventRetentionHours === 0 ? null : config.eventRetentionHours * HOUR_MS,
+  });
   const chainHeads =
     relay === null ? null : createChainHeadPublisher({ natsUrl: config.natsUrl, natsTls: config.natsTls, namespace: config.namespace, logger });
   const checkpoints = startChainCheckpoints({ pool, logger, publish: chainHeads?.publish });
@@ -176,7 +184,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     fatal,
     async stop() {
       serving = false;
-      retention.stop();
+      await retention.stop();
       checkpoints.stop();
       await server.drain();
       await relay?.stop();

@@ -19,6 +19,7 @@
  * | `HOLDFAST_RATE_LIMIT_TENANT_BURST` | twice the rate | Calls a tenant may make at once before the rate applies. |
  * | `HOLDFAST_TENANT_STREAMS_MAX` | `100` | Most server streams (WatchWallet) one tenant may hold open per replica. |
  * | `HOLDFAST_IDEMPOTENCY_RETENTION_HOURS` | `24` | How long idempotency records are kept; at least 24. |
+ * | `HOLDFAST_EVENT_RETENTION_HOURS` | `168` (7 days) | How long published events stay in the outbox (the events table) after they were published; `0` keeps them. Unpublished events are never deleted. |
  * | `HOLDFAST_DEFAULT_HOLD_TTL_SECONDS` | `300` | Hold lifetime when Reserve sends no `ttl_seconds`. |
  * | `HOLDFAST_GROUP_COMMIT` | `on` | `on` commits the queued commands of one wallet together in one transaction (group commit); `off` runs each alone. |
  * | `HOLDFAST_GROUP_COMMIT_BATCH_MAX` | `64` | Most commands of one wallet in one transaction. |
@@ -65,6 +66,8 @@ const IN_FLIGHT_MAX: IntegerSpec = { fallback: 1024, min: 1, max: 1_000_000 };
 const AUTH_CACHE_MS: IntegerSpec = { fallback: 5000, min: 0, max: 5 * 60_000 };
 // docs/architecture.md ("Domain model") promises idempotency records live at least 24 hours.
 const IDEMPOTENCY_RETENTION_HOURS: IntegerSpec = { fallback: 24, min: 24, max: 24 * 366 };
+// 0 keeps events; otherwise at least an hour, longer than a WatchWallet stream can lag.
+const EVENT_RETENTION_HOURS: IntegerSpec = { fallback: 7 * 24, min: 0, max: 24 * 3660 };
 const HOLD_TTL_SECONDS_DEFAULT: IntegerSpec = { fallback: 300, min: 1, max: 7 * 24 * 3600 };
 const GROUP_COMMIT_BATCH_MAX: IntegerSpec = { fallback: 64, min: 1, max: 1000 };
 const GROUP_COMMIT_QUEUE_MAX: IntegerSpec = { fallback: 4096, min: 1, max: 1_000_000 };
@@ -87,6 +90,8 @@ export interface LedgerConfig extends StreamProcessConfig, HostConfig {
   readonly maxInFlight: number;
   readonly authCacheMs: number;
   readonly idempotencyRetentionHours: number;
+  /** Hours published events are kept in the outbox; 0 keeps them. */
+  readonly eventRetentionHours: number;
   readonly defaultHoldTtlSeconds: number;
   readonly groupCommit: boolean;
   readonly groupCommitBatchMax: number;
@@ -125,6 +130,7 @@ export function loadLedgerConfig(env: Env = process.env): LedgerConfig {
     maxInFlight: readInteger(env, "HOLDFAST_MAX_IN_FLIGHT", IN_FLIGHT_MAX),
     authCacheMs: readInteger(env, "HOLDFAST_AUTH_CACHE_MS", AUTH_CACHE_MS),
     idempotencyRetentionHours: readInteger(env, "HOLDFAST_IDEMPOTENCY_RETENTION_HOURS", IDEMPOTENCY_RETENTION_HOURS),
+    eventRetentionHours: readInteger(env, "HOLDFAST_EVENT_RETENTION_HOURS", EVENT_RETENTION_HOURS),
     defaultHoldTtlSeconds: readInteger(env, "HOLDFAST_DEFAULT_HOLD_TTL_SECONDS", HOLD_TTL_SECONDS_DEFAULT),
     groupCommit: readSwitch(env, "HOLDFAST_GROUP_COMMIT", true),
     groupCommitBatchMax: readInteger(env, "HOLDFAST_GROUP_COMMIT_BATCH_MAX", GROUP_COMMIT_BATCH_MAX),

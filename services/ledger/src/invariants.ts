@@ -147,7 +147,7 @@ const TOKEN_CHECKS: readonly { name: string; sql: string }[] = [
 ];
 
 /** The tables the checks read, each of which has a tenant_id column. */
-const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "wallets", "grants", "token_accounts", "statements"] as const;
+const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "event_retention", "wallets", "grants", "token_accounts", "statements"] as const;
 
 /**
  * A check limited to the tenant $1: common table expressions named like the tables shadow them
@@ -214,28 +214,45 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
   {
     name: "5: a journal row has no event, or more than one, on a wallet it touched",
     // A multiset difference both ways (missing events, and extra ones) rather than a join:
-    // it stays n log n whatever the planner thinks of the jsonb expression.
+    // it stays n log n whatever the planner thinks of the jsonb expression. A wallet whose
+    // oldest events were pruned (event_retention, migration 0018) is missing exactly the
+    // journal rows the pruned events carried: their number and hash sum are compared instead.
     sql: `with expected as (
-            select t.tenant_id || ' ' || t.transfer_id || ' on ' || w.wallet_id as what
+            select t.tenant_id, w.wallet_id, t.transfer_id::text as transfer_id
               from transfers t cross join lateral (values (t.debit_wallet_id), (t.credit_wallet_id)) w(wallet_id)
              where w.wallet_id not like '@%'),
           published as (
-            select tenant_id || ' ' || (data->'transfer'->>'transfer_id') || ' on ' || wallet_id as what
+            select tenant_id, wallet_id, data->'transfer'->>'transfer_id' as transfer_id
               from events where data ? 'transfer'
             union all
-            select e.tenant_id || ' ' || (l->>'transfer_id') || ' on ' || e.wallet_id
+            select e.tenant_id, e.wallet_id, l->>'transfer_id'
               from events e cross join jsonb_array_elements(e.data->'token_transfers') l
-             where e.data ? 'token_transfers')
-          select what from ((table expected except all table published)
-                            union all (table published except all table expected)) d`,
+             where e.data ? 'token_transfers'),
+          missing as (table expected except all table published),
+          missing_per_wallet as (
+            select tenant_id, wallet_id, count(*) as links, sum(hashtextextended(transfer_id, 0)) as digest
+              from missing group by tenant_id, wallet_id)
+          select tenant_id || ' ' || transfer_id || ' on ' || wallet_id as what
+            from (table published except all table expected) extra
+          union all
+          select m.tenant_id || ' ' || m.transfer_id || ' on ' || m.wallet_id
+            from missing m
+           where not exists (select 1 from event_retention r where r.tenant_id = m.tenant_id and r.wallet_id = m.wallet_id)
+          union all
+          select r.tenant_id || ' ' || r.wallet_id || ': ' || coalesce(m.links, 0) || ' journal rows without an event, but '
+                 || r.pruned_links || ' pruned'
+            from event_retention r left join missing_per_wallet m using (tenant_id, wallet_id)
+           where coalesce(m.links, 0) <> r.pruned_links or coalesce(m.digest, 0) <> r.pruned_digest`,
   },
   {
     name: "5: a wallet's event sequence has a gap",
+    // Events 1..pruned_seq of a wallet may have been pruned (event_retention); the rest remain.
     sql: `select w.wallet_id as what from wallets w
             left join (select tenant_id, wallet_id, count(*) as n, max(seq) as top, min(seq) as bottom
                          from events group by tenant_id, wallet_id) e using (tenant_id, wallet_id)
-           where coalesce(e.n, 0) <> w.event_seq or coalesce(e.top, 0) <> w.event_seq
-              or (w.event_seq > 0 and e.bottom <> 1)`,
+            left join event_retention r using (tenant_id, wallet_id)
+           where coalesce(e.n, 0) <> w.event_seq - coalesce(r.pruned_seq, 0)
+              or (coalesce(e.n, 0) > 0 and (e.top <> w.event_seq or e.bottom <> coalesce(r.pruned_seq, 0) + 1))`,
   },
   ...GRANT_CHECKS,
   ...TOKEN_CHECKS,
@@ -252,7 +269,10 @@ const INVARIANT_CHECKS: readonly { name: string; sql: string }[] = [
  * 2. No wallet account's available balance is below zero.
  * 4. A hold is closed by at most one journal row, which matches its status and captured amount.
  * 5. Every journal row produced exactly one event on each wallet it touched, and each wallet's
- *    events are numbered 1..event_seq without gaps or duplicates.
+ *    events are numbered 1..event_seq without gaps or duplicates. Where a wallet's oldest
+ *    events were pruned (HOLDFAST_EVENT_RETENTION_HOURS, retention.ts), its events run from
+ *    pruned_seq + 1, and the journal rows without an event must be exactly the pruned ones
+ *    (same number, same sum of hashes of their transfer ids, kept in event_retention).
  * 6. Credit grants: per wallet and asset the grants and the credit line add up to the account's
  *    columns; no grant's remaining or held is negative; a hold's allocations sum to its amount
  *    and match the grants' held; every consumed, expired and voided amount (and every grant's

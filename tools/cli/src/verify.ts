@@ -100,6 +100,12 @@ export interface TenantReport {
 export interface VerifyReport {
   tenants: TenantReport[];
   invariantViolations: string[];
+  /**
+   * Events deleted by the event retention (HOLDFAST_EVENT_RETENTION_HOURS) and the wallets they
+   * were of: below each such wallet's pruned seq the events check compares the count and hash
+   * sum kept in event_retention instead of the rows.
+   */
+  prunedEvents: { events: bigint; wallets: number };
   ok: boolean;
 }
 
@@ -153,13 +159,23 @@ export async function verifyLedger(
       );
     }
     const invariantViolations = await checkInvariants(client, { tenantId: options.tenantId });
+    const prunedEvents = await prunedEventsOf(client, options.tenantId);
     const ok = invariantViolations.length === 0 && tenants.every((t) => t.problems.length === 0);
-    return { tenants, invariantViolations, ok };
+    return { tenants, invariantViolations, prunedEvents, ok };
   } finally {
     // Read only: ending it with a rollback changes nothing.
     await client.query("rollback").catch(() => undefined);
     client.release();
   }
+}
+
+async function prunedEventsOf(client: PoolClient, tenantId: string | undefined): Promise<{ events: bigint; wallets: number }> {
+  const { rows } = await client.query<{ events: string; wallets: number }>({
+    text: `select coalesce(sum(pruned_seq), 0)::text as events, count(*)::int as wallets from event_retention
+            where $1::uuid is null or tenant_id = $1::uuid`,
+    values: [tenantId ?? null],
+  });
+  return { events: BigInt(rows[0]!.events), wallets: rows[0]!.wallets };
 }
 
 async function tenantsToVerify(client: PoolClient, tenantId: string | undefined): Promise<string[]> {
@@ -332,6 +348,10 @@ function printReport(output: VerifyOutput, report: VerifyReport): void {
   }
   if (report.invariantViolations.length === 0) {
     output.out("invariants: ok (sums, balances = journal, holds, events, grants, token legs, closed statements)");
+    if (report.prunedEvents.wallets > 0) {
+      const { events, wallets } = report.prunedEvents;
+      output.out(`events: ${events} pruned by retention on ${wallets} wallet(s); their journal rows checked by count and hash sum`);
+    }
   } else {
     output.out(`invariants: ${report.invariantViolations.length} violation(s)`);
     for (const line of report.invariantViolations) output.out(`  ${line}`);

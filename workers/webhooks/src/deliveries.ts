@@ -325,7 +325,7 @@ export async function pruneOld(pool: pg.Pool, retentionHours: number, batchMax: 
     text: `
       delete from webhook_deliveries where ctid = any (array(
         select ctid from webhook_deliveries
-         where status <> 'pending' and finished_at < now() - make_interval(hours => $1)
+         where status <> 'pending' and finished_at < now() - $1 * interval '1 hour'
          limit $2))`,
     values: [retentionHours, batchMax],
   });
@@ -334,7 +334,7 @@ export async function pruneOld(pool: pg.Pool, retentionHours: number, batchMax: 
     text: `
       delete from webhook_events where ctid = any (array(
         select ev.ctid from webhook_events ev
-         where ev.created_at < now() - make_interval(hours => $1)
+         where ev.created_at < now() - $1 * interval '1 hour'
            and not exists (select 1 from webhook_deliveries d where d.tenant_id = ev.tenant_id and d.event_id = ev.event_id)
          limit $2))`,
     values: [retentionHours, batchMax],

@@ -61,8 +61,14 @@ const INTAKE_ACK_WAIT_MS = 10_000;
 const INTAKE_NAK_DELAY_MS = 1000;
 const RETRY_DELAY_MS_MAX = 5000;
 const RESPONSE_BYTES_MAX = 4096;
-const PRUNE_INTERVAL_MS = 60_000;
-const PRUNE_BATCH_MAX = 1000;
+/**
+ * Retention of finished deliveries and their messages: every interval, batches of at most this
+ * many rows per statement until one comes back short (caught up), so pruning keeps pace with
+ * any delivery rate the sender reaches without a long transaction (docs/performance.md,
+ * "Retention").
+ */
+const PRUNE_INTERVAL_MS = 10_000;
+const PRUNE_BATCH_MAX = 5_000;
 const USER_AGENT = "Holdfast-Webhooks/0.1 (+https://www.standardwebhooks.com)";
 
 export function createWebhookWorker(options: WebhookWorkerOptions) {
@@ -104,14 +110,20 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     onStored: () => sender.wake(),
   });
   let pruner: NodeJS.Timeout | null = null;
+  let pruning = false;
 
   async function prune(): Promise<void> {
+    // A prune that outlasts the interval (a large backlog) is not joined by a second one.
+    if (pruning) return;
+    pruning = true;
     try {
       while ((await pruneOld(pool, settings.retentionHours, PRUNE_BATCH_MAX)) >= PRUNE_BATCH_MAX) {
         // A full batch: there may be more.
       }
     } catch (err) {
       logger.warn({ err }, "webhooks: pruning old deliveries failed; trying again later");
+    } finally {
+      pruning = false;
     }
   }
 
