@@ -78,6 +78,22 @@ describe("createApiKey and verify", () => {
     expect(await verifier.verify(wrong)).toBeNull();
   });
 
+  test("once the right secret has been verified, a wrong one is still refused, and the right one still passes", async () => {
+    const tenantId = await newTenant();
+    const { secret } = await createApiKey(db.pool, { tenantId, name: "k", role: "writer" });
+    const verifier = createKeyVerifier(db.pool, { cacheMs: 60_000, maxEntries: 10 });
+    const last = secret.at(-1) === "A" ? "B" : "A";
+    const wrong = `${secret.slice(0, -1)}${last}`;
+    const other = `${secret.slice(0, -43)}${"x".repeat(43)}`;
+
+    // The first right call hashes and remembers the secret; the next ones compare bytes.
+    expect(await verifier.verify(secret)).not.toBeNull();
+    expect(await verifier.verify(secret)).not.toBeNull();
+    expect(await verifier.verify(wrong)).toBeNull();
+    expect(await verifier.verify(other)).toBeNull();
+    expect(await verifier.verify(secret)).not.toBeNull();
+  });
+
   test("malformed keys are refused without a database query", async () => {
     const verifier = createKeyVerifier(db.pool, { cacheMs: 60_000, maxEntries: 10 });
     const query = vi.spyOn(db.pool, "query");

@@ -245,6 +245,12 @@ interface StoredKey {
   readonly secretHash: Buffer;
   /** Epoch ms from which the key is refused; null never. */
   readonly expiresAtMs: number | null;
+  /**
+   * The secret's bytes once a call has shown that they hash to `secretHash`, so that the
+   * following calls with this key compare bytes (in constant time) instead of hashing again;
+   * it lives as long as the cached lookup. Null until then.
+   */
+  verifiedSecret: Buffer | null;
 }
 
 interface CacheEntry {
@@ -256,7 +262,8 @@ interface CacheEntry {
  * Creates the verifier behind `authorization: Bearer <key>`. `verify` takes the key itself
  * (without "Bearer "). A malformed key is refused without touching the database. Lookups by
  * key id are cached for `cacheMs`, found or not, in a map bounded by `maxEntries`, so the hot
- * path costs a hash and a map read rather than a round trip, and a flood of made-up keys
+ * path costs a map read and a byte comparison (a hash the first time a secret is seen) rather
+ * than a round trip, and a flood of made-up keys
  * costs the database at most one query per key id per `cacheMs`. Concurrent requests for a
  * key id that is not cached share one query.
  *
@@ -295,7 +302,7 @@ export function createKeyVerifier(db: Queryable, options: KeyVerifierOptions): K
       if (parsed === null) return null;
       const stored = await lookup(parsed.keyId);
       if (stored === null) return null;
-      if (!timingSafeEqual(hashSecret(parsed.secret), stored.secretHash)) return null;
+      if (!secretMatches(stored, parsed.secret)) return null;
       const now = nowMs();
       if (stored.expiresAtMs !== null && now >= stored.expiresAtMs) return null;
       lastUsed.record(parsed.keyId, now);
@@ -371,7 +378,7 @@ async function loadKey(db: Queryable, keyId: string): Promise<StoredKey | null> 
     walletId: row.wallet_id,
     ...(rateLimit === null ? {} : { rateLimit }),
   });
-  return { principal, secretHash: row.secret_hash, expiresAtMs: row.expires_at?.getTime() ?? null };
+  return { principal, secretHash: row.secret_hash, expiresAtMs: row.expires_at?.getTime() ?? null, verifiedSecret: null };
 }
 
 interface VerifyRow {
@@ -401,6 +408,22 @@ function parseApiKey(bearer: string): { keyId: string; secret: string } | null {
   const match = API_KEY_PATTERN.exec(bearer);
   if (match === null || match[1] === undefined || match[2] === undefined) return null;
   return { keyId: match[1], secret: match[2] };
+}
+
+/**
+ * Whether the secret is the key's: equal (in constant time) to the secret last verified for this
+ * cached key, or else hashing to its stored hash, then remembered as verified. A call with the
+ * right key costs a byte comparison rather than a SHA-256 (0.8% of the service's CPU on a hot
+ * wallet, docs/performance.md); a wrong secret is still hashed and compared with the hash, so it
+ * takes as long as before whatever it shares with the right one.
+ */
+function secretMatches(stored: StoredKey, secret: string): boolean {
+  const given = Buffer.from(secret, "utf8");
+  const known = stored.verifiedSecret;
+  if (known !== null && known.length === given.length && timingSafeEqual(given, known)) return true;
+  if (!timingSafeEqual(hashSecret(secret), stored.secretHash)) return false;
+  stored.verifiedSecret = given;
+  return true;
 }
 
 /**
