@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import {
   createAsyncIterable,
   encodeEnvelope,
@@ -41,8 +41,14 @@ export function isParseError(code: Code, rawMessage: string): boolean {
   return code === Code.Internal && rawMessage.startsWith(PARSE_ERROR_PREFIX);
 }
 
-/** Replaces the parse error of a streaming call's request message with INVALID_ARGUMENT. */
-export const malformedBodyInterceptor: Interceptor = (next) => async (req) => {
+/**
+ * Replaces the parse error of a streaming call's request message with INVALID_ARGUMENT. A unary
+ * call passes straight through: its message was parsed before the interceptors ran, so no parse
+ * error can come from inside them (its response is rewritten by {@link refuseMalformedBody}).
+ */
+export const malformedBodyInterceptor: Interceptor = (next) => (req) => (req.stream ? guardStream(next, req) : next(req));
+
+async function guardStream(next: Parameters<Interceptor>[0], req: StreamRequest): Promise<StreamResponse | UnaryResponse> {
   try {
     return await next(req);
   } catch (err) {
@@ -51,7 +57,7 @@ export const malformedBodyInterceptor: Interceptor = (next) => async (req) => {
     }
     throw err;
   }
-};
+}
 
 /**
  * Returns the unary response with a parse error replaced by {@link malformedBodyError}, in the
@@ -100,19 +106,45 @@ async function rewriteConnectError(
   return { ...res, status: codeToHttpStatus(Code.InvalidArgument), header, body: createAsyncIterable([replaced]) };
 }
 
-/** Passes the gRPC body through, then fixes the trailers before the adapter sends them. */
-async function* rewriteGrpcTrailer(
+/**
+ * Passes the gRPC body through, then fixes the trailers before the adapter sends them. A plain
+ * iterator rather than an async generator: it runs on every gRPC call, and a generator costs a
+ * promise and a queue entry per chunk on top of the body's own.
+ */
+function rewriteGrpcTrailer(
   body: AsyncIterable<Uint8Array>,
   trailer: Headers,
   typeName: string,
-): AsyncGenerator<Uint8Array> {
-  yield* body;
-  if (isParseErrorTrailer(trailer)) {
-    for (const name of GRPC_TRAILERS) {
-      trailer.delete(name);
+): AsyncIterable<Uint8Array> {
+  const fixTrailer = (): void => {
+    if (isParseErrorTrailer(trailer)) {
+      for (const name of GRPC_TRAILERS) {
+        trailer.delete(name);
+      }
+      setTrailerStatus(trailer, malformedBodyError(typeName));
     }
-    setTrailerStatus(trailer, malformedBodyError(typeName));
-  }
+  };
+  return {
+    [Symbol.asyncIterator]: () => {
+      const it = body[Symbol.asyncIterator]();
+      return {
+        next: async () => {
+          const result = await it.next();
+          if (result.done === true) {
+            fixTrailer();
+          }
+          return result;
+        },
+        return: async (value?: unknown) => (await it.return?.(value)) ?? { done: true, value: undefined },
+        throw: async (err?: unknown) => {
+          if (it.throw === undefined) {
+            throw err;
+          }
+          return it.throw(err);
+        },
+      };
+    },
+  };
 }
 
 /** Passes the gRPC-Web frames through, replacing a trailer frame that carries the parse error. */

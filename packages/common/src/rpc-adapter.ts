@@ -166,7 +166,8 @@ function connectionOf(req: NodeServerRequest, connections: WeakMap<object, Conne
 
 /**
  * The call's body, counted against its connection's cap while the call reads it; the count is
- * given back when the body has been read or the request closes.
+ * given back when the body has been read or the request closes. A plain iterator rather than an
+ * async generator, since it wraps every call's body (docs/performance.md, "The request path").
  */
 function countBody(call: UniversalServerRequest, connection: ConnectionState, bytesMax: number): UniversalServerRequest["body"] {
   const body = call.body;
@@ -179,22 +180,45 @@ function countBody(call: UniversalServerRequest, connection: ConnectionState, by
     counted = 0;
   };
   onAbort(call.signal, release);
-  return (async function* counting(): AsyncGenerator<Uint8Array> {
-    try {
-      for await (const chunk of body) {
-        if (connection.bodyBytes + chunk.byteLength > bytesMax) {
-          throw ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many request bytes in flight on this connection; retry", {
-            metadata: { connection_body_bytes_max: String(bytesMax) },
-          });
-        }
-        connection.bodyBytes += chunk.byteLength;
-        counted += chunk.byteLength;
-        yield chunk;
-      }
-    } finally {
-      release();
-    }
-  })();
+  const chunks = body as AsyncIterable<Uint8Array>;
+  return {
+    [Symbol.asyncIterator]: (): AsyncIterator<Uint8Array> => {
+      const it = chunks[Symbol.asyncIterator]();
+      const stop = async (): Promise<void> => {
+        release();
+        await it.return?.();
+      };
+      return {
+        next: async () => {
+          let result: IteratorResult<Uint8Array>;
+          try {
+            result = await it.next();
+          } catch (err) {
+            release();
+            throw err;
+          }
+          if (result.done === true) {
+            release();
+            return result;
+          }
+          const chunk = result.value;
+          if (connection.bodyBytes + chunk.byteLength > bytesMax) {
+            await stop();
+            throw ledgerError(Code.ResourceExhausted, "OVERLOADED", "too many request bytes in flight on this connection; retry", {
+              metadata: { connection_body_bytes_max: String(bytesMax) },
+            });
+          }
+          connection.bodyBytes += chunk.byteLength;
+          counted += chunk.byteLength;
+          return result;
+        },
+        return: async (value?: unknown) => {
+          await stop();
+          return { done: true, value: value as undefined };
+        },
+      };
+    },
+  };
 }
 
 /** A body that fails with the refusal as soon as Connect starts to read it. */

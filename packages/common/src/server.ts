@@ -665,15 +665,23 @@ function deadlineInterceptor(defaultTimeoutMs: number): Interceptor {
       return next(req);
     }
     const hasClientDeadline = req.header.has("grpc-timeout") || req.header.has("connect-timeout-ms");
-    const deadline = hasClientDeadline ? undefined : new AbortController();
-    const timer = deadline === undefined ? undefined : setTimeout(() => {
+    if (hasClientDeadline) {
+      return raceAbort(next(req), req.signal);
+    }
+    // One controller that the timer or the call's own signal aborts, rather than
+    // AbortSignal.any of the two: a composite signal per call was 1-2% of the service's CPU
+    // (docs/performance.md, "The request path").
+    const deadline = new AbortController();
+    const timer = setTimeout(() => {
       deadline.abort(new ConnectError(`deadline of ${defaultTimeoutMs} ms exceeded`, Code.DeadlineExceeded));
     }, defaultTimeoutMs);
-    const signal = deadline === undefined ? req.signal : AbortSignal.any([req.signal, deadline.signal]);
+    const forward = (): void => deadline.abort(req.signal.reason);
+    onAbort(req.signal, forward);
     try {
-      return await raceAbort(next({ ...req, signal }), signal);
+      return await raceAbort(next({ ...req, signal: deadline.signal }), deadline.signal);
     } finally {
       clearTimeout(timer);
+      req.signal.removeEventListener("abort", forward);
     }
   };
 }
