@@ -115,13 +115,14 @@ export function eventSubject(row: Pick<OutboxRow, "tenant_id" | "wallet_id" | "t
  * ce-* headers and the Event in protobuf binary as the body.
  */
 export function encodeEvent(row: OutboxRow, namespace?: string): { subject: string; headers: MsgHdrs; body: Uint8Array } {
+  // append, not set: the headers are new, and set looks every name up twice before adding it.
   const h = headers();
-  h.set("ce-specversion", "1.0");
-  h.set("ce-id", row.event_id);
-  h.set("ce-source", `/holdfast/tenants/${row.tenant_id}`);
-  h.set("ce-type", row.type);
-  h.set("ce-time", row.occurred_at.toISOString());
-  h.set("ce-subject", row.wallet_id);
-  h.set("content-type", "application/protobuf");
+  h.append("ce-specversion", "1.0");
+  h.append("ce-id", row.event_id);
+  h.append("ce-source", `/holdfast/tenants/${row.tenant_id}`);
+  h.append("ce-type", row.type);
+  h.append("ce-time", row.occurred_at.toISOString());
+  h.append("ce-subject", row.wallet_id);
+  h.append("content-type", "application/protobuf");
   return { subject: eventSubject(row, namespace), headers: h, body: toBinary(EventSchema, toEvent(row)) };
 }
