@@ -65,7 +65,7 @@ async function send(run: Run, step: Step, sentMs = performance.now()): Promise<v
       return classify(err);
     },
   );
-  run.measurement.record(step.kind, outcome, sentMs, performance.now(), failure);
+  run.measurement.record(step.method, step.kind, outcome, sentMs, performance.now(), failure);
 }
 
 /** Sends an iteration's steps in order, each followed by the retry policy's re-sends. */

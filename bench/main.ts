@@ -86,6 +86,9 @@ const CONCURRENCY_MAX = 4096;
 const ALERT_BELOW = 1n;
 /** Grants per wallet at most (--grants): each is one command per wallet at setup. */
 const GRANTS_PER_WALLET_MAX = 100;
+/** The baseline ledger's NATS namespace: its database is another deployment, with a stream of its own. */
+const BASELINE_NAMESPACE = "holdfast-baseline";
+
 /**
  * The `--systems` names and the table rows they select; "baseline", "grants" and "alert" are
  * added by --baseline, --grants and --alert on, and need them.
@@ -327,7 +330,7 @@ async function main(): Promise<void> {
     const baselineLedger =
       baseline && baselineDb
         ? {
-            service: await startLedger({ ...ledger, databaseUrl: baselineDb.url, name: "baseline ledger", script: baseline.ledgerScript }),
+            service: await startLedger({ ...ledger, databaseUrl: baselineDb.url, name: "baseline ledger", script: baseline.ledgerScript, namespace: BASELINE_NAMESPACE }),
             db: baselineDb,
             check: baseline.checkInvariants ? () => baseline.checkInvariants!(baselineDb.pool) : async () => [],
           }

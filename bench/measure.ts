@@ -1,6 +1,7 @@
 // What one load-generator run counts, and the JSON line it reports to the orchestrator.
 import type { CpuUse } from "./cpu.js";
-import { createHistogram, type SparseCounts } from "./histogram.js";
+import { createHistogram, type Histogram, type SparseCounts } from "./histogram.js";
+import type { Method } from "./rpc-client.js";
 import type { StepKind } from "./workloads.js";
 
 /**
@@ -12,6 +13,16 @@ export type Outcome = "ok" | "refused" | "conflict" | "error";
 
 const GRPC_FAILED_PRECONDITION = 9;
 const GRPC_ALREADY_EXISTS = 6;
+
+/** The latency of one RPC type (Reserve, Capture, Spend, ...) within a run. */
+export interface MethodLatency {
+  /** Commands of this RPC answered inside the measured window. */
+  commands: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
 
 /** One run's result, as the load generator prints it (one JSON line on stdout). */
 export interface LoadResult {
@@ -31,6 +42,8 @@ export interface LoadResult {
   p95: number;
   p99: number;
   max: number;
+  /** The same percentiles per RPC type, keyed by the client's method name (`reserve`, `capture`, `spend`, ...). */
+  byMethod: Record<string, MethodLatency>;
   /** Concurrent callers actually used (the raw baseline may use fewer connections). */
   clients: number;
   cpu: CpuUse | null;
@@ -43,7 +56,7 @@ export interface LoadResult {
 /** The result of a run that failed before it could measure anything. */
 export function emptyResult(failure: string): LoadResult {
   const zero = { commands: 0, seconds: 0, perSecond: 0, fresh: 0, freshPerSecond: 0, ok: 0, refused: 0, conflict: 0, errors: 0, replays: 0 };
-  return { ...zero, p50: 0, p95: 0, p99: 0, max: 0, clients: 0, cpu: null, errorSample: "", histogram: [], failure };
+  return { ...zero, p50: 0, p95: 0, p99: 0, max: 0, byMethod: {}, clients: 0, cpu: null, errorSample: "", histogram: [], failure };
 }
 
 export function classify(err: unknown): Outcome {
@@ -60,12 +73,19 @@ export function classify(err: unknown): Outcome {
  */
 export function createMeasurement(startMs: number, stopMs: number) {
   const histogram = createHistogram();
+  const methods = new Map<Method, Histogram>();
   const counts = { ok: 0, refused: 0, conflict: 0, error: 0, fresh: 0, replays: 0 };
   let errorSample = "";
   return {
-    record(kind: StepKind, outcome: Outcome, sentMs: number, endedMs: number, err?: unknown): void {
+    record(method: Method, kind: StepKind, outcome: Outcome, sentMs: number, endedMs: number, err?: unknown): void {
       if (endedMs < startMs || endedMs > stopMs) return;
       histogram.record(endedMs - sentMs);
+      let perMethod = methods.get(method);
+      if (perMethod === undefined) {
+        perMethod = createHistogram();
+        methods.set(method, perMethod);
+      }
+      perMethod.record(endedMs - sentMs);
       counts[outcome]++;
       if (kind === "fresh") counts.fresh++;
       if (kind === "replay") counts.replays++;
@@ -96,6 +116,7 @@ export function createMeasurement(startMs: number, stopMs: number) {
         p95: histogram.percentile(95),
         p99: histogram.percentile(99),
         max: histogram.maxMs(),
+        byMethod: Object.fromEntries([...methods].map(([method, h]) => [method, latencyOf(h)])),
         clients,
         cpu,
         errorSample,
@@ -106,3 +127,7 @@ export function createMeasurement(startMs: number, stopMs: number) {
 }
 
 export type Measurement = ReturnType<typeof createMeasurement>;
+
+function latencyOf(h: Histogram): MethodLatency {
+  return { commands: h.total(), p50: h.percentile(50), p95: h.percentile(95), p99: h.percentile(99), max: h.maxMs() };
+}

@@ -70,6 +70,11 @@ export interface LedgerProcessOptions {
    * process exits (bench/cpu-profile.ts summarizes it).
    */
   cpuProfileDir?: string;
+  /**
+   * HOLDFAST_NAMESPACE, for a ledger on a database of its own (--baseline): a NATS stream belongs
+   * to the deployment of one database, and a ledger of another refuses to publish on it.
+   */
+  namespace?: string;
 }
 
 /** The highest rate HOLDFAST_RATE_LIMIT_*_PER_SECOND accepts. */
@@ -114,6 +119,7 @@ function ledgerEnv(options: LedgerProcessOptions, port: number): Record<string, 
     HOLDFAST_RATE_LIMIT_KEY_PER_SECOND: rateLimit,
     HOLDFAST_RATE_LIMIT_TENANT_PER_SECOND: rateLimit,
     LOG_LEVEL: "warn",
+    ...(options.namespace === undefined ? {} : { HOLDFAST_NAMESPACE: options.namespace }),
   };
 }
 

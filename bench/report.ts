@@ -233,6 +233,45 @@ export function tableLines(rows: Row[]): string[] {
   return lines;
 }
 
+/** The RPCs the per-RPC table names, in the order a workload sends them; others follow by name. */
+const METHOD_ORDER = ["reserve", "capture", "spend", "reserveUsage", "captureUsage", "transfer", "deposit"];
+const METHOD_TITLES: Record<string, string> = {
+  reserve: "Reserve",
+  capture: "Capture",
+  spend: "Spend",
+  reserveUsage: "ReserveUsage",
+  captureUsage: "CaptureUsage",
+  transfer: "Transfer",
+  deposit: "Deposit",
+};
+
+/** CPU milliseconds per command of one process column (cores busy ÷ commands per second). */
+function msPerCommand(busyCores: number | null | undefined, perSecond: number): string {
+  return busyCores === null || busyCores === undefined || !(perSecond > 0) ? "-" : ((busyCores * 1000) / perSecond).toFixed(2);
+}
+
+/**
+ * Latency per RPC type (p50 / p99 of Reserve, Capture, Spend, ...) of every row, with the CPU
+ * each process spent per command (the table's CPU columns divided by the row's commands/s).
+ */
+export function methodLatencyLines(rows: Row[]): string[] {
+  const rank = (m: string) => (METHOD_ORDER.includes(m) ? METHOD_ORDER.indexOf(m) : METHOD_ORDER.length);
+  const lines = [
+    "| workload | callers | system | p50 / p99 ms per RPC | CPU ms per command: postgres / service / loadgen |",
+    "|---|---:|---|---|---|",
+  ];
+  for (const r of rows) {
+    const methods = Object.entries(r.byMethod ?? {}).sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+    if (methods.length === 0) continue;
+    const latency = methods.map(([m, l]) => `${METHOD_TITLES[m] ?? m} ${fixed(l.p50)} / ${fixed(l.p99)}`).join("; ");
+    const cpu = r.cpu
+      ? `${msPerCommand(r.cpu.postgresCores, r.perSecond)} / ${msPerCommand(r.cpu.serviceCores, r.perSecond)} / ${msPerCommand(r.cpu.loadgenCores, r.perSecond)}`
+      : "-";
+    lines.push(`| ${r.workload} | ${r.concurrency} | ${r.system} | ${latency} | ${cpu} |`);
+  }
+  return lines.length > 2 ? lines : [];
+}
+
 export function reportText(rows: Row[], facts: Record<string, string>, settings: RunSettings, fsyncUs: number | null): string {
   const loop = settings.ratePerSecond > 0 ? `open loop at ${settings.ratePerSecond} commands/s (at most "callers" outstanding)` : "closed loop";
   const lines = ["", "## Machine", ""];
@@ -250,6 +289,8 @@ export function reportText(rows: Row[], facts: Record<string, string>, settings:
     "",
     ...tableLines(rows),
   );
+  const perMethod = methodLatencyLines(rows);
+  if (perMethod.length > 0) lines.push("", "### Latency per RPC, CPU per command", "", ...perMethod);
   for (const r of rows.filter((r) => r.failure)) lines.push(`- RUN FAILED: ${r.workload} ${r.concurrency} ${r.system}: ${r.failure}`);
   const failed = rows.filter((r) => r.violations.length > 0);
   lines.push("", failed.length === 0 ? `Invariants: ok after all ${rows.length} rows.` : `Invariants: VIOLATED in ${failed.length} rows:`);

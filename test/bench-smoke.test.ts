@@ -8,7 +8,7 @@
 // workload through the service, the core and the plain double-entry function, with the ledger
 // under --cpu-prof, in databases of its own on the test server, then read its JSON report
 // (the service profile's summary included) and drop the databases.
-// The profile summary is checked on a small profile of known samples too.
+// The hot row reports p50/p99 per RPC type. The profile summary is checked on a small profile of known samples too.
 // A --baseline checkout whose migrations skip a number is refused before any setup, naming the
 // file to renumber (measuring a real baseline needs another built checkout: not a test's job).
 import { execFile } from "node:child_process";
@@ -42,7 +42,15 @@ afterAll(async () => {
 interface Report {
   ok: boolean;
   facts: Record<string, string>;
-  rows: { workload: string; concurrency: number; system: string; commands: number; errors: number; violations: string[] }[];
+  rows: {
+    workload: string;
+    concurrency: number;
+    system: string;
+    commands: number;
+    errors: number;
+    violations: string[];
+    byMethod: Record<string, { commands: number; p50: number; p99: number }>;
+  }[];
   targets: string[];
   comparisons: string[];
   profile?: { file: string; summary: { busyMs: number; packages: { name: string; ms: number }[]; functions: { name: string }[] } };
@@ -86,6 +94,15 @@ it(
       expect(row).toMatchObject({ concurrency: 4, violations: [], errors: 0 });
       expect(row.commands).toBeGreaterThan(0);
     }
+    // Latency per RPC type: the hot row's Reserve, Capture and Spend each have their own.
+    const hotRow = report.rows.find((r) => r.workload === "hot" && r.system === "holdfast")!;
+    expect(Object.keys(hotRow.byMethod).sort()).toEqual(["capture", "reserve", "spend"]);
+    for (const latency of Object.values(hotRow.byMethod)) {
+      expect(latency.commands).toBeGreaterThan(0);
+      expect(latency.p99).toBeGreaterThanOrEqual(latency.p50);
+    }
+    expect(stdout).toContain("### Latency per RPC, CPU per command");
+    expect(stdout).toMatch(/\| hot \| 4 \| holdfast \| Reserve [\d.]+ \/ [\d.]+; Capture [\d.]+ \/ [\d.]+; Spend [\d.]+ \/ [\d.]+ \|/);
     expect(report.facts["cores"]).toMatch(/^\d+$/);
     expect(stdout).toContain("Invariants: ok after all 14 rows.");
     expect(report.comparisons).toHaveLength(4);
