@@ -66,6 +66,46 @@ async function getHold(pool: pg.Pool, clock: Clock, caller: Caller, holdId: stri
   return parseHold(row.r, clock());
 }
 
+/**
+ * ListTransfers' page: $1 tenant, $2 wallet, $3 asset or '', $4 the cursor (the last transfer id
+ * of the previous page) or null, $5 rows. The cursor is one comparison on the index's last column
+ * (transfers_by_debit_wallet, transfers_by_credit_wallet), the first page's null made the
+ * largest UUID: the generic plan a prepared statement switches to after five executions then
+ * starts the index scan at the cursor. Written as `$4 is null or transfer_id < $4` it could not,
+ * and read every newer row of the wallet to reach a late page (docs/performance.md, "As the
+ * ledger grows").
+ */
+const LIST_TRANSFERS_SQL = `
+      select ledger_transfer_json(t) as r from (
+        (select * from transfers
+          where tenant_id = $1 and debit_wallet_id = $2 and debit_wallet_id not like '@%'
+            and ($3::text = '' or asset = $3) and transfer_id < coalesce($4::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
+          order by transfer_id desc limit $5)
+        union all
+        (select * from transfers
+          where tenant_id = $1 and credit_wallet_id = $2 and credit_wallet_id not like '@%'
+            and ($3::text = '' or asset = $3) and transfer_id < coalesce($4::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
+          order by transfer_id desc limit $5)
+      ) t order by transfer_id desc limit $5`;
+
+/**
+ * ListHolds' page: $1 tenant, $2 wallet, $3 status or '', $4 and $5 the cursor (the previous
+ * page's last created_at and hold_id) or nulls, $6 now, $7 rows. As in LIST_TRANSFERS_SQL the
+ * cursor is one row comparison on holds_by_wallet's last columns, the first page's nulls made
+ * ('infinity', ''), so that the generic plan starts its index scan at the cursor.
+ */
+const LIST_HOLDS_SQL = `
+      select ledger_hold_json(h) as r, h.created_at::text as created_at_text from holds h
+       where tenant_id = $1 and wallet_id = $2
+         and (created_at, hold_id) < (coalesce($4::timestamptz, 'infinity'), coalesce($5::text, ''))
+         and case $3::text
+               when '' then true
+               when 'pending' then status = 'pending' and expires_at > $6
+               when 'expired' then status = 'expired' or (status = 'pending' and expires_at <= $6)
+               else status = $3
+             end
+       order by created_at desc, hold_id desc limit $7`;
+
 /** Newest first, merging the wallet's debits and credits; the cursor is the last transfer id. */
 async function listTransfers(
   pool: pg.Pool,
@@ -78,18 +118,7 @@ async function listTransfers(
   const before = decodePageToken(pageToken, [isUuid])?.[0] ?? null;
   const result = await pool.query<{ r: Json }>({
     name: "ledger_list_transfers",
-    text: `
-      select ledger_transfer_json(t) as r from (
-        (select * from transfers
-          where tenant_id = $1 and debit_wallet_id = $2 and debit_wallet_id not like '@%'
-            and ($3::text = '' or asset = $3) and ($4::uuid is null or transfer_id < $4)
-          order by transfer_id desc limit $5)
-        union all
-        (select * from transfers
-          where tenant_id = $1 and credit_wallet_id = $2 and credit_wallet_id not like '@%'
-            and ($3::text = '' or asset = $3) and ($4::uuid is null or transfer_id < $4)
-          order by transfer_id desc limit $5)
-      ) t order by transfer_id desc limit $5`,
+    text: LIST_TRANSFERS_SQL,
     values: [caller.tenantId, walletId, asset, before, pageSize + 1],
   });
   const items = result.rows.slice(0, pageSize).map((row) => parseTransfer(row.r));
@@ -111,17 +140,7 @@ async function listHolds(
   const result = await pool
     .query<{ r: Json; created_at_text: string }>({
       name: "ledger_list_holds",
-      text: `
-      select ledger_hold_json(h) as r, h.created_at::text as created_at_text from holds h
-       where tenant_id = $1 and wallet_id = $2
-         and ($4::timestamptz is null or (created_at, hold_id) < ($4, $5))
-         and case $3::text
-               when '' then true
-               when 'pending' then status = 'pending' and expires_at > $6
-               when 'expired' then status = 'expired' or (status = 'pending' and expires_at <= $6)
-               else status = $3
-             end
-       order by created_at desc, hold_id desc limit $7`,
+      text: LIST_HOLDS_SQL,
       values: [caller.tenantId, walletId, status ?? "", afterTime, afterId, now, pageSize + 1],
     })
     .catch((err: unknown) => {
