@@ -28,12 +28,15 @@ function gate() {
   return { open, opened };
 }
 
-async function start(options: { maxInFlight?: number; ready?: boolean; readMaxBytes?: number } = {}) {
+async function start(options: { maxInFlight?: number; ready?: boolean; readMaxBytes?: number; defaultTimeoutMs?: number } = {}) {
   const slow = gate();
+  /** The signal each GetWallet handler was given, in call order. */
+  const signals: AbortSignal[] = [];
   const routes = (router: ConnectRouter) => {
     registerHealth(router, { isServing: () => !(server?.isDraining() ?? false), services: [LedgerService.typeName] });
     router.service(LedgerService, {
-      async getWallet() {
+      async getWallet(_req, ctx) {
+        signals.push(ctx.signal);
         await slow.opened;
         return { wallet: { walletId: "w" } };
       },
@@ -46,14 +49,14 @@ async function start(options: { maxInFlight?: number; ready?: boolean; readMaxBy
     corsOrigins: ["https://app.example.com"],
     readMaxBytes: options.readMaxBytes ?? 1024 * 1024,
     maxTimeoutMs: 30_000,
-    defaultTimeoutMs: 10_000,
+    defaultTimeoutMs: options.defaultTimeoutMs ?? 10_000,
     maxInFlight: options.maxInFlight ?? 100,
     logger: quietLogger,
     readiness: async () => ({ ready: options.ready ?? true, detail: { database: options.ready === false ? "unreachable" : "ok" } }),
     drainTimeoutMs: 5_000,
   });
   const address = await server.listen();
-  return { url: `http://127.0.0.1:${address.port}`, slow };
+  return { url: `http://127.0.0.1:${address.port}`, slow, signals };
 }
 
 function reasonOf(err: unknown): string | undefined {
@@ -126,6 +129,49 @@ describe("limits", () => {
     const client = createClient(Health, createGrpcTransport({ baseUrl: url }));
     const err = await client.check({ service: "x".repeat(4096) }).catch((e: unknown) => e);
     expect(ConnectError.from(err).code).toBe(Code.ResourceExhausted);
+  });
+});
+
+describe("deadlines", () => {
+  it("gives a call without a deadline the default one: DEADLINE_EXCEEDED at it, and the handler's signal aborted", async () => {
+    const { url, signals } = await start({ defaultTimeoutMs: 200 });
+    const client = createClient(LedgerService, createGrpcTransport({ baseUrl: url }));
+    const startedMs = Date.now();
+    const err = await client.getWallet({ walletId: "a" }).catch((e: unknown) => e);
+    expect(ConnectError.from(err).code).toBe(Code.DeadlineExceeded);
+    expect(ConnectError.from(err).rawMessage).toBe("deadline of 200 ms exceeded");
+    expect(Date.now() - startedMs).toBeGreaterThanOrEqual(150);
+    expect(signals[0]?.aborted).toBe(true);
+  });
+
+  it("keeps a client's own deadline over the default, and aborts the handler's signal when the client cancels", async () => {
+    const { url, slow, signals } = await start({ defaultTimeoutMs: 200 });
+    const client = createClient(LedgerService, createGrpcTransport({ baseUrl: url }));
+    const stop = new AbortController();
+    const canceled = client.getWallet({ walletId: "a" }, { signal: stop.signal, timeoutMs: 5000 }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(signals[0]?.aborted).toBe(false);
+    stop.abort();
+    expect(ConnectError.from(await canceled).code).toBe(Code.Canceled);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(signals[0]?.aborted).toBe(true);
+
+    const longer = client.getWallet({ walletId: "b" }, { timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 400));
+    slow.open();
+    expect((await longer).wallet?.walletId).toBe("w");
+  });
+
+  it("aborts the handler's signal when a client without a deadline cancels", async () => {
+    const { url, signals } = await start({ defaultTimeoutMs: 5000 });
+    const client = createClient(LedgerService, createGrpcTransport({ baseUrl: url }));
+    const stop = new AbortController();
+    const canceled = client.getWallet({ walletId: "a" }, { signal: stop.signal }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    stop.abort();
+    expect(ConnectError.from(await canceled).code).toBe(Code.Canceled);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(signals[0]?.aborted).toBe(true);
   });
 });
 
