@@ -10,6 +10,7 @@ import { checkInvariants } from "@holdfast/ledger/invariants";
 import { startRetention } from "@holdfast/ledger/retention";
 import { verifyLedger } from "@holdfast/cli/verify";
 import { main } from "@holdfast/cli/main";
+import { pruneOld } from "@holdfast/webhooks/deliveries";
 import { createTestLedger, key, quietLogger } from "./support/ledger.js";
 
 const HOUR_MS = 3_600_000;
@@ -259,5 +260,46 @@ describe("event retention", () => {
 
   it("refuses a batch size below 1, naming it", async () => {
     await expect(t.pool.query("select ledger_prune_events(now(), 0)")).rejects.toThrow(/p_rows_max must be at least 1/);
+  });
+});
+
+describe("webhook delivery retention", () => {
+  it("deletes finished deliveries older than the retention and then their messages, never a pending one", async () => {
+    const caller = await t.newTenant();
+    const endpointId = randomUUID();
+    await t.pool.query(
+      "insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at) values ($1, $2, 'http://127.0.0.1:9/hooks', 'whsec_x', now(), now())",
+      [caller.tenantId, endpointId],
+    );
+    // 12 messages: 0-4 succeeded 3 hours ago, 5-6 failed 3 hours ago, 7-8 succeeded just now,
+    // 9-11 still pending (created 3 hours ago).
+    const eventIds = Array.from({ length: 12 }, () => randomUUID());
+    for (const [i, eventId] of eventIds.entries()) {
+      await t.pool.query(
+        "insert into webhook_events (tenant_id, event_id, type, body, occurred_at, created_at) values ($1, $2, 'holdfast.test', '{}', now(), now() - interval '3 hours')",
+        [caller.tenantId, eventId],
+      );
+      const [status, finishedAt] = i < 5 ? ["succeeded", "now() - interval '3 hours'"] : i < 7 ? ["failed", "now() - interval '3 hours'"] : i < 9 ? ["succeeded", "now()"] : ["pending", "null"];
+      await t.pool.query(
+        `insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at, finished_at)
+         values ($1, $2, $3, 'holdfast.test', $4, now(), now() - interval '3 hours', ${finishedAt})`,
+        [caller.tenantId, endpointId, eventId, status],
+      );
+    }
+    // Batches of 2 until one comes back short, as the worker loops.
+    let total = 0;
+    for (;;) {
+      const n = await pruneOld(t.pool, 1, 2);
+      total += n;
+      if (n < 2) break;
+    }
+    const deliveries = await t.pool.query<{ event_id: string; status: string }>(
+      "select event_id, status from webhook_deliveries where tenant_id = $1",
+      [caller.tenantId],
+    );
+    expect(deliveries.rows.map((r) => r.event_id).sort()).toEqual(eventIds.slice(7).sort());
+    const messages = await t.pool.query<{ event_id: string }>("select event_id from webhook_events where tenant_id = $1", [caller.tenantId]);
+    expect(messages.rows.map((r) => r.event_id).sort()).toEqual(eventIds.slice(7).sort());
+    expect(total).toBe(14);
   });
 });
