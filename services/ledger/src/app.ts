@@ -20,9 +20,13 @@ import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.
 import { createRateLimiter } from "./rpc/rate-limit.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
+import { commitWakeInterceptor } from "./rpc/commit-wake.js";
+import { createOutboxNotifier } from "@holdfast/common/outbox-wake";
 
 /** Bounds of the WatchWallet feed. */
 const WATCH_POLL_INTERVAL_MS = 200;
+/** Shortest time between two reads of the WatchWallet feed while this process keeps committing. */
+const WATCH_WAKE_GAP_MS = 5;
 const WATCH_WATCHERS_MAX = 1000;
 const WATCH_BATCH_MAX = 100;
 /** Entries in the API key cache. */
@@ -31,7 +35,14 @@ const AUTH_CACHE_ENTRIES_MAX = 10_000;
 const RATE_LIMIT_BUCKETS_MAX = 100_000;
 /** Outbox relay bounds; see createOutboxRelay. */
 const RELAY_BATCH_MAX = 256;
-const RELAY_IDLE_MS = 20;
+/**
+ * The relay's safety poll: commits wake it at once (in this process directly, elsewhere by
+ * NOTIFY), so this only bounds how late an event is when a wake is lost, and idle costs one
+ * short query per second.
+ */
+const RELAY_IDLE_MS = 1000;
+/** Shortest time between two NOTIFYs this process sends to another process's relay. */
+const OUTBOX_NOTIFY_GAP_MS = 5;
 const RELAY_STANDBY_POLL_MS = 1000;
 const RELAY_RETRY_DELAY_MS_MAX = 5000;
 const RELAY_PUBLISH_TIMEOUT_MS = 5000;
@@ -105,6 +116,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
   const feed = createWalletFeed({
     pool,
     pollIntervalMs: WATCH_POLL_INTERVAL_MS,
+    wakeGapMs: WATCH_WAKE_GAP_MS,
     watchersMax: WATCH_WATCHERS_MAX,
     batchMax: WATCH_BATCH_MAX,
   });
@@ -120,6 +132,14 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     await pool.end();
     throw err;
   });
+  // After a write commits, its events go out at once: this process's relay when it is the
+  // active one (free), else the active relay of another replica, woken by a NOTIFY.
+  const notifier = createOutboxNotifier(pool, { gapMs: OUTBOX_NOTIFY_GAP_MS, logger });
+  const commitWake = commitWakeInterceptor((wallets) => {
+    if (relay?.isActive()) relay.wake();
+    else notifier.notify();
+    feed.wake(wallets);
+  });
   const metrics = options.metricsRegistry ?? createMetricsRegistry();
   registerLedgerMetrics(metrics, { ledger, relay, feed });
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: AUTH_CACHE_ENTRIES_MAX });
@@ -134,7 +154,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       isServing: () => serving,
       clock,
     }),
-    interceptors: createInterceptors(verifier, logger, {
+    interceptors: [commitWake, ...createInterceptors(verifier, logger, {
       authCacheMs: config.authCacheMs,
       limiter: createRateLimiter({
         key: config.rateLimitKey,
@@ -142,7 +162,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
         tenantStreamsMax: config.tenantStreamsMax,
         bucketsMax: RATE_LIMIT_BUCKETS_MAX,
       }),
-    }),
+    })],
     host: config.host,
     port: config.port,
     corsOrigins: [...config.corsOrigins],
@@ -188,6 +208,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
       checkpoints.stop();
       await server.drain();
       await relay?.stop();
+      notifier.close();
       await chainHeads?.close();
       await verifier.close();
       await pool.end();

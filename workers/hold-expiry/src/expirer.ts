@@ -14,12 +14,25 @@ export interface ExpirerOptions {
    * takes as many accounts with expired grants, in a transaction of its own.
    */
   walletsPerPassMax: number;
-  /** Pause after a pass that found nothing more to do. */
+  /**
+   * Longest pause after a pass that found nothing more to do. The worker sleeps until the next
+   * hold or grant falls due, but never longer than this, so a hold created meanwhile that falls
+   * due sooner is expired at most this late (commands void due holds of their wallet anyway).
+   */
   idleMs: number;
+  /**
+   * Shortest pause after such a pass: when something is already due but the pass could not
+   * take it (its wallet was busy), this is how soon it looks again. Default: 50 ms, or idleMs
+   * if that is shorter.
+   */
+  idleMsMin?: number;
+  /** Called after a pass that expired something: its events wait in the outbox. */
+  onExpired?: () => void;
   /** Longest pause after a failed pass (database down). */
   retryDelayMsMax: number;
 }
 
+const IDLE_MS_MIN_DEFAULT = 50;
 /** The pause after the first failed pass; it doubles per failure up to retryDelayMsMax. */
 const RETRY_DELAY_MS_MIN = 100;
 
@@ -48,6 +61,11 @@ interface StepResult {
  * it, ledger_expire_grants_batch posts what is left unheld in expired grants to @breakage (one
  * breakage row and grant.expired event per grant, exactly once; docs/grants.md), with the same
  * bound and the same skipping of busy wallets.
+ *
+ * Between passes it sleeps until the next hold or grant falls due (one indexed look at the
+ * earliest of each), between idleMsMin and idleMs, so an idle worker costs one short query per
+ * idleMs, not one pass every few hundred milliseconds. A hold created while it sleeps that falls
+ * due before it wakes is expired up to idleMs late.
  *
  * Expiry here is housekeeping, not correctness: a hold past its expiry already stops blocking
  * funds and can no longer be captured, and an expired grant is no longer spendable, because
@@ -88,14 +106,28 @@ export function createHoldExpirer(options: ExpirerOptions) {
     return { expired: holds.expired, lagMs: holds.lagMs, grantsExpired: grants.expired, grantLagMs: grants.lagMs };
   }
 
+  /** How long to sleep after an idle pass: until the next hold or grant falls due, within bounds. */
+  async function idleDelayMs(): Promise<number> {
+    const { rows } = await pool.query<{ due: Date | null }>({
+      name: "expiry_next_due",
+      text: `select least((select min(expires_at) from holds where status = 'pending'),
+                          (select min(expires_key) from grants where live and remaining > 0)) as due`,
+    });
+    const due = rows[0]?.due;
+    const untilDue = due ? due.getTime() - clock().getTime() : Number.POSITIVE_INFINITY;
+    return Math.min(options.idleMs, Math.max(options.idleMsMin ?? IDLE_MS_MIN_DEFAULT, untilDue));
+  }
+
   async function run(): Promise<void> {
     let failures = 0;
     while (!stopping.signal.aborted) {
       try {
         const { expired, grantsExpired } = await pass();
         failures = 0;
-        if (expired === 0 && grantsExpired === 0) {
-          await pause(options.idleMs);
+        if (expired > 0 || grantsExpired > 0) {
+          options.onExpired?.();
+        } else {
+          await pause(await idleDelayMs());
         }
       } catch (err) {
         failures++;

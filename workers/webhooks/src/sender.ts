@@ -20,6 +20,7 @@ import type { Logger } from "pino";
 import { backoffDelayMs } from "@holdfast/common/backoff";
 import { logRepeated } from "@holdfast/common/logger";
 import type { IdGenerator } from "@holdfast/common/ids";
+import { createWaker, type Waker } from "@holdfast/common/waker";
 import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
 import { verdictOf, type AttemptResult, type Verdict } from "./schedule.js";
@@ -40,7 +41,12 @@ export interface SenderOptions {
   readonly leaseMs: number;
   /** Most endpoints one claim looks at. */
   readonly claimEndpointsMax: number;
-  /** Pause between claims when nothing is due and nobody woke the sender. */
+  /**
+   * Pause between claims when nothing is due and nobody woke the sender: the safety poll. New
+   * deliveries (the intake), finished attempts and this process's retries falling due wake it;
+   * what only the poll finds is a retry another replica scheduled, a RetryDelivery call, or a
+   * lease that ran out.
+   */
   readonly pollIdleMs: number;
   /** Longest pause after a failed claim (the database away), doubling up to it. */
   readonly retryDelayMsMax: number;
@@ -68,6 +74,8 @@ const SUCCESS_BATCH_MAX = 256;
  * replica's claims get a turn, and work follows the replicas with room.
  */
 const CHAIN_LENGTH_MAX = 32;
+/** How long after a retry's due time the sender wakes for it, so that the claim finds it due. */
+const RETRY_WAKE_SLACK_MS = 10;
 
 /** A success to record, and how many deliveries its slot has passed along so far. */
 interface ChainedSuccess {
@@ -86,7 +94,8 @@ export function createSender(options: SenderOptions) {
   let loop: Promise<void> | null = null;
   const waker = createWaker();
   const recordSuccess = createBatcher<ChainedSuccess, boolean>(SUCCESS_BATCH_MAX, recordAndChain);
-  const attemptDeps: AttemptDeps = { options, totals, recordSuccess, stopping: () => stopping };
+  const retryWake = createRetryWake(waker);
+  const attemptDeps: AttemptDeps = { options, totals, recordSuccess, stopping: () => stopping, retryIn: retryWake.retryIn };
 
   /**
    * Starts an attempt. `chained` counts the deliveries its slot has passed along so far; above
@@ -134,6 +143,7 @@ export function createSender(options: SenderOptions) {
     /** Stops claiming and waits for the attempts in flight (each bounded by the request timeout). */
     async stop(): Promise<void> {
       stopping = true;
+      retryWake.stop();
       waker.wake();
       await loop;
       while (tasks.size > 0) {
@@ -146,7 +156,7 @@ export function createSender(options: SenderOptions) {
 /** What the claim loop needs from its sender. */
 interface ClaimLoopDeps {
   readonly options: SenderOptions;
-  readonly waker: ReturnType<typeof createWaker>;
+  readonly waker: Waker;
   /** Slots free now. */
   readonly room: () => number;
   readonly launch: (delivery: ClaimedDelivery, chained: number) => void;
@@ -197,6 +207,8 @@ interface AttemptDeps {
   readonly totals: SenderTotals;
   readonly recordSuccess: (item: ChainedSuccess) => Promise<boolean>;
   readonly stopping: () => boolean;
+  /** A retry of this process falls due in `ms`: wake the claim loop then. */
+  readonly retryIn: (ms: number) => void;
 }
 
 /**
@@ -224,6 +236,7 @@ async function attemptDelivery(deps: AttemptDeps, d: ClaimedDelivery, claimedAtM
       return handedOver;
     }
     await recordFailedAttempt(options, totals, log, d, result, verdict);
+    if (verdict.kind === "retry") deps.retryIn(verdict.delayMs);
   } catch (err) {
     log.error({ err }, "webhooks: could not record an attempt; the delivery is retried when its lease expires");
   }
@@ -258,30 +271,29 @@ async function recordFailedAttempt(
 }
 
 /**
- * The claim loop's idle wait: `idle(ms)` waits up to `ms`, and `wake()` ends the current wait
- * at once (or the next one, if none is running), so new work never waits for the poll interval.
+ * Wakes the claim loop when the earliest retry this process scheduled falls due, so a retry is
+ * not late by up to the safety poll. One timer, for the earliest; a later one left when it fires
+ * is found by the claim it triggers if due by then, or by the safety poll.
  */
-function createWaker() {
-  let signalled = false;
-  let waiter: (() => void) | null = null;
+function createRetryWake(waker: Waker) {
+  let timer: NodeJS.Timeout | null = null;
+  let dueAt = Number.POSITIVE_INFINITY;
   return {
-    wake(): void {
-      signalled = true;
-      waiter?.();
+    retryIn(ms: number): void {
+      const at = Date.now() + ms + RETRY_WAKE_SLACK_MS;
+      if (at >= dueAt) return;
+      if (timer !== null) clearTimeout(timer);
+      dueAt = at;
+      timer = setTimeout(() => {
+        timer = null;
+        dueAt = Number.POSITIVE_INFINITY;
+        waker.wake();
+      }, at - Date.now());
+      timer.unref();
     },
-    async idle(ms: number): Promise<void> {
-      if (!signalled) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, ms);
-          function done() {
-            clearTimeout(timer);
-            waiter = null;
-            resolve();
-          }
-          waiter = done;
-        });
-      }
-      signalled = false;
+    stop(): void {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
     },
   };
 }

@@ -46,8 +46,12 @@ export const CONSUMER_ROLE = "webhooks";
  * cut short by a crash is retried once the lease runs out.
  */
 const LEASE_SLACK_MS = 1000;
-/** Pause between claims when nothing is due; new events and finished attempts wake it sooner. */
-const POLL_IDLE_MS = 100;
+/**
+ * The sender's safety poll: the longest pause between claims when nothing is due. New events,
+ * finished attempts and this process's retries falling due wake it sooner, so idle it costs one
+ * short claim per second; a retry scheduled by another replica or by RetryDelivery waits for it.
+ */
+const POLL_IDLE_MS = 1000;
 const CLAIM_ENDPOINTS_MAX = 256;
 const INTAKE_BATCH_MAX = 256;
 /** Must exceed INTAKE_BATCH_MAX, or one worker could starve the others of messages. */

@@ -8,6 +8,8 @@ import { logRepeated } from "@holdfast/common/logger";
 import { deploymentIdOf } from "@holdfast/common/deployment";
 import type { NatsTlsConfig } from "@holdfast/common/config";
 import { connectNats, DeploymentConflictError, ensureStream, type StreamSettings } from "@holdfast/common/nats";
+import { OUTBOX_CHANNEL } from "@holdfast/common/outbox-wake";
+import { createWaker, type Waker } from "@holdfast/common/waker";
 import { encodeEvent, type OutboxRow } from "./event-codec.js";
 
 /** The advisory lock whose holder is the one active relay among the ledger replicas. */
@@ -25,7 +27,12 @@ export interface RelayOptions {
   stream: StreamSettings;
   /** Events published per batch; all of a batch are in flight at once. */
   batchMax: number;
-  /** Pause when there is nothing to publish. */
+  /**
+   * The safety poll: the longest pause when there is nothing to publish. A wake ends it at once:
+   * wake() after a commit in this process, or a NOTIFY on OUTBOX_CHANNEL from another one. It
+   * only matters when a wake is lost (a writer that does not notify, a NOTIFY sent while the
+   * relay's connection was being replaced).
+   */
   idleMs: number;
   /** How long a standby replica waits before trying to take over. */
   standbyPollMs: number;
@@ -67,12 +74,19 @@ export interface RelayStatus {
  *   takes over within standbyPollMs.
  * - NATS being down only stops this loop; ledger commands never wait for it. The backlog
  *   waits in Postgres and drains when NATS returns.
+ * - It does not poll for work: with nothing to publish it sleeps until woken, by wake() (the
+ *   ledger calls it after each command this process commits, which costs nothing) or by a
+ *   NOTIFY on OUTBOX_CHANNEL, which the active relay LISTENs for on its leadership connection
+ *   (other writers send it after their commit: packages/common/src/outbox-wake.ts), or until
+ *   the safety poll (idleMs) runs out. A wake during a batch makes the loop look again right
+ *   after it, so a commit is never left waiting for the safety poll while the relay is active.
  */
 export function createOutboxRelay(options: RelayOptions) {
   const { pool, logger } = options;
   const status: RelayStatus = { role: "standby", nats: "disconnected", backlog: 0, lagMs: 0, publishedTotal: 0 };
   const stopping = new AbortController();
-  const leadership = createLeadership(pool, logger, status);
+  const waker = createWaker();
+  const leadership = createLeadership(pool, logger, status, waker);
   const publisher = createPublisher(options, status);
 
   async function run(): Promise<void> {
@@ -86,7 +100,7 @@ export function createOutboxRelay(options: RelayOptions) {
         const published = await publisher.publishBatch();
         failures = 0;
         if (published < options.batchMax) {
-          await pause(options.idleMs);
+          await idle();
         }
       } catch (err) {
         if (err instanceof DeploymentConflictError) {
@@ -106,6 +120,11 @@ export function createOutboxRelay(options: RelayOptions) {
     await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
   }
 
+  /** Waits for new events: a wake, or the safety poll. */
+  async function idle(): Promise<void> {
+    await waker.idle(options.idleMs, stopping.signal);
+  }
+
   /** Publishing into another deployment's stream would hand it our events: stop, and say so. */
   function stopForGood(err: DeploymentConflictError): void {
     logger.fatal({ err }, "outbox relay: the event stream belongs to another deployment; not publishing");
@@ -123,6 +142,13 @@ export function createOutboxRelay(options: RelayOptions) {
       statusTimer ??= logStatusPeriodically(logger, options.statusLogMs, refresh);
     },
     status: () => ({ ...status }),
+    /**
+     * Tells the relay that this process committed events: an active relay publishes them at
+     * once rather than at its safety poll. Free to call often; wakes that arrive together count once.
+     */
+    wake: (): void => waker.wake(),
+    /** Whether this process's relay publishes: commits elsewhere must NOTIFY it instead. */
+    isActive: (): boolean => status.role === "active",
     refreshStatus: refresh,
     /**
      * Connects and checks that the stream is this deployment's, so that a ledger started into
@@ -154,7 +180,7 @@ export type OutboxRelay = ReturnType<typeof createOutboxRelay>;
  * The advisory lock that makes one replica's relay the active one. It lives on a dedicated
  * connection: the session lock is freed when that connection closes.
  */
-function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus) {
+function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus, waker: Waker) {
   let lockClient: pg.PoolClient | null = null;
 
   async function acquire(): Promise<boolean> {
@@ -170,6 +196,15 @@ function createLeadership(pool: pg.Pool, logger: Logger, status: RelayStatus) {
       client.release();
       return false;
     }
+    // Only the lock holder listens for wakes, on the connection that holds the lock: it is never
+    // lent out, and it closes with the leadership, which ends the LISTEN with it.
+    try {
+      await client.query(`listen ${OUTBOX_CHANNEL}`);
+    } catch (err) {
+      client.release(err instanceof Error ? err : true);
+      throw err;
+    }
+    client.on("notification", () => waker.wake());
     // Only the lock holder watches its connection: a standby returns its client to the pool at
     // once, so listeners never pile up on pooled clients.
     client.once("error", (err) => {
