@@ -20,7 +20,7 @@ import { authenticateBearer, PRINCIPAL_KEY, type KeyVerifier } from "./rpc/auth.
 import { createRateLimiter } from "./rpc/rate-limit.js";
 import { createInterceptors, createRoutes } from "./rpc/routes.js";
 import { createWalletFeed } from "./watch.js";
-import { commitWakeInterceptor } from "./rpc/commit-wake.js";
+import { commitWakeInterceptor, wakeAfterWrites } from "./rpc/commit-wake.js";
 import { createOutboxNotifier } from "@holdfast/common/outbox-wake";
 
 /** Bounds of the WatchWallet feed. */
@@ -107,7 +107,7 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     // Only a role that owns the schema migrates; the runtime role checks that none is pending.
     await migrateIfPermitted(pool, logger);
   }
-  const ledger = createLedger({
+  const core = createLedger({
     pool,
     clock,
     newId: options.newId ?? uuidV7,
@@ -133,13 +133,17 @@ export async function startLedgerApp(options: LedgerAppOptions): Promise<LedgerA
     throw err;
   });
   // After a write commits, its events go out at once: this process's relay when it is the
-  // active one (free), else the active relay of another replica, woken by a NOTIFY.
+  // active one (free), else the active relay of another replica, woken by a NOTIFY; and the
+  // WatchWallet feed reads at once when a watched wallet changed. The ledger's writes wake
+  // whoever calls them; the interceptor covers the writes of the other services' handlers.
   const notifier = createOutboxNotifier(pool, { gapMs: OUTBOX_NOTIFY_GAP_MS, logger });
-  const commitWake = commitWakeInterceptor((wallets) => {
+  const onCommit = (wallets: readonly string[] | null): void => {
     if (relay?.isActive()) relay.wake();
     else notifier.notify();
     feed.wake(wallets);
-  });
+  };
+  const ledger = wakeAfterWrites(core, onCommit);
+  const commitWake = commitWakeInterceptor(onCommit);
   const metrics = options.metricsRegistry ?? createMetricsRegistry();
   registerLedgerMetrics(metrics, { ledger, relay, feed });
   const verifier = createKeyVerifier(pool, { cacheMs: config.authCacheMs, maxEntries: AUTH_CACHE_ENTRIES_MAX });

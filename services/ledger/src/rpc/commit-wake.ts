@@ -37,3 +37,35 @@ function walletsOf(message: Record<string, unknown>): readonly string[] | null {
   const wallets = WALLET_FIELDS.map((field) => message[field]).filter((v): v is string => typeof v === "string" && v !== "");
   return wallets.length > 0 ? wallets : null;
 }
+
+/** The ledger's reads, by name: everything else it does may commit events. */
+const READ_METHOD = /^(get|list)[A-Z]/;
+
+/**
+ * The ledger with every write followed by `onCommit(wallets)` once it has resolved (committed),
+ * wallets as for commitWakeInterceptor, read from the command's input. It wakes for writes made
+ * in-process without an RPC too (the console's and tests' direct calls), which the interceptor
+ * alone would miss; an RPC write wakes through both, and the wakes coalesce.
+ */
+export function wakeAfterWrites<L extends object>(ledger: L, onCommit: (wallets: readonly string[] | null) => void): L {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(ledger)) {
+    if (typeof value !== "function" || READ_METHOD.test(name)) {
+      wrapped[name] = value;
+      continue;
+    }
+    const method = value as (...args: unknown[]) => unknown;
+    wrapped[name] = (...args: unknown[]) => {
+      const result = method(...args);
+      if (result instanceof Promise) {
+        const input = args[1];
+        return result.then((value: unknown) => {
+          onCommit(typeof input === "object" && input !== null ? walletsOf(input as Record<string, unknown>) : null);
+          return value;
+        });
+      }
+      return result;
+    };
+  }
+  return wrapped as L;
+}
