@@ -41,6 +41,12 @@ const RELAY_BATCH_MAX = 256;
  * short query per second.
  */
 const RELAY_IDLE_MS = 1000;
+/**
+ * Shortest time between the starts of two batches when commits keep waking the relay: under load
+ * the events of 10 ms go out as one batch (one read, one mark) instead of one batch per commit,
+ * and a lone command's event waits for nothing.
+ */
+const RELAY_WAKE_GAP_MS = 10;
 /** Shortest time between two NOTIFYs this process sends to another process's relay. */
 const OUTBOX_NOTIFY_GAP_MS = 5;
 const RELAY_STANDBY_POLL_MS = 1000;
@@ -230,6 +236,7 @@ function createRelay(pool: pg.Pool, config: LedgerConfig, logger: Logger, onFata
     stream: streamSettingsOf(config),
     batchMax: RELAY_BATCH_MAX,
     idleMs: RELAY_IDLE_MS,
+    wakeGapMs: RELAY_WAKE_GAP_MS,
     standbyPollMs: RELAY_STANDBY_POLL_MS,
     retryDelayMsMax: RELAY_RETRY_DELAY_MS_MAX,
     publishTimeoutMs: RELAY_PUBLISH_TIMEOUT_MS,

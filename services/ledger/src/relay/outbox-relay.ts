@@ -34,6 +34,12 @@ export interface RelayOptions {
    * relay's connection was being replaced).
    */
   idleMs: number;
+  /**
+   * Shortest time from the start of one batch to the start of the next when a wake (rather than
+   * a full batch) starts it: while commits keep coming, the events of this long go out together
+   * instead of one small batch per commit. An idle relay answers a wake at once. Default 0.
+   */
+  wakeGapMs?: number;
   /** How long a standby replica waits before trying to take over. */
   standbyPollMs: number;
   /** Longest pause between attempts after a failure (NATS or Postgres down). */
@@ -97,10 +103,11 @@ export function createOutboxRelay(options: RelayOptions) {
           await pause(options.standbyPollMs);
           continue;
         }
+        const startedAt = performance.now();
         const published = await publisher.publishBatch();
         failures = 0;
         if (published < options.batchMax) {
-          await idle();
+          await idle(startedAt);
         }
       } catch (err) {
         if (err instanceof DeploymentConflictError) {
@@ -120,9 +127,11 @@ export function createOutboxRelay(options: RelayOptions) {
     await sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
   }
 
-  /** Waits for new events: a wake, or the safety poll. */
-  async function idle(): Promise<void> {
+  /** Waits for new events (a wake, or the safety poll), then out the wake gap since the last batch began. */
+  async function idle(lastBatchAt: number): Promise<void> {
     await waker.idle(options.idleMs, stopping.signal);
+    const gap = lastBatchAt + (options.wakeGapMs ?? 0) - performance.now();
+    if (gap > 0) await pause(gap);
   }
 
   /** Publishing into another deployment's stream would hand it our events: stop, and say so. */
