@@ -3,7 +3,8 @@
 // publishes a commit when told in-process (wake) and when another process NOTIFYs; the
 // WatchWallet feed gives every watcher every change of its wallet, in order and without gaps,
 // with many watchers and concurrent commands, from one reader that runs no query while nobody
-// watches; the expiry worker sleeps until the next hold falls due rather than its whole cap.
+// watches; the expiry worker sleeps until the next hold falls due rather than its whole cap; the
+// webhook sender retries a failed delivery when the retry falls due, not at its next poll.
 // Method: each loop's safety poll is set far longer than the test may take (10 minutes), so only
 // the wakes can make it pass; a real nats-server of the test's own and fresh databases.
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,8 +17,12 @@ import { createHoldExpirer } from "@holdfast/hold-expiry/expirer";
 import { createLedger } from "@holdfast/ledger/domain";
 import { createOutboxRelay } from "@holdfast/ledger/relay/outbox-relay";
 import { createWalletFeed, type WalletChange } from "@holdfast/ledger/watch";
+import { WebhookService } from "@holdfast/gen/holdfast/v1/webhooks_pb";
+import { createWebhookWorker } from "@holdfast/webhooks/worker";
 import { createTestLedger, key, quietLogger } from "./support/ledger.js";
 import { startNatsServer } from "./support/nats.js";
+import { startTestServer } from "./support/server.js";
+import { loopback_networks, startReceiver, testWebhookSettings } from "./support/webhooks.js";
 
 /** Longer than the test may run: a loop that only polls this often would fail it. */
 const NEVER_MS = 600_000;
@@ -218,6 +223,41 @@ describe("hold-expiry worker", () => {
       expect(rows[0]?.status).toBe("expired");
     } finally {
       await expirer.stop();
+    }
+  });
+});
+
+describe("webhook sender", () => {
+  it("wakes for its own retries when they fall due, with its claim poll far away", async () => {
+    // A NATS server of its own: the relay test above made a stream on the first.
+    const ownNats = await startNatsServer();
+    const s = await startTestServer({ NATS_URL: ownNats.url, HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: loopback_networks });
+    const worker = createWebhookWorker({
+      pool: s.app.pool,
+      logger: quietLogger,
+      natsUrl: ownNats.url,
+      stream: { name: "HOLDFAST_EVENTS", maxAgeMs: 3_600_000, duplicateWindowMs: 600_000, replicas: 1 },
+      settings: testWebhookSettings({ HOLDFAST_WEBHOOK_RETRY_SCHEDULE: "20ms,40ms,80ms" }),
+      pollIdleMs: NEVER_MS,
+    });
+    const receiver = await startReceiver();
+    try {
+      worker.start();
+      await worker.ready;
+      // Two failures, then success: the second and third attempts are retries only a wake starts.
+      receiver.answer((_req, n) => (n <= 2 ? { status: 500 } : { status: 200 }));
+      const { endpoint, secret } = await s.client(WebhookService).createEndpoint({ url: receiver.url, eventTypes: ["holdfast.deposit.completed"] });
+      receiver.secrets = [secret];
+      expect(endpoint).toBeDefined();
+      const caller = { tenantId: s.tenantId, scopeWalletId: null };
+      expect((await s.app.ledger.deposit(caller, { walletId: "hook_w", asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} })).ok).toBe(true);
+      await waitFor("the delivery after two retries", () => receiver.delivered().size === 1, 20_000);
+      expect(receiver.received.length).toBe(3);
+    } finally {
+      await worker.stop();
+      await receiver.stop();
+      await s.close();
+      await ownNats.close();
     }
   });
 });
