@@ -153,14 +153,17 @@ const UUIDV7_SQL = `
       from md5(seed) h
   $$`;
 
-/** Each wallet's row as the staged rows leave it: wallet, account, default grant. */
+/**
+ * Each wallet's row as the staged rows leave it: wallet, account, default grant; in wallet_id
+ * order, so that every index on them grows at its right edge.
+ */
 const WALLETS_SQL = `
   insert into wallets (tenant_id, wallet_id, status, metadata, event_seq, created_at, updated_at)
-  select $1, wallet_id, 'active', '{}', n, min(at), max(at) from bench_growth_rows group by wallet_id, n`;
+  select $1, wallet_id, 'active', '{}', n, min(at), max(at) from bench_growth_rows group by wallet_id, n order by wallet_id`;
 
 const ACCOUNTS_SQL = `
   insert into accounts (tenant_id, wallet_id, asset, credits_posted, debits_posted, version)
-  select $1, wallet_id, $2, $3::bigint, $3::bigint - min(posted), n from bench_growth_rows group by wallet_id, n`;
+  select $1, wallet_id, $2, $3::bigint, $3::bigint - min(posted), n from bench_growth_rows group by wallet_id, n order by wallet_id`;
 
 /** The default grant each Deposit opens (0008_grants.sql): category default, priority 100. */
 const GRANTS_SQL = `
@@ -168,7 +171,7 @@ const GRANTS_SQL = `
                       remaining, held, consumed, starts_at, created_at, metadata)
   select $1::uuid, 'grant_' || bench_growth_uuidv7(min(at), $1::uuid::text || ' grant ' || wallet_id), wallet_id, $2, 'default', 100, true,
          $3::bigint, min(posted), 0, $3::bigint - min(posted), '-infinity', min(at), '{}'
-    from bench_growth_rows group by wallet_id`;
+    from bench_growth_rows group by wallet_id order by wallet_id`;
 
 /** The journal, in the staged (time) order; grants breakdowns as the commands write them. */
 const TRANSFERS_SQL = `
