@@ -43,10 +43,10 @@ const RELAY_BATCH_MAX = 256;
 const RELAY_IDLE_MS = 1000;
 /**
  * Shortest time between the starts of two batches when commits keep waking the relay: under load
- * the events of 10 ms go out as one batch (one read, one mark) instead of one batch per commit,
- * and a lone command's event waits for nothing.
+ * the events of 20 ms go out as one batch (one read, one mark) instead of one batch per commit,
+ * as many as the 20 ms poll gathered before wakes, and a lone command's event waits for nothing.
  */
-const RELAY_WAKE_GAP_MS = 10;
+const RELAY_WAKE_GAP_MS = 20;
 /** Shortest time between two NOTIFYs this process sends to another process's relay. */
 const OUTBOX_NOTIFY_GAP_MS = 5;
 const RELAY_STANDBY_POLL_MS = 1000;
