@@ -45,7 +45,7 @@ export async function connectNats(url: string, name: string, logger: Logger, tls
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
     // Without it the client builds two errors with stack traces (a RequestError and a
-    // TimeoutError) for every request it sends, in case it times out: 5.7% of the ledger's CPU
+    // TimeoutError) for every request it sends, in case it times out: 6.9% of the ledger's CPU
     // on a hot wallet, for every JetStream publish of the outbox relay (docs/performance.md,
     // "The request path"). A timeout still fails with its own error and message; its stack
     // only lacks the caller's frames.
