@@ -7,9 +7,12 @@
 // Method: `ledger_command` called directly through pg with a hand-moved clock, on a fresh
 // database cloned from the migrated template. After every step, for every account: the count
 // against the grants table, and the balance a command answers and the balance a read answers
-// (ledger_balance_at, ledger_balance_read) against the same functions made to take the slow
-// path (the account row with grants_other forced above 0); then the invariant check.
+// (ledger_balance_at, ledger_balance_read) and every grant as GetGrant answers it, against
+// the same functions made to take the slow path (the account row with grants_other forced
+// above 0, and the default grant's amounts written into its row where the account kept them,
+// migration 0018); then the invariant check.
 import { createHash, randomUUID } from "node:crypto";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uuidV7 } from "@holdfast/common/ids";
 import { checkInvariants } from "@holdfast/ledger/invariants";
@@ -98,22 +101,49 @@ async function expectFastPathExact(): Promise<void> {
   for (const row of counts.rows) {
     expect({ wallet: row.wallet_id, count: row.grants_other }).toEqual({ wallet: row.wallet_id, count: row.live_other });
   }
-  for (const when of [now(), new Date(nowMs + 60 * SECOND_MS)]) {
-    const balances = await db.pool.query<{ wallet_id: string; at_fast: Json; at_slow: Json; read_fast: Json; read_slow: Json }>(
-      `select a.wallet_id,
-              ledger_balance_at(a, $2) as at_fast,
-              ledger_balance_at(jsonb_populate_record(a, '{"grants_other": 1}'), $2) as at_slow,
-              ledger_balance_read(a, $2) as read_fast,
-              ledger_balance_read(jsonb_populate_record(a, '{"grants_other": 1}'), $2) as read_slow
-         from accounts a where a.tenant_id = $1 order by a.wallet_id`,
-      [tenant, when],
+  // The fast path answers from the account's columns, and a lazy account's default grant keeps
+  // its amounts there too (migration 0018): the slow path is taken in a transaction that first
+  // writes every lazy default grant's amounts into its row, and is rolled back.
+  const client = await db.pool.connect();
+  try {
+    await client.query("begin");
+    const fast = await balancesAndGrants(client);
+    await client.query(
+      "select ledger_grants_materialise(tenant_id, wallet_id, asset) from accounts where tenant_id = $1 and grants_lazy",
+      [tenant],
     );
-    for (const b of balances.rows) {
-      expect({ wallet: b.wallet_id, balance: b.at_fast }).toEqual({ wallet: b.wallet_id, balance: b.at_slow });
-      expect({ wallet: b.wallet_id, balance: b.read_fast }).toEqual({ wallet: b.wallet_id, balance: b.read_slow });
-    }
+    const slow = await balancesAndGrants(client, '{"grants_other": 1}');
+    expect(fast).toEqual(slow);
+  } finally {
+    await client.query("rollback");
+    client.release();
   }
   expect(await checkInvariants(db.pool)).toEqual([]);
+}
+
+/**
+ * Every account's balances (a command's and a read's, at the current clock and a minute later,
+ * when scheduled grants have started, grants expired and holds lapsed) and every grant as
+ * GetGrant answers it; with `force`, the account row as the slow path sees it.
+ */
+async function balancesAndGrants(client: pg.PoolClient, force = "{}"): Promise<Json[]> {
+  const out: Json[] = [];
+  for (const when of [now(), new Date(nowMs + 60 * SECOND_MS)]) {
+    const balances = await client.query<{ wallet_id: string; at: Json; read: Json }>(
+      `select a.wallet_id,
+              ledger_balance_at(jsonb_populate_record(a, $3::jsonb), $2) as at,
+              ledger_balance_read(jsonb_populate_record(a, $3::jsonb), $2) as read
+         from accounts a where a.tenant_id = $1 order by a.wallet_id`,
+      [tenant, when, force],
+    );
+    out.push(...balances.rows);
+    const grants = await client.query<{ grant_id: string; g: Json }>(
+      "select grant_id, ledger_get_grant($1, grant_id, null, $2) as g from grants where tenant_id = $1 order by grant_id",
+      [tenant, when],
+    );
+    out.push(...grants.rows);
+  }
+  return out;
 }
 
 describe("accounts.grants_other and the default-grant fast path", () => {
@@ -130,6 +160,9 @@ describe("accounts.grants_other and the default-grant fast path", () => {
     expect(await grantsOther("plain")).toBe(0);
     await spend("plain", 1);
     expect(await grantsOther("plain")).toBe(0);
+    // Its default grant's row is no longer written: the account keeps the amounts (0018).
+    const lazy = await db.pool.query("select grants_lazy from accounts where tenant_id = $1 and wallet_id = 'plain'", [tenant]);
+    expect(lazy.rows[0].grants_lazy).toBe(true);
     await expectFastPathExact();
   });
 

@@ -8,14 +8,16 @@ const VIOLATIONS_PER_CHECK_MAX = 10;
  * The credit-grant invariants (6, see docs/grants.md): an account's grants and credit line add
  * up to its columns, grants never go negative, holds' allocations add up, what each grant
  * consumed, lost to expiry or voiding, and received matches the grant breakdowns in the journal,
- * and each account counts its live grants other than its default grant (`grants_other`).
+ * and each account counts its live grants other than its default grant (`grants_other`). The
+ * grants are read through the view `grants_current` (migration 0018): a lazy account's default
+ * grant keeps its remaining, held and consumed in the account's columns, not in its row.
  */
 const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
   {
     name: "6: an account's grants and credit line do not add up to its columns",
     sql: `with g as (
             select tenant_id, wallet_id, asset, sum(remaining + held) as funded, sum(held) as held
-              from grants group by tenant_id, wallet_id, asset)
+              from grants_current group by tenant_id, wallet_id, asset)
           select a.wallet_id || ' ' || a.asset as what from accounts a
             left join g using (tenant_id, wallet_id, asset)
            where a.credits_posted - a.debits_posted <> coalesce(g.funded, 0) - a.credit_used
@@ -24,7 +26,7 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
   },
   {
     name: "6: a grant is negative or its amounts do not add up",
-    sql: `select grant_id as what from grants
+    sql: `select grant_id as what from grants_current
            where remaining < 0 or held < 0 or consumed < 0 or expired < 0 or voided < 0
               or amount <> remaining + held + consumed + expired + voided
               or (voided_at is null and voided <> 0) or (voided_at is not null and expired <> 0)`,
@@ -43,7 +45,7 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
                    sum((e->>'amount')::bigint) as held
               from holds h cross join jsonb_array_elements(h.allocations) e
              where h.status = 'pending' group by 1, 2, 3, 4)
-          select g.grant_id as what from grants g left join p using (tenant_id, grant_id)
+          select g.grant_id as what from grants_current g left join p using (tenant_id, grant_id)
            where g.held <> coalesce(p.held, 0)
           union all
           select a.wallet_id || ' ' || a.asset from accounts a
@@ -64,7 +66,7 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
               from transfers t cross join jsonb_array_elements(t.grants) e
              where t.grants is not null and e->>'grant_id' <> '@credit'
              group by 1, 2)
-          select g.grant_id as what from grants g left join j using (tenant_id, grant_id)
+          select g.grant_id as what from grants_current g left join j using (tenant_id, grant_id)
            where g.consumed <> coalesce(j.consumed, 0) or g.expired + g.voided <> coalesce(j.broken, 0)
               or g.amount <> coalesce(j.credited, 0)
                  + case when g.is_default then coalesce((g.metadata->>'opening_balance')::bigint, 0) else 0 end`,
@@ -81,13 +83,13 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
           r as (
             select g.tenant_id, g.wallet_id, g.asset, sum((e->>'amount')::bigint) as repaid
               from transfers t cross join jsonb_array_elements(t.grants) e
-              join grants g on g.tenant_id = t.tenant_id and g.grant_id = e->>'grant_id'
+              join grants_current g on g.tenant_id = t.tenant_id and g.grant_id = e->>'grant_id'
              where t.grants is not null and e->>'op' = 'repay' group by 1, 2, 3)
           select a.wallet_id || ' ' || a.asset as what from accounts a
             left join c using (tenant_id, wallet_id, asset)
             left join r using (tenant_id, wallet_id, asset)
            where a.credit_used <> coalesce(c.used, 0) - coalesce(r.repaid, 0)
-             and not exists (select 1 from grants g
+             and not exists (select 1 from grants_current g
                               where g.tenant_id = a.tenant_id and g.wallet_id = a.wallet_id
                                 and g.asset = a.asset and g.is_default and g.metadata ? 'opening_balance')`,
   },
@@ -95,7 +97,7 @@ const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
     name: "6: an account's grants_other differs from its live grants other than its default grant",
     // The fast path of a wallet with only its default grant relies on it (migration 0017).
     sql: `with g as (
-            select tenant_id, wallet_id, asset, count(*) as other from grants
+            select tenant_id, wallet_id, asset, count(*) as other from grants_current
              where live and not (is_default and voided_at is null) group by 1, 2, 3)
           select a.wallet_id || ' ' || a.asset as what from accounts a
             left join g using (tenant_id, wallet_id, asset)
