@@ -148,8 +148,8 @@ const TOKEN_CHECKS: readonly { name: string; sql: string }[] = [
   },
 ];
 
-/** The tables the checks read, each of which has a tenant_id column. */
-const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "event_retention", "wallets", "grants", "token_accounts", "statements"] as const;
+/** The tables (and the view grants_current) the checks read, each of which has a tenant_id column. */
+const TENANT_TABLES = ["transfers", "accounts", "holds", "events", "event_retention", "wallets", "grants", "grants_current", "token_accounts", "statements"] as const;
 
 /**
  * A check limited to the tenant $1: common table expressions named like the tables shadow them
