@@ -23,8 +23,9 @@
 --    read of the account and of the default grant's id, no write), and ledger_grant_back and
 --    ledger_net do not write the default grant's row. Credits to the default grant still add
 --    to its amount (and, to keep the row's own CHECK, to its stale remaining).
--- 3. A Spend or Reserve (ledger_debit_drawn) makes an account with grants_other = 0 lazy; its
---    draw has just brought the row up to date, so the row and the account agree at that point.
+-- 3. A new account is lazy. A Spend or Reserve (ledger_debit_drawn) makes an account with
+--    grants_other = 0 lazy again after one of the commands below; its draw has just brought the
+--    row up to date, so the row and the account agree at that point.
 -- 4. Commands that can bring a second live grant to the account (CreateGrant, Refund, which
 --    can refill a spent grant, and VoidGrant, whose voided default grant stays live while
 --    holds draw on it) first write the amounts into the row and clear the flag
@@ -35,10 +36,12 @@
 --
 -- Every answer, event and journal row is what it was; only the rows kept change.
 
--- 1. The flag. Every account with grants_other = 0 has its rows up to date now.
+-- 1. The flag. Every account with grants_other = 0 has its rows up to date now, and a new
+--    account has no grant at all (the default grant it gets from its first credit is created
+--    with the amounts the account's columns give).
 
-alter table accounts add column grants_lazy boolean not null default false;
-update accounts set grants_lazy = true where grants_other = 0;
+alter table accounts add column grants_lazy boolean not null default true;
+update accounts set grants_lazy = false where grants_other > 0;
 alter table accounts add constraint accounts_grants_lazy check (not grants_lazy or grants_other = 0);
 
 -- The default grant's held and remaining while the account is lazy.
@@ -401,6 +404,8 @@ begin
   perform ledger_expire_due(p_tenant, v_wallet, v_asset, p_now);
   perform ledger_grants_materialise(p_tenant, v_wallet, v_asset);
   v_acc := ledger_credit(p_tenant, v_wallet, v_asset, v_amount);
+  -- An account that ledger_credit has just created has no default grant yet: only its flag.
+  perform ledger_grants_materialise(p_tenant, v_wallet, v_asset);
   if v_starts <= p_now then
     v_repay := least(v_amount, v_acc.credit_used);
   end if;
