@@ -30,8 +30,13 @@
 --    can refill a spent grant, and VoidGrant, whose voided default grant stays live while
 --    holds draw on it) first write the amounts into the row and clear the flag
 --    (ledger_grants_materialise), under the wallet lock and before they change anything, and
---    then run exactly as before. The CHECK makes any other path that would do so fail.
--- 5. Readers compute them: ledger_grant_current (GetGrant, ListGrants, INSUFFICIENT_FUNDS)
+--    then run exactly as before (a Refund always does: its repayments of the credit line are
+--    computed grant by grant, each from the grant's remaining at that step). The CHECK makes
+--    any other path to a second live grant fail. The grants_other trigger cannot do this
+--    itself: it fires in the middle of a command, when the account's columns may already
+--    hold money that the grants have not received yet (CreateGrant credits the account before
+--    it inserts the grant), so the amounts cannot be derived there.
+-- 5. Readers compute them: ledger_grant_current (GetGrant, ListGrants), ledger_insufficient_for
 --    and the view grants_current (the invariant check).
 --
 -- Every answer, event and journal row is what it was; only the rows kept change.
