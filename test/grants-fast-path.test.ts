@@ -265,4 +265,42 @@ describe("accounts.grants_other and the default-grant fast path", () => {
     expect(await grantsOther("void")).toBe(0);
     await expectFastPathExact();
   });
+  it("keeps the default grant's amounts in the account until a command that can add a live grant, and again from the next debit", async () => {
+    setClock(900);
+    const lazy = async (walletId: string): Promise<boolean> =>
+      (await db.pool.query("select grants_lazy from accounts where tenant_id = $1 and wallet_id = $2", [tenant, walletId])).rows[0].grants_lazy;
+    const row = async (walletId: string) =>
+      (await db.pool.query("select remaining, held, consumed from grants where tenant_id = $1 and wallet_id = $2 and is_default", [tenant, walletId])).rows[0];
+    await deposit("flag", 100);
+    const s = await spend("flag", 30);
+    await reserve("flag", "flag-h1", 20, 600);
+    expect(await lazy("flag")).toBe(true);
+    // The row still says what the deposit left; GetGrant answers from the account.
+    expect(await row("flag")).toEqual({ remaining: "100", held: "0", consumed: "0" });
+    await expectFastPathExact();
+    await ok("Refund", { refund_transfer_id: s["transfer"]["transfer_id"], amount: "10" });
+    expect(await lazy("flag")).toBe(false);
+    expect(await row("flag")).toEqual({ remaining: "60", held: "20", consumed: "20" });
+    await expectFastPathExact();
+    await capture("flag-h1", 5);
+    expect(await lazy("flag")).toBe(false);
+    await spend("flag", 1);
+    expect(await lazy("flag")).toBe(true);
+    await createGrant("flag", "flag-g1", 10);
+    expect(await lazy("flag")).toBe(false);
+    expect(await row("flag")).toEqual({ remaining: "74", held: "0", consumed: "26" });
+    await expectFastPathExact();
+    // A grant created on a new wallet: the account is created by the grant's credit.
+    await createGrant("flag-new", "flag-g2", 10);
+    expect(await lazy("flag-new")).toBe(false);
+    await expectFastPathExact();
+    // Refused debits answer what the account's columns allow.
+    const refused = await db.pool.query<{ r: Json }>(
+      "select ledger_command($1, 'Spend', $2, '\\x00', $3, $4) as r",
+      [tenant, randomUUID(), now(), { wallet_id: "plain", asset: "USD", amount: "100000", transfer_id: uuidV7() }],
+    );
+    expect(refused.rows[0]!.r["metadata"]?.["available"]).toBe(
+      (await db.pool.query("select ledger_balance_at(a, $2)->>'available' as v from accounts a where tenant_id = $1 and wallet_id = 'plain'", [tenant, now()])).rows[0].v,
+    );
+  });
 });
