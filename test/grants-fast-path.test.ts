@@ -3,7 +3,9 @@
 // right after every grant transition: a grant created (started, scheduled, or used up at once
 // repaying an overdraft), drawn to exhaustion, refilled by a refund, expired with and without
 // holds on it, its breakage posted by a command or by the grant-expiry pass, and voided (the
-// default grant too).
+// default grant too); and that such a wallet keeps its default grant's amounts in the
+// account's columns (migration 0018) until a command that can add a live grant writes them
+// back into the row, and again from its next debit.
 // Method: `ledger_command` called directly through pg with a hand-moved clock, on a fresh
 // database cloned from the migrated template. After every step, for every account: the count
 // against the grants table, and the balance a command answers and the balance a read answers
