@@ -4,7 +4,7 @@
 // repaying an overdraft), drawn to exhaustion, refilled by a refund, expired with and without
 // holds on it, its breakage posted by a command or by the grant-expiry pass, and voided (the
 // default grant too); and that such a wallet keeps its default grant's amounts in the
-// account's columns (migration 0018) until a command that can add a live grant writes them
+// account's columns (migration 0019) until a command that can add a live grant writes them
 // back into the row, and again from its next debit.
 // Method: `ledger_command` called directly through pg with a hand-moved clock, on a fresh
 // database cloned from the migrated template. After every step, for every account: the count
@@ -12,7 +12,7 @@
 // (ledger_balance_at, ledger_balance_read) and every grant as GetGrant answers it, against
 // the same functions made to take the slow path (the account row with grants_other forced
 // above 0, and the default grant's amounts written into its row where the account kept them,
-// migration 0018); then the invariant check.
+// migration 0019); then the invariant check.
 import { createHash, randomUUID } from "node:crypto";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -104,7 +104,7 @@ async function expectFastPathExact(): Promise<void> {
     expect({ wallet: row.wallet_id, count: row.grants_other }).toEqual({ wallet: row.wallet_id, count: row.live_other });
   }
   // The fast path answers from the account's columns, and a lazy account's default grant keeps
-  // its amounts there too (migration 0018): the slow path is taken in a transaction that first
+  // its amounts there too (migration 0019): the slow path is taken in a transaction that first
   // writes every lazy default grant's amounts into its row, and is rolled back.
   const client = await db.pool.connect();
   try {
@@ -162,7 +162,7 @@ describe("accounts.grants_other and the default-grant fast path", () => {
     expect(await grantsOther("plain")).toBe(0);
     await spend("plain", 1);
     expect(await grantsOther("plain")).toBe(0);
-    // Its default grant's row is no longer written: the account keeps the amounts (0018).
+    // Its default grant's row is no longer written: the account keeps the amounts (0019).
     const lazy = await db.pool.query("select grants_lazy from accounts where tenant_id = $1 and wallet_id = 'plain'", [tenant]);
     expect(lazy.rows[0].grants_lazy).toBe(true);
     await expectFastPathExact();

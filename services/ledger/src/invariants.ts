@@ -9,7 +9,7 @@ const VIOLATIONS_PER_CHECK_MAX = 10;
  * up to its columns, grants never go negative, holds' allocations add up, what each grant
  * consumed, lost to expiry or voiding, and received matches the grant breakdowns in the journal,
  * and each account counts its live grants other than its default grant (`grants_other`). The
- * grants are read through the view `grants_current` (migration 0018): a lazy account's default
+ * grants are read through the view `grants_current` (migration 0019): a lazy account's default
  * grant keeps its remaining, held and consumed in the account's columns, not in its row.
  */
 const GRANT_CHECKS: readonly { name: string; sql: string }[] = [
