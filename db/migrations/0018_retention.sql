@@ -38,24 +38,36 @@ create table event_retention (
 --    positions rise with seq: both are drawn under the wallet's lock. An event whose
 --    transaction commits after this statement's snapshot was taken, with a lower position, is
 --    its wallet's newest: the wallet was locked until then.) Returns the number deleted; fewer
---    than p_rows_max means caught up. One statement, so it holds its locks only for its batch.
+--    than p_rows_max means caught up. Two short statements, so it holds its locks only for its
+--    batch.
 create function ledger_prune_events(p_published_before timestamptz, p_rows_max integer) returns integer
 language plpgsql volatile as $$
 declare
-  n integer;
+  n       integer;
+  v_young bigint;
+  v_old   bigint;
 begin
   if p_rows_max is null or p_rows_max < 1 then
     raise exception 'ledger_prune_events: p_rows_max must be at least 1' using errcode = 'invalid_parameter_value';
   end if;
-  with candidates as (
-    select position, published_at from events order by position limit p_rows_max
-  ), cut as (
-    select coalesce(min(position) filter (where published_at is null or published_at >= p_published_before),
-                    9223372036854775807) as young
-      from candidates
-  ), gone as (
-    delete from events e using candidates c, cut
-     where e.position = c.position and c.position < cut.young and e.published_at is not null
+  -- The first position that stays, among the oldest p_rows_max. Computed once, before the
+  -- delete: as a subquery of the delete's join it was evaluated again for every candidate,
+  -- seconds of CPU per call on a table of 100,000 events even with nothing to prune.
+  select coalesce(min(position) filter (where published_at is null or published_at >= p_published_before),
+                  9223372036854775807),
+         count(*) filter (where published_at < p_published_before)
+    into v_young, v_old
+    from (select position, published_at from events order by position limit p_rows_max) c;
+  if v_old = 0 then
+    return 0;   -- the oldest event is young or unpublished: nothing to prune (the usual case)
+  end if;
+  -- Deleted by position through the index. The delete runs on a newer snapshot than the
+  -- select above, so it checks again that each row is published and old.
+  with gone as (
+    delete from events e
+     where e.position = any (array(select position from events
+                                    where position < v_young order by position limit p_rows_max))
+       and e.published_at < p_published_before
     returning e.tenant_id, e.wallet_id, e.seq, e.data
   ), links as (
     select g.tenant_id, g.wallet_id, g.data->'transfer'->>'transfer_id' as transfer_id
