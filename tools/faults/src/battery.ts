@@ -158,7 +158,12 @@ async function runScenario(
     const { faults, loadMsActual } = await loadUnderFaults(setup, scenario, settings.seed, postgres, commands);
     for (const f of faults) progress(`  ${f.target} (${f.subject}): down and back in ${f.endMs - f.startMs} ms${f.error ? `, FAILED: ${f.error}` : ""}`);
     const quiesceStartMs = Date.now();
-    const quiesced = await quiesce(setup, parts, settings.quiesceTimeoutMs);
+    // Settled with every process running, then again once the expiry worker has stopped: a
+    // hold falling due between the first check and the stop is expired by the worker, and its
+    // event must be delivered before the rest stop, or the run would count it as lost.
+    let quiesced = await quiesce(setup, parts, settings.quiesceTimeoutMs, { holdsDue: true });
+    await setup.processes.workers["hold-expiry"].stop();
+    quiesced = quiesced && (await quiesce(setup, parts, settings.quiesceTimeoutMs, { holdsDue: false }));
     const quiesceMs = Date.now() - quiesceStartMs;
     progress(`  load done in ${loadMsActual} ms, ${commands.length} commands; ${quiesced ? "settled" : "NOT settled"} after ${quiesceMs} ms`);
     // Stopped before reading back, so that nothing changes under the snapshot.
@@ -308,11 +313,17 @@ async function runLoad(setup: ScenarioSetup, scenario: ScenarioSettings, seed: n
  * event at each endpoint it subscribes to and every usage record at each engine. Bounded: on
  * timeout the checker reports what is missing.
  */
-async function quiesce(setup: ScenarioSetup, parts: ScenarioParts, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits until everything the ledger wrote has reached every endpoint and engine. With
+ * `holdsDue`, also until no pending hold is due within 2 s (the expiry worker is running and
+ * will expire the short-lived ones of the load; the long ones are due in minutes); without,
+ * once that worker has stopped, holds falling due are left alone.
+ */
+async function quiesce(setup: ScenarioSetup, parts: ScenarioParts, timeoutMs: number, { holdsDue }: { holdsDue: boolean }): Promise<boolean> {
   const deadlineMs = Date.now() + timeoutMs;
   while (Date.now() < deadlineMs) {
     const { rows } = await setup.pool.query<{ due: number; unpublished: number; events: number; hold_events: number; usage: number }>(
-      `select (select count(*)::int from holds where tenant_id = $1 and status = 'pending' and expires_at <= now()) as due,
+      `select (select count(*)::int from holds where tenant_id = $1 and status = 'pending' and expires_at <= now() + interval '2 seconds') as due,
               (select count(*)::int from events where tenant_id = $1 and published_at is null) as unpublished,
               (select count(*)::int from events where tenant_id = $1) as events,
               (select count(*)::int from events where tenant_id = $1 and starts_with(type, 'holdfast.hold.')) as hold_events,
@@ -321,7 +332,7 @@ async function quiesce(setup: ScenarioSetup, parts: ScenarioParts, timeoutMs: nu
     ).catch(() => ({ rows: [] }));
     const state = rows[0];
     if (
-      state !== undefined && state.due === 0 && state.unpublished === 0 &&
+      state !== undefined && (!holdsDue || state.due === 0) && state.unpublished === 0 &&
       parts.receivers[0]!.deliveries.size >= state.events && parts.receivers[1]!.deliveries.size >= state.hold_events &&
       parts.engines.every((e) => e.stored.size >= state.usage)
     ) {
