@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { Logger } from "pino";
 import { setTimeout as sleep } from "node:timers/promises";
+import { backoffDelayMs } from "@holdfast/common/backoff";
 import { systemClock, type Clock } from "@holdfast/common/ids";
 
 /** Rows deleted per statement, so retention never holds a long transaction or many locks. */
@@ -105,7 +106,7 @@ export function startRetention(options: RetentionOptions) {
 
   const done = (async () => {
     if (options.background === false) return;
-    let retryDelayMs = RETRY_DELAY_MS_MIN;
+    let failures = 0;
     let unlogged: RetentionPass = { idempotencyRecords: 0, events: 0 };
     let loggedAt = Date.now();
     while (!stopping.signal.aborted) {
@@ -113,12 +114,11 @@ export function startRetention(options: RetentionOptions) {
       try {
         const pass = await sweep();
         unlogged = { idempotencyRecords: unlogged.idempotencyRecords + pass.idempotencyRecords, events: unlogged.events + pass.events };
-        retryDelayMs = RETRY_DELAY_MS_MIN;
+        failures = 0;
       } catch (err) {
         if (stopping.signal.aborted) break;
         logger.warn({ err }, "retention: deleting expired rows failed; will retry");
-        pauseMs = retryDelayMs;
-        retryDelayMs = Math.min(2 * retryDelayMs, RETRY_DELAY_MS_MAX);
+        pauseMs = backoffDelayMs(failures++, { delayMsMin: RETRY_DELAY_MS_MIN, delayMsMax: RETRY_DELAY_MS_MAX });
       }
       if (Date.now() - loggedAt >= LOG_INTERVAL_MS) {
         if (unlogged.idempotencyRecords + unlogged.events > 0) {
