@@ -1,6 +1,6 @@
 /**
  * Exponential backoff, the one formula every retry loop in Holdfast uses: the relay, the
- * expiry worker, the webhook intake and sender, and the billing stream.
+ * expiry worker, the webhook intake and sender, the billing stream and retention.
  */
 
 /** Doublings after which the delay stops growing, so `2 ** attempt` can never overflow. */
