@@ -226,9 +226,9 @@ const EVENTS_SQL = `
     left join holds h on h.tenant_id = $1 and h.hold_id = r.hold_id`;
 
 /**
- * Links the tenant's journal rows that have no link yet, after its chain head, in transfer_id
- * order, exactly as ledger_chain_append does one at a time (0011_integrity.sql), and moves
- * the head.
+ * Links the tenant's journal rows that have no link yet, after the head of the lane it locks, in
+ * transfer_id order, exactly as ledger_chain_append does one at a time (0011_integrity.sql,
+ * 0020_chain_lanes.sql), and moves the head.
  */
 const CHAIN_FUNCTION_SQL = `
   create function pg_temp.bench_growth_chain(p_tenant uuid) returns bigint language plpgsql as $$
@@ -251,14 +251,15 @@ const CHAIN_FUNCTION_SQL = `
       v_seqs := v_seqs || v_seq; v_ids := v_ids || t.transfer_id; v_prevs := v_prevs || v_prev; v_hashes := v_hashes || v_hash;
       v_prev := v_hash;
       if cardinality(v_seqs) >= ${CHAIN_FLUSH_ROWS} then
-        insert into journal_chain (tenant_id, chain_seq, transfer_id, prev_hash, row_hash)
-        select p_tenant, s, i, p, h from unnest(v_seqs, v_ids, v_prevs, v_hashes) u(s, i, p, h);
+        insert into journal_chain (tenant_id, lane, chain_seq, transfer_id, prev_hash, row_hash)
+        select p_tenant, v_head.lane, s, i, p, h from unnest(v_seqs, v_ids, v_prevs, v_hashes) u(s, i, p, h);
         v_seqs := '{}'; v_ids := '{}'; v_prevs := '{}'; v_hashes := '{}';
       end if;
     end loop;
-    insert into journal_chain (tenant_id, chain_seq, transfer_id, prev_hash, row_hash)
-    select p_tenant, s, i, p, h from unnest(v_seqs, v_ids, v_prevs, v_hashes) u(s, i, p, h);
-    update journal_chain_heads set chain_seq = v_seq, head_hash = v_prev, updated_at = now() where tenant_id = p_tenant;
+    insert into journal_chain (tenant_id, lane, chain_seq, transfer_id, prev_hash, row_hash)
+    select p_tenant, v_head.lane, s, i, p, h from unnest(v_seqs, v_ids, v_prevs, v_hashes) u(s, i, p, h);
+    update journal_chain_heads set chain_seq = v_seq, head_hash = v_prev, holder = pg_current_xact_id(), updated_at = now()
+     where tenant_id = p_tenant and lane = v_head.lane;
     return v_seq - v_head.chain_seq;
   end $$`;
 

@@ -89,6 +89,7 @@ async function tamper(sql: string, values: unknown[] = []): Promise<void> {
 }
 
 interface LinkRow {
+  lane: number;
   chain_seq: string;
   transfer_id: string;
   prev_hash: Buffer;
@@ -98,9 +99,9 @@ interface LinkRow {
 
 async function chainOf(tenantId: string): Promise<LinkRow[]> {
   const { rows } = await t.pool.query<LinkRow>(
-    `select c.chain_seq::text, c.transfer_id::text, c.prev_hash, c.row_hash, t.key_id
+    `select c.lane, c.chain_seq::text, c.transfer_id::text, c.prev_hash, c.row_hash, t.key_id
        from journal_chain c join transfers t using (tenant_id, transfer_id)
-      where c.tenant_id = $1 order by c.chain_seq`,
+      where c.tenant_id = $1 order by c.lane, c.chain_seq`,
     [tenantId],
   );
   return rows;
@@ -111,6 +112,8 @@ describe("the journal hash chain", () => {
     const caller = await tenant();
     await someActivity(caller);
     const rows = await chainOf(caller.tenantId);
+    // One command after another: each commit found lane 0 free, so it is the only lane.
+    expect(new Set(rows.map((r) => r.lane))).toEqual(new Set([0]));
     expect(rows.map((r) => Number(r.chain_seq))).toEqual(rows.map((_, i) => i + 1));
     expect(rows[0]!.prev_hash.equals(Buffer.alloc(32))).toBe(true);
     for (let i = 1; i < rows.length; i++) {
@@ -143,7 +146,7 @@ describe("the journal hash chain", () => {
     }
   });
 
-  it("stays one unbroken chain per tenant under concurrent commands, group commit and two tenants", async () => {
+  it("stays unbroken per tenant under concurrent commands, group commit and two tenants", async () => {
     const [a, b] = [await tenant(KEY_A), await tenant(KEY_B)];
     const wallets = ["hot", "c1", "c2", "c3"];
     for (const caller of [a, b]) {
@@ -164,6 +167,55 @@ describe("the journal hash chain", () => {
       expect(report.tenants[0]).toMatchObject({ rows: wallets.length + 60, problems: [] });
       expect(report.invariantViolations).toEqual([]);
     }
+  });
+
+  it("links concurrent commits of one tenant in lanes: each lane gapless, each transaction in one lane, every row once", async () => {
+    const caller = await tenant();
+    const wallets = Array.from({ length: 24 }, (_, i) => `lane_${i}`);
+    await Promise.all(wallets.map((w) => t.ledger.deposit(caller, { walletId: w, asset: "USD", amount: 1_000n, idempotencyKey: key(), metadata: {} })));
+    const spends = Array.from({ length: 240 }, (_, i) =>
+      t.ledger.spend(caller, { walletId: wallets[i % wallets.length]!, asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} }),
+    );
+    expect((await Promise.all(spends)).every((r) => r.ok)).toBe(true);
+
+    const rows = await chainOf(caller.tenantId);
+    const lanes = new Map<number, LinkRow[]>();
+    for (const r of rows) lanes.set(r.lane, [...(lanes.get(r.lane) ?? []), r]);
+    // Twenty pool connections committing at once: more than one lane was needed.
+    expect(lanes.size).toBeGreaterThan(1);
+    for (const [lane, links] of lanes) {
+      expect(links.map((r) => Number(r.chain_seq)), `lane ${lane}`).toEqual(links.map((_, i) => i + 1));
+      expect(links[0]!.prev_hash.equals(Buffer.alloc(32)), `lane ${lane}`).toBe(true);
+      for (let i = 1; i < links.length; i++) {
+        expect(links[i]!.prev_hash.equals(links[i - 1]!.row_hash), `lane ${lane} row ${i + 1}`).toBe(true);
+      }
+    }
+    const { rows: counts } = await t.pool.query<{ transfers: number; links: number; linked: number; split: number; batched: number }>(
+      `select (select count(*)::int from transfers where tenant_id = $1) as transfers,
+              (select count(*)::int from journal_chain where tenant_id = $1) as links,
+              (select count(distinct transfer_id)::int from journal_chain where tenant_id = $1) as linked,
+              (select count(*)::int from (select t.xmin::text from transfers t join journal_chain c using (tenant_id, transfer_id)
+                                           where t.tenant_id = $1 group by t.xmin::text having count(distinct c.lane) > 1) x) as split,
+              (select count(*)::int from (select xmin::text from transfers where tenant_id = $1
+                                           group by xmin::text having count(*) > 1) x) as batched`,
+      [caller.tenantId],
+    );
+    expect(counts[0]).toMatchObject({ transfers: wallets.length + 240, links: wallets.length + 240, linked: wallets.length + 240, split: 0 });
+    // Group commit put several rows in one transaction, so "each transaction in one lane" was tested.
+    expect(counts[0]!.batched).toBeGreaterThan(0);
+    const { rows: heads } = await t.pool.query<{ lane: number; chain_seq: string; head_hash: Buffer }>(
+      "select lane, chain_seq::text, head_hash from journal_chain_heads where tenant_id = $1",
+      [caller.tenantId],
+    );
+    expect(heads.length).toBe(lanes.size);
+    for (const head of heads) {
+      const links = lanes.get(head.lane)!;
+      expect(head.chain_seq).toBe(String(links.length));
+      expect(head.head_hash.equals(links.at(-1)!.row_hash)).toBe(true);
+    }
+    const report = await verifyLedger(t.pool, { tenantId: caller.tenantId });
+    expect(report.tenants[0]).toMatchObject({ rows: wallets.length + 240, problems: [] });
+    expect(report.tenants[0]!.lanes.map((l) => l.lane)).toEqual([...lanes.keys()].sort((a, b) => a - b));
   });
 
   it("records the acting key on every journal row and event, per command inside one batch", async () => {
@@ -314,6 +366,22 @@ describe("holdfast verify", () => {
     expect(out).not.toContain("content does not match");
   });
 
+  it("names the lane of a rewritten row in a lane other than 0", async () => {
+    const caller = await tenant();
+    const wallets = Array.from({ length: 16 }, (_, i) => `lane_${i}`);
+    await Promise.all(wallets.map((w) => t.ledger.deposit(caller, { walletId: w, asset: "USD", amount: 1_000n, idempotencyKey: key(), metadata: {} })));
+    await Promise.all(
+      Array.from({ length: 160 }, (_, i) => t.ledger.spend(caller, { walletId: wallets[i % wallets.length]!, asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} })),
+    );
+    const row = (await chainOf(caller.tenantId)).find((r) => r.lane > 0 && r.chain_seq === "2")!;
+    expect(row).toBeDefined();
+    await tamper("update transfers set metadata = '{\"forged\": true}' where tenant_id = $1 and transfer_id = $2", [caller.tenantId, row.transfer_id]);
+    const { code, out } = await verify("--tenant", caller.tenantId);
+    expect(code).toBe(1);
+    expect(out).toContain(`lane ${row.lane}, journal row 2 (transfer ${row.transfer_id}): content does not match its hash`);
+    expect(out).toMatch(new RegExp(`tenant ${caller.tenantId}: \\d+ journal rows, 1 problem\\(s\\), \\d+ lanes, head rows 0:\\d+ [0-9a-f]{16}, 1:`));
+  });
+
   it("with --tenant checks that tenant only; without it, every tenant", async () => {
     const [broken, fine] = [await tenant(), await tenant()];
     await someActivity(broken);
@@ -339,8 +407,8 @@ describe("chain checkpoints", () => {
     const first = await checkpoints.checkpoint();
     const mine = first.find((c) => c.tenantId === caller.tenantId);
     const rows = await chainOf(caller.tenantId);
-    expect(mine).toEqual({ tenantId: caller.tenantId, chainSeq: BigInt(rows.length), headHash: rows.at(-1)!.row_hash.toString("hex"), recordedAt: expect.any(Date) });
-    expect(lines).toContainEqual(expect.objectContaining({ msg: "journal chain head", tenantId: caller.tenantId, chainSeq: String(rows.length) }));
+    expect(mine).toEqual({ tenantId: caller.tenantId, lane: 0, chainSeq: BigInt(rows.length), headHash: rows.at(-1)!.row_hash.toString("hex"), recordedAt: expect.any(Date) });
+    expect(lines).toContainEqual(expect.objectContaining({ msg: "journal chain head", tenantId: caller.tenantId, lane: 0, chainSeq: String(rows.length) }));
     await t.ledger.deposit(caller, { walletId: "w", asset: "USD", amount: 1n, idempotencyKey: key(), metadata: {} });
     expect((await checkpoints.checkpoint()).find((c) => c.tenantId === caller.tenantId)).toBeUndefined();
     checkpoints.stop();
@@ -367,11 +435,12 @@ describe("chain heads on NATS", () => {
       expect(received!.json()).toEqual({
         type: "holdfast.chain.head",
         tenant_id: caller.tenantId,
+        lane: 0,
         chain_seq: String(rows.length),
         head_hash: rows.at(-1)!.row_hash.toString("hex"),
         recorded_at: mine.recordedAt.toISOString(),
       });
-      expect(received!.headers?.get("Nats-Msg-Id")).toBe(`${caller.tenantId}:${rows.length}`);
+      expect(received!.headers?.get("Nats-Msg-Id")).toBe(`${caller.tenantId}:0:${rows.length}`);
     } finally {
       checkpoints.stop();
       await publisher.close();

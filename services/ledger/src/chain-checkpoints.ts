@@ -6,10 +6,10 @@ import { chainHeadSubject, connectNats } from "@holdfast/common/nats";
 
 /** How often the ledger looks for chain heads to publish. */
 export const CHAIN_CHECKPOINT_POLL_MS = 60 * 1000;
-/** Least time between two checkpoints of one tenant; a head that did not move gets none. */
+/** Least time between two checkpoints of one lane; a head that did not move gets none. */
 export const CHAIN_CHECKPOINT_INTERVAL_SECONDS = 5 * 60;
-/** Tenants checkpointed per statement, so one pass has a bounded cost. */
-const CHAIN_CHECKPOINT_TENANTS_MAX = 1000;
+/** Lane heads checkpointed per statement, so one pass has a bounded cost. */
+const CHAIN_CHECKPOINT_HEADS_MAX = 1000;
 
 export interface ChainCheckpointsOptions {
   pool: pg.Pool;
@@ -20,18 +20,20 @@ export interface ChainCheckpointsOptions {
   publish?: (head: ChainCheckpoint) => Promise<void>;
 }
 
-/** A published chain head. */
+/** A published chain head: the head of one lane of a tenant's chain (migration 0020). */
 export interface ChainCheckpoint {
   tenantId: string;
+  lane: number;
   chainSeq: bigint;
   headHash: string;
   recordedAt: Date;
 }
 
 /**
- * Publishes the journal's chain heads (migration 0011): every few minutes, for each tenant
- * whose head moved, a row in the append-only journal_chain_checkpoints table and a log line
- * "journal chain head" with the sequence number and hash, and, with `publish`, a NATS message.
+ * Publishes the journal's chain heads (migrations 0011, 0020): every few minutes, for each lane
+ * of a tenant's chain whose head moved, a row in the append-only journal_chain_checkpoints table
+ * and a log line "journal chain head" with the lane, sequence number and hash, and, with
+ * `publish`, a NATS message.
  * The log line and the message are the copies outside the database: whoever rewrites journal
  * rows and recomputes every hash after them still disagrees with the heads published before.
  * `holdfast verify` checks every checkpoint row. Several replicas may run this: the SQL records
@@ -42,20 +44,21 @@ export function startChainCheckpoints(options: ChainCheckpointsOptions) {
   const intervalSeconds = options.intervalSeconds ?? CHAIN_CHECKPOINT_INTERVAL_SECONDS;
 
   async function checkpoint(): Promise<ChainCheckpoint[]> {
-    const { rows } = await pool.query<{ tenant_id: string; chain_seq: string; head_hash: Buffer; recorded_at: Date }>({
+    const { rows } = await pool.query<{ tenant_id: string; lane: number; chain_seq: string; head_hash: Buffer; recorded_at: Date }>({
       name: "ledger_chain_checkpoint",
       // recorded_at is the now() the function stored: one transaction, one now().
-      text: "select tenant_id, chain_seq::text, head_hash, now() as recorded_at from ledger_chain_checkpoint(now(), $1, $2)",
-      values: [intervalSeconds, CHAIN_CHECKPOINT_TENANTS_MAX],
+      text: "select tenant_id, lane, chain_seq::text, head_hash, now() as recorded_at from ledger_chain_checkpoint(now(), $1, $2)",
+      values: [intervalSeconds, CHAIN_CHECKPOINT_HEADS_MAX],
     });
     const published = rows.map((r) => ({
       tenantId: r.tenant_id,
+      lane: r.lane,
       chainSeq: BigInt(r.chain_seq),
       headHash: r.head_hash.toString("hex"),
       recordedAt: r.recorded_at,
     }));
     for (const head of published) {
-      logger.info({ tenantId: head.tenantId, chainSeq: head.chainSeq.toString(), headHash: head.headHash }, "journal chain head");
+      logger.info({ tenantId: head.tenantId, lane: head.lane, chainSeq: head.chainSeq.toString(), headHash: head.headHash }, "journal chain head");
       // The checkpoint row and the log line are written; a NATS outage loses only this copy.
       await options.publish?.(head).catch((err: unknown) => logger.warn({ err, tenantId: head.tenantId }, "journal chain head not published to NATS"));
     }
@@ -81,8 +84,8 @@ export interface ChainHeadPublisherOptions {
  * `<namespace>.chain.<tenant>` (docs/security.md, "Tamper evidence"). They stay out of the
  * events stream on purpose: a new event type there would reach every webhook endpoint that takes
  * all events. A subscriber, or a JetStream stream an operator adds on `<namespace>.chain.>`,
- * keeps a copy the database's owner cannot edit. Nats-Msg-Id is `<tenant>:<chain_seq>`, so a
- * stream keeps each head once. Connects on first use: a ledger whose tenants write nothing never
+ * keeps a copy the database's owner cannot edit. Nats-Msg-Id is `<tenant>:<lane>:<chain_seq>`,
+ * so a stream keeps each head once. Connects on first use: a ledger whose tenants write nothing never
  * opens this connection.
  */
 export function createChainHeadPublisher(options: ChainHeadPublisherOptions) {
@@ -95,10 +98,11 @@ export function createChainHeadPublisher(options: ChainHeadPublisherOptions) {
       });
       const nc = await connection;
       const h = natsHeaders();
-      h.set("Nats-Msg-Id", `${head.tenantId}:${head.chainSeq}`);
+      h.set("Nats-Msg-Id", `${head.tenantId}:${head.lane}:${head.chainSeq}`);
       const body = JSON.stringify({
         type: "holdfast.chain.head",
         tenant_id: head.tenantId,
+        lane: head.lane,
         chain_seq: head.chainSeq.toString(),
         head_hash: head.headHash,
         recorded_at: head.recordedAt.toISOString(),

@@ -1,7 +1,7 @@
 /**
- * `holdfast verify [--tenant <id>]`: recomputes each tenant's journal hash chain (migration
- * 0011) and checks the ledger invariants (@holdfast/ledger/invariants), all in one database
- * snapshot, and fails naming every row that does not match. docs/security.md, "Tamper
+ * `holdfast verify [--tenant <id>]`: recomputes each tenant's journal hash chain, lane by lane
+ * (migrations 0011 and 0020), and checks the ledger invariants (@holdfast/ledger/invariants),
+ * all in one database snapshot, and fails naming every row that does not match. docs/security.md, "Tamper
  * evidence: roles, hash chain and holdfast verify", says what this proves and what it does not.
  *
  * The canonical row is rebuilt here from the columns' text, not by the database's
@@ -48,6 +48,7 @@ const CANONICAL_PREFIX_USAGE = "holdfast.journal.v2";
  * the database's text. The row's columns are null when the link names a row the journal lacks.
  */
 interface ChainRow {
+  lane: number;
   chain_seq: string;
   /** The journal row the link names. */
   link_transfer_id: string;
@@ -74,7 +75,7 @@ interface ChainRow {
 }
 
 /** What the canonical row is made of: the journal row's columns and the link's number. */
-type CanonicalColumns = Omit<ChainRow, "link_transfer_id" | "present" | "prev_hash" | "row_hash">;
+type CanonicalColumns = Omit<ChainRow, "lane" | "link_transfer_id" | "present" | "prev_hash" | "row_hash">;
 
 /** Journal rows without a link, or linked twice, listed per tenant at most. */
 const STRAYS_LISTED_MAX = PROBLEMS_LISTED_PER_TENANT_MAX;
@@ -85,12 +86,19 @@ interface ChainLink {
   hash: Buffer;
 }
 
+/** Where one lane of a tenant's chain ends, as recomputed. */
+export interface LaneHead {
+  lane: number;
+  seq: bigint;
+  hash: string;
+}
+
 /** What one tenant's chain walk found. */
 export interface TenantReport {
   tenantId: string;
   rows: number;
-  headSeq: bigint;
-  headHash: string;
+  /** Every lane the chain or its heads name, in lane order. */
+  lanes: LaneHead[];
   problems: string[];
   /** Problems beyond PROBLEMS_LISTED_PER_TENANT_MAX, counted only. */
   problemsUnlisted: number;
@@ -198,47 +206,64 @@ async function journalRows(client: PoolClient, tenantId: string | undefined): Pr
 }
 
 /**
- * One tenant's chain: every link's sequence number follows the last, its prev_hash is the last
- * link's row_hash, its journal row exists and its row_hash is sha256(prev_hash || canonical
- * row); then the chain head and every checkpoint agree with what was recomputed, and every
- * journal row of the tenant has exactly one link.
+ * One tenant's chain, lane by lane (migration 0020): in each lane every link's sequence number
+ * follows the last, its prev_hash is the last link's row_hash, its journal row exists and its
+ * row_hash is sha256(prev_hash || canonical row); then each lane's head and every checkpoint
+ * agree with what was recomputed, and every journal row of the tenant has exactly one link.
  */
 async function verifyChain(client: PoolClient, tenantId: string, advanced: (rows: number) => void): Promise<TenantReport> {
-  const report: TenantReport = { tenantId, rows: 0, headSeq: 0n, headHash: GENESIS_HASH.toString("hex"), problems: [], problemsUnlisted: 0 };
+  const report: TenantReport = { tenantId, rows: 0, lanes: [], problems: [], problemsUnlisted: 0 };
   const problem = (text: string) => {
     if (report.problems.length < PROBLEMS_LISTED_PER_TENANT_MAX) report.problems.push(text);
     else report.problemsUnlisted++;
   };
   const checkpoints = await chainCheckpoints(client, tenantId);
+  const heads = await chainHeads(client, tenantId);
+  const walked = new Map<number, ChainLink>();
+  let lane = -1;
   let last: ChainLink = { seq: 0n, hash: GENESIS_HASH };
   for (;;) {
-    const page = await chainPage(client, tenantId, last.seq);
+    const page = await chainPage(client, tenantId, lane, last.seq);
     for (const row of page) {
-      last = checkRow(row, last, problem);
-      const checkpoint = checkpoints.get(last.seq);
-      if (checkpoint !== undefined && !checkpoint.equals(last.hash)) {
-        problem(`journal row ${last.seq} (transfer ${row.link_transfer_id}): differs from the checkpoint of its chain head (checkpoint ${short(checkpoint)}, row ${short(last.hash)})`);
+      if (row.lane !== lane) {
+        lane = row.lane;
+        last = { seq: 0n, hash: GENESIS_HASH };
       }
-      checkpoints.delete(last.seq);
+      last = checkRow(row, last, problem);
+      walked.set(lane, last);
+      const laneCheckpoints = checkpoints.get(lane);
+      const checkpoint = laneCheckpoints?.get(last.seq);
+      if (checkpoint !== undefined && !checkpoint.equals(last.hash)) {
+        problem(`${laneName(lane)}journal row ${last.seq} (transfer ${row.link_transfer_id}): differs from the checkpoint of its chain head (checkpoint ${short(checkpoint)}, row ${short(last.hash)})`);
+      }
+      laneCheckpoints?.delete(last.seq);
     }
     report.rows += page.length;
     advanced(page.length);
     if (page.length < CHAIN_PAGE_ROWS_MAX) break;
   }
-  for (const seq of checkpoints.keys()) {
-    problem(`checkpoint at journal row ${seq}: no such row (the chain ends at row ${last.seq})`);
+  const lanes = [...new Set([...walked.keys(), ...heads.keys(), ...checkpoints.keys()])].sort((a, b) => a - b);
+  for (const l of lanes) {
+    const end = walked.get(l) ?? { seq: 0n, hash: GENESIS_HASH };
+    for (const seq of checkpoints.get(l)?.keys() ?? []) {
+      problem(`${laneName(l)}checkpoint at journal row ${seq}: no such row (the chain ends at row ${end.seq})`);
+    }
+    checkHead(l, heads.get(l), end, problem);
+    report.lanes.push({ lane: l, seq: end.seq, hash: end.hash.toString("hex") });
   }
-  await checkHead(client, tenantId, last, problem);
   await checkStrays(client, tenantId, problem);
-  report.headSeq = last.seq;
-  report.headHash = last.hash.toString("hex");
   return report;
+}
+
+/** How problems name a lane: nothing for lane 0, the only lane of most small ledgers. */
+function laneName(lane: number): string {
+  return lane === 0 ? "" : `lane ${lane}, `;
 }
 
 /** Checks one row against the previous link; returns the link it makes. */
 function checkRow(row: ChainRow, last: ChainLink, problem: (text: string) => void): ChainLink {
   const seq = BigInt(row.chain_seq);
-  const name = `journal row ${seq} (transfer ${row.link_transfer_id})`;
+  const name = `${laneName(row.lane)}journal row ${seq} (transfer ${row.link_transfer_id})`;
   if (seq !== last.seq + 1n) {
     problem(`${name}: follows row ${last.seq}; ${seq > last.seq + 1n ? `rows ${last.seq + 1n}-${seq - 1n} are missing` : "sequence out of order"}`);
   }
@@ -256,19 +281,23 @@ function checkRow(row: ChainRow, last: ChainLink, problem: (text: string) => voi
   return { seq, hash: row.row_hash };
 }
 
-async function checkHead(client: PoolClient, tenantId: string, last: ChainLink, problem: (text: string) => void): Promise<void> {
-  const { rows } = await client.query<{ chain_seq: string; head_hash: Buffer }>({
-    text: "select chain_seq::text, head_hash from journal_chain_heads where tenant_id = $1",
-    values: [tenantId],
-  });
-  const head = rows[0];
+function checkHead(lane: number, head: ChainLink | undefined, last: ChainLink, problem: (text: string) => void): void {
   if (head === undefined) {
-    if (last.seq > 0n) problem(`chain head: missing, while the chain has ${last.seq} rows`);
+    if (last.seq > 0n) problem(`${laneName(lane)}chain head: missing, while the chain has ${last.seq} rows`);
     return;
   }
-  if (BigInt(head.chain_seq) !== last.seq || !head.head_hash.equals(last.hash)) {
-    problem(`chain head: row ${head.chain_seq} ${short(head.head_hash)}, but the chain ends at row ${last.seq} ${short(last.hash)}`);
+  if (head.seq !== last.seq || !head.hash.equals(last.hash)) {
+    problem(`${laneName(lane)}chain head: row ${head.seq} ${short(head.hash)}, but the chain ends at row ${last.seq} ${short(last.hash)}`);
   }
+}
+
+/** The tenant's lane heads as stored, by lane. */
+async function chainHeads(client: PoolClient, tenantId: string): Promise<Map<number, ChainLink>> {
+  const { rows } = await client.query<{ lane: number; chain_seq: string; head_hash: Buffer }>({
+    text: "select lane, chain_seq::text, head_hash from journal_chain_heads where tenant_id = $1",
+    values: [tenantId],
+  });
+  return new Map(rows.map((r) => [r.lane, { seq: BigInt(r.chain_seq), hash: r.head_hash }]));
 }
 
 /** Journal rows the chain does not link, and rows it links more than once. */
@@ -288,30 +317,38 @@ async function checkStrays(client: PoolClient, tenantId: string, problem: (text:
   }
 }
 
-async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<Map<bigint, Buffer>> {
-  const { rows } = await client.query<{ chain_seq: string; head_hash: Buffer }>({
-    text: "select chain_seq::text, head_hash from journal_chain_checkpoints where tenant_id = $1",
+/** The tenant's checkpoints: by lane, the hash recorded at each sequence number. */
+async function chainCheckpoints(client: PoolClient, tenantId: string): Promise<Map<number, Map<bigint, Buffer>>> {
+  const { rows } = await client.query<{ lane: number; chain_seq: string; head_hash: Buffer }>({
+    text: "select lane, chain_seq::text, head_hash from journal_chain_checkpoints where tenant_id = $1",
     values: [tenantId],
   });
-  return new Map(rows.map((r) => [BigInt(r.chain_seq), r.head_hash]));
+  const byLane = new Map<number, Map<bigint, Buffer>>();
+  for (const r of rows) {
+    const lane = byLane.get(r.lane) ?? new Map<bigint, Buffer>();
+    lane.set(BigInt(r.chain_seq), r.head_hash);
+    byLane.set(r.lane, lane);
+  }
+  return byLane;
 }
 
 /**
- * The tenant's next links after `afterSeq`, in chain order, with their journal rows, each column
- * as the database's text (ordered by the column, not by its text alias, which would sort 10
- * before 9).
+ * The tenant's next links after (`afterLane`, `afterSeq`), lane by lane in chain order, with
+ * their journal rows, each column as the database's text (ordered by the columns, not by their
+ * text aliases, which would sort 10 before 9).
  */
-async function chainPage(client: PoolClient, tenantId: string, afterSeq: bigint): Promise<ChainRow[]> {
+async function chainPage(client: PoolClient, tenantId: string, afterLane: number, afterSeq: bigint): Promise<ChainRow[]> {
   const { rows } = await client.query<ChainRow>({
-    text: `select c.chain_seq::text, c.transfer_id::text as link_transfer_id, t.transfer_id is not null as present,
+    text: `select c.lane, c.chain_seq::text, c.transfer_id::text as link_transfer_id, t.transfer_id is not null as present,
                   t.tenant_id::text, t.transfer_id::text, t.kind, t.debit_wallet_id, t.credit_wallet_id,
                   t.asset, t.amount::text, t.hold_id, t.refund_of::text, t.metadata::text,
                   ((extract(epoch from t.created_at) * 1000000)::bigint)::text as created_us,
                   t.grants::text, t.key_id, t.usage_id::text, t.model, t.token_class, c.prev_hash, c.row_hash
              from journal_chain c
              left join transfers t on t.tenant_id = c.tenant_id and t.transfer_id = c.transfer_id
-            where c.tenant_id = $1 and c.chain_seq > $2 order by c.chain_seq limit $3`,
-    values: [tenantId, afterSeq.toString(), CHAIN_PAGE_ROWS_MAX],
+            where c.tenant_id = $1 and (c.lane, c.chain_seq) > ($2::smallint, $3::bigint)
+            order by c.lane, c.chain_seq limit $4`,
+    values: [tenantId, afterLane, afterSeq.toString(), CHAIN_PAGE_ROWS_MAX],
   });
   return rows;
 }
@@ -341,7 +378,7 @@ function short(hash: Buffer): string {
 function printReport(output: VerifyOutput, report: VerifyReport): void {
   for (const t of report.tenants) {
     const problems = t.problems.length + t.problemsUnlisted;
-    const head = `head row ${t.headSeq} ${t.headHash.slice(0, HASH_SHOWN_LENGTH)}`;
+    const head = headsText(t.lanes);
     output.out(`tenant ${t.tenantId}: ${t.rows} journal rows, ${problems === 0 ? "chain intact" : `${problems} problem(s)`}, ${head}`);
     for (const line of t.problems) output.out(`  ${line}`);
     if (t.problemsUnlisted > 0) output.out(`  ... and ${t.problemsUnlisted} more`);
@@ -358,6 +395,13 @@ function printReport(output: VerifyOutput, report: VerifyReport): void {
   }
   const rows = report.tenants.reduce((n, t) => n + t.rows, 0);
   output.out(`verified ${report.tenants.length} tenant(s), ${rows} journal rows: ${report.ok ? "ok" : "MISMATCH"}`);
+}
+
+/** "head row N h" for a chain of one lane; "K lanes, head rows 0:N h, 1:N h, ..." for more. */
+function headsText(lanes: LaneHead[]): string {
+  const at = (l: LaneHead) => `${l.seq} ${l.hash.slice(0, HASH_SHOWN_LENGTH)}`;
+  if (lanes.length <= 1) return `head row ${at(lanes[0] ?? { lane: 0, seq: 0n, hash: GENESIS_HASH.toString("hex") })}`;
+  return `${lanes.length} lanes, head rows ${lanes.map((l) => `${l.lane}:${at(l)}`).join(", ")}`;
 }
 
 /**
