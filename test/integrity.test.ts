@@ -207,15 +207,17 @@ describe("the journal hash chain", () => {
       "select lane, chain_seq::text, head_hash from journal_chain_heads where tenant_id = $1",
       [caller.tenantId],
     );
-    expect(heads.length).toBe(lanes.size);
+    // Every lane with links has its head at its last link. A lane can also be empty: created by
+    // a commit that then found an older lane free and took that one instead.
+    for (const lane of lanes.keys()) expect(heads.map((h) => h.lane)).toContain(lane);
     for (const head of heads) {
-      const links = lanes.get(head.lane)!;
-      expect(head.chain_seq).toBe(String(links.length));
-      expect(head.head_hash.equals(links.at(-1)!.row_hash)).toBe(true);
+      const links = lanes.get(head.lane) ?? [];
+      expect(head.chain_seq, `lane ${head.lane}`).toBe(String(links.length));
+      expect(head.head_hash.equals(links.at(-1)?.row_hash ?? Buffer.alloc(32)), `lane ${head.lane}`).toBe(true);
     }
     const report = await verifyLedger(t.pool, { tenantId: caller.tenantId });
     expect(report.tenants[0]).toMatchObject({ rows: wallets.length + 240, problems: [] });
-    expect(report.tenants[0]!.lanes.map((l) => l.lane)).toEqual([...lanes.keys()].sort((a, b) => a - b));
+    expect(report.tenants[0]!.lanes.map((l) => l.lane)).toEqual(heads.map((h) => h.lane).sort((a, b) => a - b));
   });
 
   it("records the acting key on every journal row and event, per command inside one batch", async () => {

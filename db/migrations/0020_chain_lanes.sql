@@ -40,8 +40,8 @@ alter table journal_chain_checkpoints drop constraint journal_chain_checkpoints_
   add primary key (tenant_id, lane, chain_seq);
 
 -- Locks a lane of the tenant's chain for this transaction and returns its head: the lane this
--- transaction already holds, else the first free one, else a new one (up to 16), else it waits
--- for one.
+-- transaction already holds (skip locked skips only other transactions' locks), else the first
+-- free one, else a new one (up to 16), else it waits for one.
 create or replace function ledger_chain_lock_head(p_tenant uuid) returns journal_chain_heads
 language plpgsql volatile as $$
 declare
@@ -49,14 +49,10 @@ declare
   v_lanes integer;
   v_lane  smallint;
 begin
-  select * into v_head from journal_chain_heads
-   where tenant_id = p_tenant and holder = pg_current_xact_id();
-  if found then
-    return v_head;
-  end if;
   loop
     select * into v_head from journal_chain_heads where tenant_id = p_tenant
-     order by lane limit 1 for update skip locked;
+     order by (holder = pg_current_xact_id()) is true desc, lane
+     limit 1 for update skip locked;
     if found then
       return v_head;
     end if;
