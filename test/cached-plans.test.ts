@@ -10,20 +10,22 @@ import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uuidV7 } from "@holdfast/common/ids";
 import { checkInvariants } from "@holdfast/ledger/invariants";
-import { createTestDatabase, type TestDatabase } from "./support/db.js";
+import { createTestLedger } from "./support/ledger.js";
 
 type Json = Record<string, any>;
 
-let db: TestDatabase;
+type TestLedger = Awaited<ReturnType<typeof createTestLedger>>;
+
+// The ledger's own test setup (a migrated database, one tenant); only its pool is used here.
+let t: TestLedger;
 let tenant: string;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  tenant = randomUUID();
-  await db.pool.query("insert into tenants (id, name) values ($1, $2)", [tenant, `tenant-${tenant}`]);
+  t = await createTestLedger();
+  tenant = t.caller.tenantId;
 });
 afterAll(async () => {
-  await db.drop();
+  await t.close();
 });
 
 /** Calls so far of each LANGUAGE sql function, as the statistics have them. */
@@ -66,7 +68,7 @@ async function tracked(client: pg.PoolClient, name: string, args: Json): Promise
 
 describe("the commands' SQL helpers", () => {
   it("call no LANGUAGE sql function that the planner has to parse and plan per transaction", async () => {
-    const client = await db.pool.connect();
+    const client = await t.pool.connect();
     try {
       await client.query("set track_functions = 'all'");
       // The first executions of a statement in a session get custom plans, whose planning
@@ -100,7 +102,7 @@ describe("the commands' SQL helpers", () => {
       // Every kind of command ran and none of them called a LANGUAGE sql function.
       expect(Object.keys(seen)).toHaveLength(10);
       expect(seen).toEqual(Object.fromEntries(Object.keys(seen).map((k) => [k, {}])));
-      expect(await checkInvariants(db.pool, { tenantId: tenant })).toEqual([]);
+      expect(await checkInvariants(t.pool, { tenantId: tenant })).toEqual([]);
     } finally {
       client.release();
     }
@@ -110,7 +112,7 @@ describe("the commands' SQL helpers", () => {
 describe("ledger_uuidv7", () => {
   it("puts the millisecond timestamp in the first 48 bits, version 7, the RFC 4122 variant and random bits after", async () => {
     const at = "2026-12-02T19:30:00.123Z";
-    const { rows } = await db.pool.query<{ id: string }>("select ledger_uuidv7($1)::text as id from generate_series(1, 500)", [at]);
+    const { rows } = await t.pool.query<{ id: string }>("select ledger_uuidv7($1)::text as id from generate_series(1, 500)", [at]);
     const ids = rows.map((r) => r.id);
     expect(new Set(ids).size).toBe(ids.length);
     for (const id of ids) {
