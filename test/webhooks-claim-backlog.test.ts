@@ -1,0 +1,74 @@
+// Goal: a webhook claim costs the same whatever the endpoint's backlog, so a worker that falls
+// behind does not slow down further as pending deliveries pile up.
+// Method: one endpoint with BACKLOG pending deliveries, due now. The deliveries table is analyzed
+// and the endpoints table is not (its state until autovacuum first analyzes it, and for good on
+// a server with autovacuum off): the statistics under which the old claim read it all. A claim
+// runs on a pool of one connection; PostgreSQL's own table counters (rows read by sequential
+// scans plus rows fetched through indexes) are read before and after it, flushed by
+// pg_stat_force_next_flush on that same connection. The claim must read a small number of rows,
+// far below the backlog: the claim used to plan "has a due delivery" as a hash semi-join that
+// read every pending delivery.
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { claimDeliveries } from "@holdfast/webhooks/deliveries";
+import { createTestDatabase, type TestDatabase } from "./support/db.js";
+
+const BACKLOG = 20_000;
+/** A claim's picks and the probes around them; anything near BACKLOG means a scan of it. */
+const ROWS_READ_MAX = 500;
+const LIMITS = { endpointsMax: 256, deliveriesMax: 64, perEndpointMax: 4, leaseMs: 30_000 };
+
+let db: TestDatabase;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = new pg.Pool({ connectionString: db.url, max: 1 });
+  const tenant = "00000000-0000-4000-8000-0000000000a1";
+  const endpoint = "00000000-0000-4000-8000-0000000000e1";
+  await db.pool.query("insert into tenants (id, name) values ($1, 'backlog')", [tenant]);
+  await db.pool.query(
+    `insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at)
+     values ($1, $2, 'https://example.com/hooks', 'whsec_backlog', now(), now())`,
+    [tenant, endpoint],
+  );
+  await db.pool.query(
+    `insert into webhook_events (tenant_id, event_id, type, body, occurred_at)
+     select $1, gen_random_uuid(), 'holdfast.spend.completed', '{}', now() from generate_series(1, $2::int)`,
+    [tenant, BACKLOG],
+  );
+  await db.pool.query(
+    `insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, next_attempt_at)
+     select tenant_id, $2, event_id, type, now() - interval '1 minute' from webhook_events where tenant_id = $1`,
+    [tenant, endpoint],
+  );
+  await db.pool.query("vacuum analyze webhook_deliveries");
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+
+/** Rows of webhook_deliveries read so far, as PostgreSQL's counters have them. */
+async function deliveryRowsRead(): Promise<number> {
+  // Flushes this backend's counters when the statement ends, before its answer arrives.
+  await pool.query("select pg_stat_force_next_flush()");
+  const { rows } = await db.pool.query<{ n: string }>(
+    `select pg_stat_clear_snapshot(), (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
+       from pg_stat_user_tables where relname = 'webhook_deliveries'`,
+  );
+  return Number(rows[0]!.n);
+}
+
+describe("webhook claims under a backlog", () => {
+  it(`reads far fewer rows than the ${BACKLOG} pending deliveries of the endpoint`, async () => {
+    const before = await deliveryRowsRead();
+    const claimed = await claimDeliveries(pool, LIMITS);
+    const read = (await deliveryRowsRead()) - before;
+
+    expect(claimed).toHaveLength(LIMITS.perEndpointMax);
+    expect(read).toBeGreaterThan(0);
+    expect(read).toBeLessThan(ROWS_READ_MAX);
+  });
+});
