@@ -1,5 +1,5 @@
-// Goal: a webhook claim costs the same whatever the endpoint's backlog, so a worker that falls
-// behind does not slow down further as pending deliveries pile up.
+// Goal: a webhook claim reads a few rows whatever the endpoint's backlog, never the whole
+// backlog of pending deliveries.
 // Method: one endpoint with BACKLOG pending deliveries, due now. The deliveries table is analyzed
 // and the endpoints table is not (its state until autovacuum first analyzes it, and for good on
 // a server with autovacuum off): the statistics under which the old claim read it all. A claim

@@ -69,10 +69,10 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
       name: "webhooks_claim_endpoints",
       text: `
         select e.tenant_id, e.endpoint_id from webhook_endpoints e
-         -- "Has a due delivery" as a scalar subquery, not EXISTS: the planner turned EXISTS into
-         -- a hash semi-join that read every pending delivery on each claim (66 ms at a backlog
-         -- of 280,000, so delivery slowed as its backlog grew). A scalar subquery stays a probe
-         -- per endpoint that stops at the first due row.
+         -- "Has a due delivery" as a scalar subquery, not EXISTS: the planner could turn EXISTS
+         -- into a hash semi-join that read every pending delivery on each claim (66 ms at a
+         -- backlog of 280,000). A scalar subquery stays a probe per endpoint that stops at the
+         -- first due row.
          where e.enabled and (
            select true from webhook_deliveries d
             where d.tenant_id = e.tenant_id and d.endpoint_id = e.endpoint_id and d.status = 'pending'
