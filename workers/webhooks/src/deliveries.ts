@@ -201,8 +201,14 @@ export async function recordSuccesses(pool: pg.Pool, successes: readonly Success
            where done.chain
            group by done.tenant_id, done.endpoint_id
         ),
+        -- The picks as two arrays, leased through unnest below: the planner cannot know how
+        -- many rows "limit slots.n" keeps and guessed a tenth of the backlog, so a join with
+        -- the picks as rows was planned as a hash join over a sequential scan of the whole table
+        -- (a statement slower the longer the backlog). unnest of an array is planned as a few
+        -- rows, each a primary-key lookup.
         picked as (
-          select p.tenant_id, p.delivery_id from slots cross join lateral (
+          select array_agg(p.tenant_id) as tenant_ids, array_agg(p.delivery_id) as delivery_ids
+            from slots cross join lateral (
             select d.tenant_id, d.delivery_id from webhook_deliveries d
              where d.tenant_id = slots.tenant_id and d.endpoint_id = slots.endpoint_id and d.status = 'pending'
                and d.next_attempt_at <= now() and (d.locked_until is null or d.locked_until <= now())
@@ -215,7 +221,7 @@ export async function recordSuccesses(pool: pg.Pool, successes: readonly Success
           update webhook_deliveries d
              set attempts = d.attempts + 1, last_attempt_at = now(), lease_id = gen_random_uuid(),
                  locked_until = now() + make_interval(secs => $7::double precision / 1000)
-            from picked p
+            from picked, unnest(picked.tenant_ids, picked.delivery_ids) as p (tenant_id, delivery_id)
            where d.tenant_id = p.tenant_id and d.delivery_id = p.delivery_id
           returning d.tenant_id, d.delivery_id, d.endpoint_id, d.event_id, d.event_type, d.attempts, d.lease_id
         )
