@@ -2,7 +2,9 @@
 // old records and keeps young ones, commands retried during a sweep are still applied once,
 // the events prune never deletes an unpublished or young event and takes only each wallet's
 // oldest events, and the invariants and `holdfast verify` still hold after pruning (and still
-// catch a missing event above or below what was pruned).
+// catch a missing event above or below what was pruned). Webhook retention deletes finished
+// deliveries and a stored message with its last delivery, and deleting an endpoint deletes the
+// messages only its deliveries referred to.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Caller } from "@holdfast/ledger/domain";
@@ -11,6 +13,7 @@ import { startRetention } from "@holdfast/ledger/retention";
 import { verifyLedger } from "@holdfast/cli/verify";
 import { main } from "@holdfast/cli/main";
 import { pruneOld } from "@holdfast/webhooks/deliveries";
+import { deleteEndpoint } from "@holdfast/webhooks-core/store";
 import { createTestLedger, key, quietLogger } from "./support/ledger.js";
 
 const HOUR_MS = 3_600_000;
@@ -287,11 +290,12 @@ describe("webhook delivery retention", () => {
       );
     }
     // Batches of 2 until one comes back short, as the worker loops.
-    let total = 0;
+    const total = { deliveries: 0, messages: 0 };
     for (;;) {
       const n = await pruneOld(t.pool, 1, 2);
-      total += n;
-      if (n < 2) break;
+      total.deliveries += n.deliveries;
+      total.messages += n.messages;
+      if (n.deliveries < 2) break;
     }
     const deliveries = await t.pool.query<{ event_id: string; status: string }>(
       "select event_id, status from webhook_deliveries where tenant_id = $1",
@@ -300,6 +304,55 @@ describe("webhook delivery retention", () => {
     expect(deliveries.rows.map((r) => r.event_id).sort()).toEqual(eventIds.slice(7).sort());
     const messages = await t.pool.query<{ event_id: string }>("select event_id from webhook_events where tenant_id = $1", [caller.tenantId]);
     expect(messages.rows.map((r) => r.event_id).sort()).toEqual(eventIds.slice(7).sort());
-    expect(total).toBe(14);
+    expect(total).toEqual({ deliveries: 7, messages: 7 });
+  });
+
+  it("keeps a message while another endpoint's delivery refers to it, and deletes it with an endpoint only when no other refers to it", async () => {
+    const caller = await t.newTenant();
+    const [a, b] = [randomUUID(), randomUUID()];
+    for (const endpointId of [a, b]) {
+      await t.pool.query(
+        "insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at) values ($1, $2, 'http://127.0.0.1:9/hooks', 'whsec_x', now(), now())",
+        [caller.tenantId, endpointId],
+      );
+    }
+    // shared: to a (succeeded 3 hours ago) and b (pending); onlyA: to a (pending); onlyB: to b (pending).
+    const [shared, onlyA, onlyB] = [randomUUID(), randomUUID(), randomUUID()];
+    const deliveries: [string, string, "succeeded" | "pending"][] = [
+      [shared, a, "succeeded"],
+      [shared, b, "pending"],
+      [onlyA, a, "pending"],
+      [onlyB, b, "pending"],
+    ];
+    for (const eventId of [shared, onlyA, onlyB]) {
+      await t.pool.query(
+        "insert into webhook_events (tenant_id, event_id, type, body, occurred_at, created_at) values ($1, $2, 'holdfast.test', '{}', now(), now() - interval '3 hours')",
+        [caller.tenantId, eventId],
+      );
+    }
+    for (const [eventId, endpointId, status] of deliveries) {
+      await t.pool.query(
+        `insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at, finished_at)
+         values ($1, $2, $3, 'holdfast.test', $4, now(), now() - interval '3 hours', case when $4 = 'pending' then null else now() - interval '3 hours' end)`,
+        [caller.tenantId, endpointId, eventId, status],
+      );
+    }
+    const messagesLeft = async () =>
+      (await t.pool.query<{ event_id: string }>("select event_id from webhook_events where tenant_id = $1", [caller.tenantId])).rows.map((r) => r.event_id).sort();
+
+    // The finished delivery of `shared` goes; the message stays for b's pending delivery.
+    expect(await pruneOld(t.pool, 1, 100)).toEqual({ deliveries: 1, messages: 0 });
+    expect(await messagesLeft()).toEqual([shared, onlyA, onlyB].sort());
+
+    // Deleting a takes onlyA's message with its delivery; shared and onlyB are b's.
+    await deleteEndpoint(t.pool, caller.tenantId, a);
+    expect(await messagesLeft()).toEqual([shared, onlyB].sort());
+
+    // Deleting b leaves nothing of the tenant's webhooks.
+    await deleteEndpoint(t.pool, caller.tenantId, b);
+    expect(await messagesLeft()).toEqual([]);
+    const left = await t.pool.query("select 1 from webhook_deliveries where tenant_id = $1", [caller.tenantId]);
+    expect(left.rowCount).toBe(0);
+    await expect(deleteEndpoint(t.pool, caller.tenantId, b)).rejects.toThrow(/not found/i);
   });
 });

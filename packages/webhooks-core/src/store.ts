@@ -156,16 +156,44 @@ export async function updateEndpoint(pool: pg.Pool, tenantId: string, endpointId
   return foundEndpoint(rows[0]);
 }
 
-/** Deletes the endpoint and, by cascade, its deliveries. */
+/**
+ * Deletes the endpoint, its deliveries, and the stored messages no other endpoint's delivery
+ * refers to. The worker's retention deletes a message when it deletes the message's last
+ * delivery (pruneOld in the webhook worker), so a message whose deliveries go with their
+ * endpoint must go here, or nothing would ever delete it.
+ *
+ * The endpoint is locked first: a message being stored for it meanwhile either committed before
+ * (and the next statement's snapshot sees its delivery) or waits for this transaction and then
+ * fails its foreign key to the endpoint (the intake stores it again, for the endpoints left).
+ * The deletions run in one statement, whose snapshot still shows the endpoint's own deliveries:
+ * hence "another endpoint's delivery" rather than "any delivery".
+ */
 export async function deleteEndpoint(pool: pg.Pool, tenantId: string, endpointId: string): Promise<void> {
-  const result = await pool.query({
-    name: "webhooks_delete_endpoint",
-    text: "delete from webhook_endpoints where tenant_id = $1 and endpoint_id = $2",
-    values: [tenantId, endpointId],
+  await inTransaction(pool, async (client) => {
+    const locked = await client.query({
+      name: "webhooks_lock_endpoint_for_delete",
+      text: "select 1 from webhook_endpoints where tenant_id = $1 and endpoint_id = $2 for update",
+      values: [tenantId, endpointId],
+    });
+    if (locked.rowCount !== 1) {
+      throw endpointNotFound();
+    }
+    await client.query({
+      name: "webhooks_delete_endpoint",
+      text: `
+        with deliveries as (
+          delete from webhook_deliveries where tenant_id = $1 and endpoint_id = $2 returning event_id
+        ),
+        messages as (
+          delete from webhook_events ev
+           where ev.tenant_id = $1 and ev.event_id in (select event_id from deliveries)
+             and not exists (select 1 from webhook_deliveries d
+                              where d.tenant_id = $1 and d.event_id = ev.event_id and d.endpoint_id <> $2)
+        )
+        delete from webhook_endpoints where tenant_id = $1 and endpoint_id = $2`,
+      values: [tenantId, endpointId],
+    });
   });
-  if (result.rowCount !== 1) {
-    throw endpointNotFound();
-  }
 }
 
 /**

@@ -121,7 +121,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     if (pruning) return;
     pruning = true;
     try {
-      while ((await pruneOld(pool, settings.retentionHours, PRUNE_BATCH_MAX)) >= PRUNE_BATCH_MAX) {
+      while ((await pruneOld(pool, settings.retentionHours, PRUNE_BATCH_MAX)).deliveries >= PRUNE_BATCH_MAX) {
         // A full batch: there may be more.
       }
     } catch (err) {
