@@ -2,14 +2,15 @@
 // benchmark's peak, so the tables stop growing once their retention period has passed?
 //
 //   npm run bench:soak -- [--minutes 10] [--retention-seconds 60] [--sample-seconds 30]
-//                         [--concurrency 64] [--webhooks on|off]
+//                         [--concurrency 64] [--webhooks on|off] [--endpoint-concurrency 4]
 //
 // The hot workload (workloads.ts: Spend, or Reserve then Capture, all on one wallet) runs through
 // the real ledger process (soak-ledger-main.ts: the ledger's app with idempotency and event
 // retention shortened to --retention-seconds) from one load generator with --concurrency
 // callers, closed loop, for --minutes. A webhook worker in this process delivers every event to
 // a local receiver that answers 204 at once, its finished deliveries retained for
-// --retention-seconds too. Every --sample-seconds this prints, per table (idempotency_keys,
+// --retention-seconds too, with at most --endpoint-concurrency requests in flight to it (the
+// worker's HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY, default 4). Every --sample-seconds this prints, per table (idempotency_keys,
 // events, webhook_deliveries, webhook_events), its size on disk (pg_total_relation_size: heap,
 // indexes and TOAST), its live and dead rows and the rows inserted and deleted since the last
 // sample, and the CPU the interval took (cores: PostgreSQL, the ledger, this process with the
@@ -53,6 +54,7 @@ const { values: args } = parseArgs({
     "sample-seconds": { type: "string", default: "30" },
     concurrency: { type: "string", default: "64" },
     webhooks: { type: "string", default: "on" },
+    "endpoint-concurrency": { type: "string", default: "4" },
     "pg-url": { type: "string" },
   },
 });
@@ -68,6 +70,7 @@ const SAMPLE_SECONDS = positive("sample-seconds", args["sample-seconds"]);
 const CONCURRENCY = positive("concurrency", args.concurrency);
 if (args.webhooks !== "on" && args.webhooks !== "off") throw new Error(`--webhooks must be on or off, not ${JSON.stringify(args.webhooks)}`);
 const WEBHOOKS = args.webhooks === "on";
+const ENDPOINT_CONCURRENCY = positive("endpoint-concurrency", args["endpoint-concurrency"]);
 
 const DATABASE_NAME = "holdfast_bench_soak";
 /** A handful of wallets besides the hot one: the hot workload uses only the hot one. */
@@ -175,7 +178,7 @@ const worker = WEBHOOKS
       logger: silent,
       natsUrl: nats.url,
       stream: streamSettingsOf(ledgerConfig),
-      settings: { ...readWebhookSettings({ HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.0/8" }), retentionHours: RETENTION_SECONDS / 3600 },
+      settings: { ...readWebhookSettings({ HOLDFAST_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.0/8", HOLDFAST_WEBHOOK_ENDPOINT_CONCURRENCY: String(ENDPOINT_CONCURRENCY) }), retentionHours: RETENTION_SECONDS / 3600 },
     })
   : null;
 if (worker) {
@@ -224,7 +227,7 @@ const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, node ${process.version}`);
 console.log(
   `soak: hot workload, ${CONCURRENCY} callers, ${MINUTES} min, retention ${RETENTION_SECONDS} s (idempotency records, events` +
-    `${WEBHOOKS ? ", webhook deliveries" : ""}), a sample every ${SAMPLE_SECONDS} s; PostgreSQL ${privatePg ? "of its own" : "at --pg-url"}, autovacuum ${autovacuum}`,
+    `${WEBHOOKS ? `, webhook deliveries; ${ENDPOINT_CONCURRENCY} requests in flight to the endpoint` : ""}), a sample every ${SAMPLE_SECONDS} s; PostgreSQL ${privatePg ? "of its own" : "at --pg-url"}, autovacuum ${autovacuum}`,
 );
 console.log("t(s)  | idempotency_keys MiB live dead +ins -del | events MiB live dead +ins -del | webhook_deliveries MiB live +ins -del | webhook_events MiB | pending unpublished | cpu pg ledger self loadgen other");
 
@@ -288,7 +291,7 @@ console.log(
 );
 const violations = await checkInvariants(db.pool);
 console.log(violations.length === 0 ? "invariants: ok (events checked above and below what was pruned)" : `INVARIANTS VIOLATED: ${violations.join("; ")}`);
-console.log(JSON.stringify({ retentionSeconds: RETENTION_SECONDS, concurrency: CONCURRENCY, webhooks: WEBHOOKS, load: { perSecond: result.perSecond, p99: result.p99, errors: result.errors }, samples }));
+console.log(JSON.stringify({ retentionSeconds: RETENTION_SECONDS, concurrency: CONCURRENCY, webhooks: WEBHOOKS, endpointConcurrency: ENDPOINT_CONCURRENCY, load: { perSecond: result.perSecond, p99: result.p99, errors: result.errors }, samples }));
 
 await worker?.stop();
 await stopAll();
