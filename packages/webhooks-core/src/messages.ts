@@ -44,6 +44,12 @@ export function envelope<Desc extends DescMessage>(
   return { tenantId, eventId, type, occurredAt, body };
 }
 
+/** A delivery fanOut added: whose endpoint it is for. */
+export interface AddedDelivery {
+  readonly tenant_id: string;
+  readonly endpoint_id: string;
+}
+
 /** Anything that runs a query: the pool or a client inside a transaction. */
 export type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
@@ -51,13 +57,14 @@ export type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
  * Stores the messages and one pending delivery for every enabled endpoint of the message's
  * tenant whose filters take its type, in one statement. Messages no endpoint takes are not
  * stored. Idempotent: a message or a delivery already there is left as it is, so a message
- * redelivered by JetStream adds nothing. Returns how many deliveries were added.
+ * redelivered by JetStream adds nothing. Returns the endpoint of each delivery added, so a
+ * sender can tell which endpoints have new work.
  */
-export async function fanOut(db: Queryable, messages: readonly WebhookMessage[]): Promise<number> {
+export async function fanOut(db: Queryable, messages: readonly WebhookMessage[]): Promise<AddedDelivery[]> {
   if (messages.length === 0) {
-    return 0;
+    return [];
   }
-  const result = await db.query({
+  const result = await db.query<AddedDelivery>({
     name: "webhooks_fan_out",
     text: `
       with ev as (
@@ -77,7 +84,8 @@ export async function fanOut(db: Queryable, messages: readonly WebhookMessage[])
       )
       insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, next_attempt_at)
       select tenant_id, endpoint_id, event_id, type, now() from targets
-      on conflict do nothing`,
+      on conflict do nothing
+      returning tenant_id, endpoint_id`,
     values: [
       messages.map((m) => m.tenantId),
       messages.map((m) => m.eventId),
@@ -86,5 +94,5 @@ export async function fanOut(db: Queryable, messages: readonly WebhookMessage[])
       messages.map((m) => m.occurredAt),
     ],
   });
-  return result.rowCount ?? 0;
+  return result.rows;
 }

@@ -37,7 +37,7 @@ import {
 } from "@holdfast/common/nats";
 import { isUuid } from "@holdfast/common/patterns";
 import { EventSchema } from "@holdfast/gen/holdfast/v1/events_pb";
-import { fanOut, ledgerEventMessage, type WebhookMessage } from "@holdfast/webhooks-core/messages";
+import { fanOut, ledgerEventMessage, type AddedDelivery, type WebhookMessage } from "@holdfast/webhooks-core/messages";
 
 export interface IntakeOptions {
   readonly pool: pg.Pool;
@@ -58,8 +58,8 @@ export interface IntakeOptions {
   readonly nakDelayMs: number;
   /** Longest pause after the consumer loop failed (NATS away), doubling up to it. */
   readonly retryDelayMsMax: number;
-  /** Called after deliveries were added, to wake the sender. */
-  readonly onStored: () => void;
+  /** Called after deliveries were added, with each one's endpoint, to wake the sender. */
+  readonly onStored: (added: readonly AddedDelivery[]) => void;
 }
 
 export interface IntakeTotals {
@@ -258,9 +258,9 @@ async function storeBatch({ options, totals, guard }: StoreContext, batch: JsMsg
     unsettled = known;
     const added = await fanOut(options.pool, known.map((d) => d.message));
     totals.messages += known.length;
-    totals.deliveries += added;
+    totals.deliveries += added.length;
     for (const { msg } of known) msg.ack();
-    if (added > 0) options.onStored();
+    if (added.length > 0) options.onStored(added);
   } catch (err) {
     // The database is away, or an endpoint was deleted mid-statement: JetStream brings the
     // messages back after the delay and the batch is stored again.

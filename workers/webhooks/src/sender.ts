@@ -21,6 +21,7 @@ import { backoffDelayMs } from "@holdfast/common/backoff";
 import { logRepeated } from "@holdfast/common/logger";
 import type { IdGenerator } from "@holdfast/common/ids";
 import { createWaker, type Waker } from "@holdfast/common/waker";
+import type { AddedDelivery } from "@holdfast/webhooks-core/messages";
 import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
 import { verdictOf, type AttemptResult, type Verdict } from "./schedule.js";
@@ -62,6 +63,9 @@ export interface SenderTotals {
   disabled: number;
   inFlight: number;
   latencyMsMax: number;
+  /** Claims run (each a transaction), and those of them that found nothing to send. */
+  claims: number;
+  claimsEmpty: number;
 }
 
 /** The pause after the first failed claim; it doubles per failure up to retryDelayMsMax. */
@@ -86,9 +90,11 @@ interface ChainedSuccess {
 /** The sender of one worker; see the module comment for how its two bounds isolate endpoints. */
 export function createSender(options: SenderOptions) {
   const { pool } = options;
-  const totals: SenderTotals = { attempts: 0, succeeded: 0, retried: 0, failed: 0, disabled: 0, inFlight: 0, latencyMsMax: 0 };
+  const totals: SenderTotals = { attempts: 0, succeeded: 0, retried: 0, failed: 0, disabled: 0, inFlight: 0, latencyMsMax: 0, claims: 0, claimsEmpty: 0 };
   /** Attempts holding one of the `concurrency` slots. */
   let slotsUsed = 0;
+  /** This process's attempts in flight per endpoint (`tenant/endpoint`), chained ones included. */
+  const inFlightByEndpoint = new Map<string, number>();
   const tasks = new Set<Promise<void>>();
   let stopping = false;
   let loop: Promise<void> | null = null;
@@ -104,8 +110,13 @@ export function createSender(options: SenderOptions) {
   function launch(delivery: ClaimedDelivery, chained: number): void {
     if (chained === 0) slotsUsed++;
     totals.inFlight = slotsUsed;
+    const endpoint = endpointKey(delivery.tenant_id, delivery.endpoint_id);
+    inFlightByEndpoint.set(endpoint, (inFlightByEndpoint.get(endpoint) ?? 0) + 1);
     const task = attemptDelivery(attemptDeps, delivery, performance.now(), chained)
       .then((handedOver) => {
+        const left = inFlightByEndpoint.get(endpoint)! - 1;
+        if (left === 0) inFlightByEndpoint.delete(endpoint);
+        else inFlightByEndpoint.set(endpoint, left);
         // A slot handed to the endpoint's next delivery is still taken: waking the claim loop
         // for it would only run a claim that finds no room (measured: one wasted claim
         // transaction per delivery cost a busy endpoint about a fifth of its throughput).
@@ -136,9 +147,21 @@ export function createSender(options: SenderOptions) {
 
   return {
     start(): void {
-      loop ??= runClaimLoop({ options, waker, room: () => options.concurrency - slotsUsed, launch, stopping: () => stopping });
+      loop ??= runClaimLoop({ options, totals, waker, room: () => options.concurrency - slotsUsed, launch, stopping: () => stopping });
     },
     wake: waker.wake,
+    /**
+     * New deliveries were stored: wake the claim loop, unless every one of them is for an
+     * endpoint this process already sends to at its limit. Those go out without a claim: each
+     * attempt at that endpoint, when it ends, either leases the endpoint's next due delivery
+     * (recordSuccesses) or frees its slot and wakes the claim loop. A claim now could only find
+     * the endpoint full (measured under a busy endpoint: one empty claim per stored batch, a
+     * tenth of a core of PostgreSQL, docs/performance.md, "Retention").
+     */
+    deliveriesAdded(added: readonly AddedDelivery[]): void {
+      const full = (d: AddedDelivery) => (inFlightByEndpoint.get(endpointKey(d.tenant_id, d.endpoint_id)) ?? 0) >= options.endpointConcurrency;
+      if (!added.every(full)) waker.wake();
+    },
     totals: (): SenderTotals => ({ ...totals }),
     /** Stops claiming and waits for the attempts in flight (each bounded by the request timeout). */
     async stop(): Promise<void> {
@@ -153,9 +176,14 @@ export function createSender(options: SenderOptions) {
   };
 }
 
+function endpointKey(tenantId: string, endpointId: string): string {
+  return `${tenantId}/${endpointId}`;
+}
+
 /** What the claim loop needs from its sender. */
 interface ClaimLoopDeps {
   readonly options: SenderOptions;
+  readonly totals: SenderTotals;
   readonly waker: Waker;
   /** Slots free now. */
   readonly room: () => number;
@@ -179,6 +207,7 @@ async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
     }
     let claimed: ClaimedDelivery[];
     try {
+      deps.totals.claims++;
       claimed = await claimDeliveries(options.pool, {
         endpointsMax: options.claimEndpointsMax,
         deliveriesMax: room,
@@ -196,6 +225,7 @@ async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
     for (const delivery of claimed) deps.launch(delivery, 0);
     // Something was due: look again at once, there may be more.
     if (claimed.length === 0) {
+      deps.totals.claimsEmpty++;
       await waker.idle(options.pollIdleMs);
     }
   }

@@ -111,7 +111,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     ackWaitMs: INTAKE_ACK_WAIT_MS,
     nakDelayMs: INTAKE_NAK_DELAY_MS,
     retryDelayMsMax: RETRY_DELAY_MS_MAX,
-    onStored: () => sender.wake(),
+    onStored: (added) => sender.deliveriesAdded(added),
   });
   let pruner: NodeJS.Timeout | null = null;
   let pruning = false;
