@@ -71,7 +71,7 @@ describe("webhook claims under a backlog", () => {
 
   it(`reads far fewer rows than the ${BACKLOG} pending deliveries of the endpoint`, async () => {
     const before = await deliveryRowsRead();
-    claimed = await claimDeliveries(pool, LIMITS);
+    claimed = (await claimDeliveries(pool, LIMITS)).deliveries;
     const read = (await deliveryRowsRead()) - before;
 
     expect(claimed).toHaveLength(LIMITS.perEndpointMax);

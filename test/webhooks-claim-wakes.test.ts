@@ -1,10 +1,11 @@
 // Goal: deliveries stored for an endpoint this worker already sends to at its limit do not run
-// a claim (which could only find the endpoint full), yet they are all delivered; deliveries for
-// any other endpoint still wake the claim loop at once.
+// a claim (which could only find the endpoint full), nor does a claim that took every endpoint's
+// free slots run another at once, yet every delivery is sent; deliveries for any other endpoint
+// still wake the claim loop at once.
 // Method: a sender on a test database, its HTTP poster a stub that holds every request to
 // endpoint A until the test lets them go and answers endpoint B at once. A gets more pending
-// deliveries than its limit, so the sender holds the limit of requests to A open. The sender's
-// claim counter is read before and after telling it of new deliveries for A (it must not move:
+// deliveries than its limit, so the sender holds the limit of requests to A open after one
+// claim, and has run no other. The sender's claim counter is read before and after telling it of new deliveries for A (it must not move:
 // the safety poll is set to an hour, so nothing else claims), then for B (it must move, and B's
 // delivery must be sent). Then A's requests are let go: every delivery of A, the ones stored
 // without a wake included, must end up succeeded, passed from one slot to the next.
@@ -93,6 +94,8 @@ describe("waking the claim loop for new deliveries", () => {
     sender.start();
     try {
       await waitFor("the limit of requests to A open", () => held.length === LIMIT);
+      // One claim took A's free slots; none ran after it to find A full.
+      expect(sender.totals()).toMatchObject({ claims: 1, claimsEmpty: 0 });
 
       // New deliveries for A only: no claim.
       await addDeliveries(endpointA, 3);

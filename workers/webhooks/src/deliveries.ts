@@ -59,11 +59,21 @@ export interface ClaimLimits {
  */
 const BEGIN_WITHOUT_FLUSH = "begin; set local synchronous_commit = off; set local jit = off";
 
+/** What one claim leased, and how many endpoints it looked at. */
+export interface Claim {
+  deliveries: ClaimedDelivery[];
+  /**
+   * Endpoints locked and looked at: every endpoint with a due delivery and a free slot, up to
+   * `endpointsMax`. Below that, a claim right after this one could find only what arrived since.
+   */
+  endpointsLooked: number;
+}
+
 /**
  * Claims due deliveries: lock the endpoints, pick within each one's free slots, lease the picks.
  * See the module comment for why the pick runs after the lock, in a statement of its own.
  */
-export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promise<ClaimedDelivery[]> {
+export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promise<Claim> {
   return inTransaction(pool, async (client) => {
     const { rows: endpoints } = await client.query<{ tenant_id: string; endpoint_id: string }>({
       name: "webhooks_claim_endpoints",
@@ -89,7 +99,7 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
       values: [limits.endpointsMax, limits.perEndpointMax],
     });
     if (endpoints.length === 0) {
-      return [];
+      return { deliveries: [], endpointsLooked: 0 };
     }
     const tenants = endpoints.map((e) => e.tenant_id);
     const ids = endpoints.map((e) => e.endpoint_id);
@@ -141,7 +151,7 @@ export async function claimDeliveries(pool: pg.Pool, limits: ClaimLimits): Promi
           join webhook_events ev on ev.tenant_id = c.tenant_id and ev.event_id = c.event_id`,
       values: [picked.map((p) => p.tenant_id), picked.map((p) => p.delivery_id), limits.leaseMs, tenants, ids],
     });
-    return rows;
+    return { deliveries: rows, endpointsLooked: endpoints.length };
   }, BEGIN_WITHOUT_FLUSH);
 }
 

@@ -22,7 +22,7 @@ import { logRepeated } from "@holdfast/common/logger";
 import type { IdGenerator } from "@holdfast/common/ids";
 import { createWaker, type Waker } from "@holdfast/common/waker";
 import type { AddedDelivery } from "@holdfast/webhooks-core/messages";
-import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type ClaimedDelivery, type Success } from "./deliveries.js";
+import { claimDeliveries, disableEndpoint, recordFailure, recordSuccesses, type Claim, type ClaimedDelivery, type Success } from "./deliveries.js";
 import type { HttpPoster } from "./http-post.js";
 import { verdictOf, type AttemptResult, type Verdict } from "./schedule.js";
 import { signatureHeaders } from "./signing.js";
@@ -205,10 +205,10 @@ async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
       await waker.idle(options.pollIdleMs);
       continue;
     }
-    let claimed: ClaimedDelivery[];
+    let claim: Claim;
     try {
       deps.totals.claims++;
-      claimed = await claimDeliveries(options.pool, {
+      claim = await claimDeliveries(options.pool, {
         endpointsMax: options.claimEndpointsMax,
         deliveriesMax: room,
         perEndpointMax: options.endpointConcurrency,
@@ -222,10 +222,15 @@ async function runClaimLoop(deps: ClaimLoopDeps): Promise<void> {
       await sleep(delay);
       continue;
     }
-    for (const delivery of claimed) deps.launch(delivery, 0);
-    // Something was due: look again at once, there may be more.
-    if (claimed.length === 0) {
-      deps.totals.claimsEmpty++;
+    for (const delivery of claim.deliveries) deps.launch(delivery, 0);
+    if (claim.deliveries.length === 0) deps.totals.claimsEmpty++;
+    // Look again at once only if this claim may have left work behind: it filled all the room
+    // it had, or it looked at as many endpoints as one claim may. Otherwise every endpoint with
+    // a due delivery and a free slot got its share, and a claim now could only find them full
+    // (measured: an empty claim after each productive one). Whatever arrives or frees a slot
+    // meanwhile wakes the loop, and a wake during the claim ends the next wait at once.
+    const more = claim.deliveries.length >= room || claim.endpointsLooked >= options.claimEndpointsMax;
+    if (!more) {
       await waker.idle(options.pollIdleMs);
     }
   }
