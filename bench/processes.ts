@@ -28,6 +28,11 @@ export interface Service {
 }
 
 const children: ChildProcess[] = [];
+// A benchmark that dies (an uncaught error, its database gone) must not leave its services
+// running: whatever is still up goes when this process exits, however it exits.
+process.once("exit", () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
 
 function startChild(name: string, script: string, argv: string[], env: Record<string, string>, nodeFlags: string[] = []): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);

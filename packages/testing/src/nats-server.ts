@@ -10,6 +10,14 @@ const START_TIMEOUT_MS = 10_000;
 /** Pause between probes of a starting nats-server. */
 const START_POLL_MS = 50;
 
+/** Every server started here and still running, stopped when this process exits. */
+const running = new Set<ChildProcess>();
+// A test or benchmark process that dies (an uncaught error, a failed assertion in a hook) must
+// not leave its nats-servers behind: one listener for all of them.
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 /** What {@link startNatsServer} takes; everything is optional. */
 export interface NatsServerOptions {
   /**
@@ -30,7 +38,10 @@ export async function startNatsServer(options: NatsServerOptions = {}) {
   let child: ChildProcess | null = null;
 
   async function start(): Promise<void> {
-    child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, ...(options.args ?? [])], { stdio: "ignore" });
+    const started = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, ...(options.args ?? [])], { stdio: "ignore" });
+    running.add(started);
+    started.once("exit", () => running.delete(started));
+    child = started;
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (!(await portAccepts(port))) {
       if (Date.now() > deadline) {
