@@ -286,9 +286,10 @@ const result = await runLoadgen(
 );
 running = false;
 await sampler;
+const sender = worker?.totals().sender;
 console.log(
   `load: ${Math.round(result.perSecond)} commands/s over the run, p99 ${result.p99.toFixed(1)} ms, ${result.errors} errors${result.failure ? `, RUN FAILED: ${result.failure}` : ""}; webhook requests received: ${received}` +
-    (worker ? `, claims run by the worker: ${worker.totals().sender.claims} (${worker.totals().sender.claimsEmpty} of them found nothing)` : ""),
+    (sender ? `, claims run by the worker: ${sender.claims} (${sender.claimsEmpty} of them found nothing)` : ""),
 );
 const violations = await checkInvariants(db.pool);
 console.log(violations.length === 0 ? "invariants: ok (events checked above and below what was pruned)" : `INVARIANTS VIOLATED: ${violations.join("; ")}`);

@@ -347,9 +347,8 @@ export interface Pruned {
  * stored messages that no delivery refers to any more. A message is stored only together with
  * at least one delivery, so it becomes unreferenced only when its last delivery is deleted: here,
  * or with its endpoint (deleteEndpoint deletes such messages itself). Looking up just the
- * messages of the deliveries deleted keeps each pass proportional to what it deletes; the
- * previous pass looked for unreferenced messages among all of them, a hash anti-join over both
- * tables every 10 s, which grows with the retention period.
+ * messages of the deliveries deleted keeps each pass proportional to what it deletes, where a
+ * search of all messages for unreferenced ones would grow with the retention period.
  */
 export async function pruneOld(pool: pg.Pool, retentionHours: number, batchMax: number): Promise<Pruned> {
   const deliveries = await pool.query<{ tenant_id: string; event_id: string }>({

@@ -149,7 +149,6 @@ export function createSender(options: SenderOptions) {
     start(): void {
       loop ??= runClaimLoop({ options, totals, waker, room: () => options.concurrency - slotsUsed, launch, stopping: () => stopping });
     },
-    wake: waker.wake,
     /**
      * New deliveries were stored: wake the claim loop, unless every one of them is for an
      * endpoint this process already sends to at its limit. Those go out without a claim: each
