@@ -56,8 +56,13 @@ export interface ClaimLimits {
  * How claims and successes begin their transactions. A lease or a success lost in a database
  * crash only means the delivery is sent again (at least once), so their commits need not wait
  * for the disk; and these small index-driven statements cost less to run than to compile (JIT).
+ * They are planned at every execution (about 0.13 ms for the claim's probe), never from a plan
+ * a connection kept: a plan kept from when the deliveries table was empty, as on a new
+ * deployment before its first analyze, scans the whole table on every probe and keeps doing so
+ * while the table fills (test/webhooks-claim-empty-plan.test.ts).
  */
-const BEGIN_WITHOUT_FLUSH = "begin; set local synchronous_commit = off; set local jit = off";
+const BEGIN_WITHOUT_FLUSH =
+  "begin; set local synchronous_commit = off; set local jit = off; set local plan_cache_mode = force_custom_plan";
 
 /** What one claim leased, and how many endpoints it looked at. */
 export interface Claim {
