@@ -33,6 +33,12 @@ const children: ChildProcess[] = [];
 process.once("exit", () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
 });
+// Interrupted (Ctrl-C, kill), Node would end without running exit hooks, this one and the
+// others that stop what a benchmark started (its nats-server, the soak's PostgreSQL): exit
+// instead, with the shell's code for the signal.
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  process.once(signal, () => process.exit(code));
+}
 
 function startChild(name: string, script: string, argv: string[], env: Record<string, string>, nodeFlags: string[] = []): { child: ChildProcess; log: string } {
   const log = join(tmpdir(), `holdfast-bench-${name.replace(/[^a-z0-9]+/gi, "-")}.log`);
@@ -139,10 +145,12 @@ export async function startNaive(databaseUrl: string, poolMax: number): Promise<
 
 /** One load-generator process (loadgen.ts); its last stdout line is the result. */
 export async function runLoadgen(argv: string[], runMs: number): Promise<LoadResult> {
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(REPO_ROOT, "bench/dist/loadgen.js"), ...argv], {
+  const run = promisify(execFile)(process.execPath, [join(REPO_ROOT, "bench/dist/loadgen.js"), ...argv], {
     maxBuffer: LOADGEN_OUTPUT_BYTES_MAX,
     timeout: runMs + LOADGEN_SLACK_MS,
   });
+  children.push(run.child);
+  const { stdout, stderr } = await run;
   if (stderr.trim()) process.stderr.write(`load generator: ${stderr.trim()}\n`);
   return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
 }

@@ -116,6 +116,12 @@ async function startPrivatePostgres(): Promise<{ adminUrl: string; stop: () => P
   const settings = ["listen_addresses=127.0.0.1", "unix_socket_directories=", "autovacuum=on", "shared_buffers=128MB", "max_connections=100"];
   const child = spawn(join(bin, "postgres"), ["-D", dataDir, "-p", String(port), ...settings.flatMap((c) => ["-c", c])], { ...owner, stdio: ["ignore", log, log] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  // However this process ends, the server goes with it (immediate shutdown) and so does its
+  // folder; stop() below is the orderly way.
+  process.once("exit", () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGQUIT");
+    rmSync(dir, { recursive: true, force: true });
+  });
   const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
   for (let tries = 0; ; tries++) {
     const client = new pg.Client({ connectionString: adminUrl });
