@@ -1,4 +1,4 @@
-// Goal: a group-commit batch whose Spends and Reserves of one wallet account run as one set
+// Goal: a group-commit batch whose Spends, Reserves and Captures of one wallet account run as one set
 // (ledger_debit_run, migration 0025) answers and writes exactly what running its commands one
 // at a time does, in the order the set gives them: the set's commands at the position of the
 // first, then the rest of the batch in order. Where the set's conditions do not hold (here: a
@@ -8,10 +8,10 @@
 // and times) one at a time through ledger_command, in the expected order. Answers, the
 // wallet's events, its journal rows, its holds, its account, and the recorded idempotency
 // answers must be equal between the tenants once the two tenants' default grant ids are named
-// alike. The batch mixes debits that join the set with a Capture between them, replayed keys, a
-// Reserve whose hold a later command of the batch names, a Spend the default grant cannot cover
-// (which ends the set), debits after it, a Spend naming categories and a Reserve of a hold id
-// already taken. The ledger invariants and every
+// alike. The batch mixes commands that join the set (Spends, a Reserve, a Capture) with an
+// ExtendHold between them, replayed keys, a Reserve whose hold a later command of the batch names,
+// a Capture beyond its hold, a Spend the default grant cannot cover (which ends the set),
+// commands after it, a Spend naming categories and a Reserve of a hold id already taken. The ledger invariants and every
 // tenant's hash chain verify after each.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -112,32 +112,35 @@ describe("a batch's debits as one set", () => {
     const a = await newTenant("set");
     const b = await newTenant("one_at_a_time");
     const history = [
-      command(0, "Deposit", "dep", { wallet_id: "w", asset: "USD", amount: "100", metadata: {} }),
-      reserve(1, "earlier_hold", 20, "h0"),
-      spend(2, "earlier", 4),
+      command(0, "Deposit", "dep", { wallet_id: "w", asset: "USD", amount: "200", metadata: {} }),
+      reserve(1, "earlier_hold", 20, "h0", { metadata: { job: "j-0" } }),
+      reserve(2, "earlier_hold_8", 10, "h8"),
+      reserve(3, "earlier_hold_9", 10, "h9"),
+      spend(4, "earlier", 4),
     ];
     for (const tenant of [a, b]) {
       for (const c of history) expect((await runOne(tenant, c))["ok"]).toBe(true);
     }
 
-    // 76 available: the set takes 0, 2 and 4 (55), and 7 asks for more than is left.
+    // 156 available: the set takes 0, 2, 3 and 5, and 9 asks for more than is left.
     const batch = [
       /* 0 */ spend(10, "s1", 10),
-      /* 1 */ command(11, "Capture", "c0", { hold_id: "h0", amount: "15", metadata: {} }),
-      /* 2 */ reserve(12, "r1", 30, "h1", { metadata: { job: "j-1" } }),
-      /* 3 */ spend(13, "s1", 10), // the key of 0: a replay
-      /* 4 */ spend(14, "s3", 15, { key_id: "key_x", metadata: { order: "o-4" } }),
-      /* 5 */ reserve(15, "r7", 2, "h7"), // its hold is named again below (12): alone
-      /* 6 */ spend(16, "earlier", 4), // recorded before the batch: a replay
-      /* 7 */ spend(17, "s4", 1_000), // more than the default grant holds: ends the set, refused
-      /* 8 */ spend(18, "s5", 3), // after the set's end: alone
-      /* 9 */ spend(19, "s6", 2, { categories: ["compute"] }), // names categories: alone, refused
-      /* 10 */ reserve(20, "r2", 5, "h2"), // after the set's end: alone
-      /* 11 */ command(21, "Capture", "c1", { hold_id: "h2", amount: "3", metadata: {} }),
-      /* 12 */ command(22, "Capture", "c7", { hold_id: "h7", amount: "2", metadata: {} }),
-      /* 13 */ reserve(23, "r3", 1, "h0"), // a hold id already taken: alone, refused
+      /* 1 */ command(11, "ExtendHold", "x8", { hold_id: "h8", ttl_seconds: 7200 }), // not a set command: alone
+      /* 2 */ command(12, "Capture", "c0", { hold_id: "h0", amount: "15", metadata: { step: "2" } }),
+      /* 3 */ reserve(13, "r1", 30, "h1", { metadata: { job: "j-1" } }),
+      /* 4 */ spend(14, "s1", 10), // the key of 0: a replay
+      /* 5 */ spend(15, "s3", 15, { key_id: "key_x", metadata: { order: "o-5" } }),
+      /* 6 */ reserve(16, "r7", 2, "h7"), // its hold is named again below (13): alone
+      /* 7 */ command(17, "Capture", "c9", { hold_id: "h9", amount: "50", metadata: {} }), // beyond its hold: alone
+      /* 8 */ spend(18, "earlier", 4), // recorded before the batch: a replay
+      /* 9 */ spend(19, "s4", 1_000), // more than the default grant holds: ends the set, refused
+      /* 10 */ spend(20, "s5", 3), // after the set's end: alone
+      /* 11 */ spend(21, "s6", 2, { categories: ["compute"] }), // names categories: alone, refused
+      /* 12 */ reserve(22, "r2", 5, "h2"), // after the set's end: alone
+      /* 13 */ command(23, "Capture", "c7", { hold_id: "h7", amount: "2", metadata: {} }),
+      /* 14 */ reserve(24, "r3", 1, "h8"), // a hold id already taken: alone, refused
     ];
-    const order = [0, 2, 4, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+    const order = [0, 2, 3, 5, 1, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14];
 
     const fromBatch = await runBatch(a, batch);
     const oneAtATime: Json[] = [];
@@ -147,18 +150,18 @@ describe("a batch's debits as one set", () => {
     expect(fromBatch).toHaveLength(batch.length);
     expect(na(fromBatch)).toEqual(nb(oneAtATime));
     expect(fromBatch.map((r) => r["ok"])).toEqual([
-      true, true, true, true, true, true, true, false, true, false, true, true, true, false,
+      true, true, true, true, true, true, true, true, true, false, true, false, true, true, false,
     ]);
-    expect(fromBatch[3]!["replayed"]).toBe(true);
-    expect(fromBatch[6]!["replayed"]).toBe(true);
-    expect(fromBatch[7]!["reason"]).toBe("INSUFFICIENT_FUNDS");
-    expect(fromBatch[13]!["reason"]).toBe("HOLD_ALREADY_EXISTS");
+    expect(fromBatch[4]!["replayed"]).toBe(true);
+    expect(fromBatch[8]!["replayed"]).toBe(true);
+    expect(fromBatch[9]!["reason"]).toBe("INSUFFICIENT_FUNDS");
+    expect(fromBatch[14]!["reason"]).toBe("HOLD_ALREADY_EXISTS");
     expect(await state(a, "w")).toEqual(await state(b, "w"));
-    // The set ran before the Capture between its commands: its events come first.
+    // The set ran before the ExtendHold between its commands: its events come first.
     const types = (await db.pool.query<{ type: string }>(
       "select type from events where tenant_id = $1 and wallet_id = 'w' order by seq", [a])).rows.map((e) => e.type);
-    expect(types.slice(3, 7)).toEqual([
-      "holdfast.spend.completed", "holdfast.hold.created", "holdfast.spend.completed", "holdfast.hold.captured",
+    expect(types.slice(5, 9)).toEqual([
+      "holdfast.spend.completed", "holdfast.hold.captured", "holdfast.hold.created", "holdfast.spend.completed",
     ]);
     await expectVerified();
   });

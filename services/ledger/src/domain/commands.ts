@@ -109,12 +109,12 @@ export async function withTransientRetry<T>(run: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Runs commands in one transaction, one result per command: in order, except that the Spends
- * and Reserves of one wallet account may run together as one set at the first one's position
- * (ledger_debit_run, migration 0025; the batch's commands are concurrent requests, so any order
- * is one they could have arrived in). It throws when the batch fails as a whole (then nothing
- * of it committed), and does not retry: the caller runs the commands alone instead, so that
- * only the one at fault sees its error.
+ * Runs commands in one transaction, one result per command: in order, except that Spends,
+ * Reserves and Captures of one wallet account may run together as one set at the first one's
+ * position (ledger_debit_run, migration 0025; the batch's commands are concurrent requests, so
+ * any order is one they could have arrived in). It throws when the batch fails as a whole (then
+ * nothing of it committed), and does not retry: the caller runs the commands alone instead, so
+ * that only the one at fault sees its error.
  */
 export async function runCommandBatch(pool: pg.Pool, commands: readonly QueuedCommand[]): Promise<Json[]> {
   const payload = commands.map((c) => ({
