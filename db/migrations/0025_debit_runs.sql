@@ -99,15 +99,36 @@ begin
     return;
   end if;
 
+  -- The account's own conditions first, at the latest time of the batch's commands not run
+  -- yet, so that an account that cannot have a set costs no look at the commands. What
+  -- ledger_expire_due would do at any of the commands' times: nothing, or no set (a Capture's
+  -- hold is among the pending holds looked at). And no balance alert watches the account: its
+  -- trigger reads the account as it is when the events are inserted, which for a set is after
+  -- its last command, not after each.
+  select max((b.c->>'now')::timestamptz) into v_max_now
+    from jsonb_array_elements(p_commands) with ordinality b (c, ord)
+   where b.ord >= p_from and not p_done[b.ord];
+  if ledger_grant_dead(g, v_max_now)
+     or exists (select 1 from balance_alerts al
+                 where al.tenant_id = v_tenant and al.wallet_id = any (array['', v_wallet])
+                   and al.asset = v_asset)
+     or exists (select 1 from holds h
+                 where h.tenant_id = v_tenant and h.wallet_id = v_wallet and h.asset = v_asset
+                   and h.status = 'pending' and h.expires_at <= v_max_now)
+     or exists (select 1 from grants e
+                 where e.tenant_id = v_tenant and e.wallet_id = v_wallet and e.asset = v_asset
+                   and e.live and e.expires_key <= v_max_now) then
+    return;
+  end if;
+
   -- The candidates, in batch order: each key's first command among those not run yet. A
   -- Capture's amount is its hold's when it names none; v_held is the hold's amount.
   select array_agg(x.ord order by x.ord), array_agg(x.c->>'command' order by x.ord),
          array_agg(coalesce((x.c->'args'->>'amount')::bigint, h.amount) order by x.ord),
          array_agg((x.c->>'now')::timestamptz order by x.ord),
          array_agg(x.c->'args'->>'hold_id' order by x.ord), array_agg(h.amount order by x.ord),
-         max((x.c->>'now')::timestamptz),
          min((x.c->>'now')::timestamptz + make_interval(secs => (x.c->'args'->>'ttl_seconds')::int))
-    into v_pos, v_names, v_amounts, v_nows, v_holds, v_held, v_max_now, v_until
+    into v_pos, v_names, v_amounts, v_nows, v_holds, v_held, v_until
     from (select b.c, b.ord::integer as ord,
                  row_number() over (partition by b.c->>'tenant_id', b.c->>'key' order by b.ord) as nth,
                  count(*) over (partition by b.c->>'tenant_id', b.c->'args'->>'hold_id') as holders
@@ -135,23 +156,6 @@ begin
   if coalesce(array_length(v_pos, 1), 0) < 2 or v_until <= v_max_now then
     return;
   end if;
-  -- What ledger_expire_due would do at any of the commands' times: nothing, or no set (a
-  -- Capture's hold is among the pending holds looked at). And no balance alert watches the
-  -- account: its trigger reads the account as it is when the events are inserted, which for a
-  -- set is after its last command, not after each.
-  if ledger_grant_dead(g, v_max_now)
-     or exists (select 1 from balance_alerts al
-                 where al.tenant_id = v_tenant and al.wallet_id = any (array['', v_wallet])
-                   and al.asset = v_asset)
-     or exists (select 1 from holds h
-                 where h.tenant_id = v_tenant and h.wallet_id = v_wallet and h.asset = v_asset
-                   and h.status = 'pending' and h.expires_at <= v_max_now)
-     or exists (select 1 from grants e
-                 where e.tenant_id = v_tenant and e.wallet_id = v_wallet and e.asset = v_asset
-                   and e.live and e.expires_key <= v_max_now) then
-    return;
-  end if;
-
   -- One pass in memory: each command in turn, its entries against the default grant as
   -- ledger_draw and ledger_capture_core make them, and the account after it as
   -- ledger_debit_drawn and ledger_capture_core leave it. v_free is what the grant still covers.
