@@ -306,6 +306,6 @@ await stopAll();
 await workerPool.end();
 await db.pool.end();
 await new Promise<void>((resolve) => receiver.close(() => resolve()));
-await nats.stop();
+await nats.close();
 await privatePg?.stop();
 process.exit(violations.length === 0 ? 0 : 1);

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,10 +13,13 @@ const START_POLL_MS = 50;
 
 /** Every server started here and still running, stopped when this process exits. */
 const running = new Set<ChildProcess>();
+/** The store directories not removed yet, removed when this process exits. */
+const storeDirs = new Set<string>();
 // A test or benchmark process that dies (an uncaught error, a failed assertion in a hook) must
-// not leave its nats-servers behind: one listener for all of them.
+// not leave its nats-servers or their stores behind: one listener for all of them.
 process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
+  for (const dir of storeDirs) rmSync(dir, { recursive: true, force: true });
 });
 
 /** What {@link startNatsServer} takes; everything is optional. */
@@ -35,6 +39,7 @@ export interface NatsServerOptions {
 export async function startNatsServer(options: NatsServerOptions = {}) {
   const port = await freePort();
   const storeDir = await mkdtemp(join(tmpdir(), "holdfast-nats-"));
+  storeDirs.add(storeDir);
   let child: ChildProcess | null = null;
 
   async function start(): Promise<void> {
@@ -76,6 +81,7 @@ export async function startNatsServer(options: NatsServerOptions = {}) {
     async close() {
       await stop();
       await rm(storeDir, { recursive: true, force: true });
+      storeDirs.delete(storeDir);
     },
   };
 }
