@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { freePort } from "@holdfast/common/net";
+import { restartablePort } from "@holdfast/common/net";
 
 /** Three nodes: the smallest cluster that keeps a quorum when one is lost. */
 const NODES_COUNT_DEFAULT = 3;
@@ -82,7 +82,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   const startTimeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS_DEFAULT;
   const ports: NodePorts[] = [];
   for (let i = 1; i <= size; i++) {
-    ports.push({ name: `n${i}`, port: await freePort(HOST), routePort: await freePort(HOST), monitorPort: await freePort(HOST) });
+    ports.push({ name: `n${i}`, port: await restartablePort(HOST), routePort: await restartablePort(HOST), monitorPort: await restartablePort(HOST) });
   }
   const storeRoot = await mkdtemp(join(tmpdir(), "holdfast-nats-cluster-"));
   const nodes = ports.map((p) => createNode(p, ports, join(storeRoot, p.name), startTimeoutMs));

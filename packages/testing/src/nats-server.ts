@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freePort, portAccepts } from "@holdfast/common/net";
+import { portAccepts, restartablePort } from "@holdfast/common/net";
 
 /** How long a started nats-server may take to accept connections. */
 const START_TIMEOUT_MS = 10_000;
@@ -37,7 +37,7 @@ export interface NatsServerOptions {
  * without touching anyone else's server.
  */
 export async function startNatsServer(options: NatsServerOptions = {}) {
-  const port = await freePort();
+  const port = await restartablePort();
   const storeDir = await mkdtemp(join(tmpdir(), "holdfast-nats-"));
   storeDirs.add(storeDir);
   let child: ChildProcess | null = null;

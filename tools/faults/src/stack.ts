@@ -11,7 +11,7 @@ import path from "node:path";
 import pg from "pg";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { freePort } from "@holdfast/common/net";
+import { restartablePort } from "@holdfast/common/net";
 import { restartEmbeddedPostgresImmediately, type EmbeddedPostgres } from "@holdfast/dev-servers/embedded-postgres";
 import { startTemporaryPostgres } from "@holdfast/dev-servers/temporary-postgres";
 import { startNatsCluster } from "@holdfast/testing/nats-cluster";
@@ -182,7 +182,7 @@ export interface HoldfastProcesses {
 export async function createHoldfastProcesses(env: ProcessEnvironment, onUnexpectedExit: (exit: UnexpectedExit) => void): Promise<HoldfastProcesses> {
   const hooks = { onUnexpectedExit, restartDelayMs: CRASH_RESTART_DELAY_MS };
   for (const script of [LEDGER_SCRIPT, ...Object.values(WORKER_SCRIPTS)]) assertBuilt(script);
-  const port = await freePort();
+  const port = await restartablePort();
   const common = {
     PATH: process.env["PATH"] ?? "",
     DATABASE_URL: env.databaseUrl,
@@ -202,7 +202,7 @@ export async function createHoldfastProcesses(env: ProcessEnvironment, onUnexpec
   }, hooks);
   // Each worker serves /healthz on its metrics port (HOLDFAST_METRICS_PORT) once it runs.
   const worker = async (name: keyof typeof WORKER_SCRIPTS, extra: Record<string, string>) => {
-    const metricsPort = await freePort();
+    const metricsPort = await restartablePort();
     return createManagedProcess({
       name,
       script: WORKER_SCRIPTS[name],
