@@ -14,7 +14,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { freePort } from "@holdfast/common/net";
+import { restartablePort } from "@holdfast/common/net";
 
 import { startEmbeddedPostgres, type EmbeddedPostgres, type EmbeddedPostgresOptions } from "./embedded-postgres.js";
 
@@ -46,7 +46,8 @@ export async function startTemporaryPostgres(options: TemporaryPostgresOptions =
   await fs.writeFile(path.join(baseDir, OWNER_FILE), `${process.pid}\n`);
   const server = await startEmbeddedPostgres({
     baseDir,
-    port: await freePort(),
+    // The fault battery restarts it on this port.
+    port: await restartablePort(),
     detached: false,
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
   }).catch(async (err: unknown) => {
