@@ -17,6 +17,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimDeliveries, recordSuccesses, type ClaimedDelivery } from "@holdfast/webhooks/deliveries";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
+import { deliveryRowsRead, insertTenantEndpoint } from "./support/webhooks.js";
 
 const BACKLOG = 20_000;
 /** A claim's picks and the probes around them; anything near BACKLOG means a scan of it. */
@@ -31,12 +32,7 @@ beforeAll(async () => {
   pool = new pg.Pool({ connectionString: db.url, max: 1 });
   const tenant = "00000000-0000-4000-8000-0000000000a1";
   const endpoint = "00000000-0000-4000-8000-0000000000e1";
-  await db.pool.query("insert into tenants (id, name) values ($1, 'backlog')", [tenant]);
-  await db.pool.query(
-    `insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at)
-     values ($1, $2, 'https://example.com/hooks', 'whsec_backlog', now(), now())`,
-    [tenant, endpoint],
-  );
+  await insertTenantEndpoint(db.pool, tenant, endpoint, "backlog");
   await db.pool.query(
     `insert into webhook_events (tenant_id, event_id, type, body, occurred_at)
      select $1, gen_random_uuid(), 'holdfast.spend.completed', '{}', now() from generate_series(1, $2::int)`,
@@ -55,24 +51,14 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** Rows of webhook_deliveries read so far, as PostgreSQL's counters have them. */
-async function deliveryRowsRead(): Promise<number> {
-  // Flushes this backend's counters when the statement ends, before its answer arrives.
-  await pool.query("select pg_stat_force_next_flush()");
-  const { rows } = await db.pool.query<{ n: string }>(
-    `select pg_stat_clear_snapshot(), (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
-       from pg_stat_user_tables where relname = 'webhook_deliveries'`,
-  );
-  return Number(rows[0]!.n);
-}
 
 describe("webhook claims under a backlog", () => {
   let claimed: ClaimedDelivery[] = [];
 
   it(`reads far fewer rows than the ${BACKLOG} pending deliveries of the endpoint`, async () => {
-    const before = await deliveryRowsRead();
+    const before = await deliveryRowsRead(pool, db.pool);
     claimed = (await claimDeliveries(pool, LIMITS)).deliveries;
-    const read = (await deliveryRowsRead()) - before;
+    const read = (await deliveryRowsRead(pool, db.pool)) - before;
 
     expect(claimed).toHaveLength(LIMITS.perEndpointMax);
     expect(read).toBeGreaterThan(0);
@@ -82,9 +68,9 @@ describe("webhook claims under a backlog", () => {
   it("records successes and leases the next due deliveries reading far fewer rows than the backlog", async () => {
     expect(claimed).toHaveLength(LIMITS.perEndpointMax);
     const successes = claimed.map((delivery) => ({ delivery, status: 204, latencyMs: 1, chain: true }));
-    const before = await deliveryRowsRead();
+    const before = await deliveryRowsRead(pool, db.pool);
     const next = await recordSuccesses(pool, successes, LIMITS.leaseMs);
-    const read = (await deliveryRowsRead()) - before;
+    const read = (await deliveryRowsRead(pool, db.pool)) - before;
 
     // Each success handed its slot to a delivery not claimed before.
     expect(next).toHaveLength(claimed.length);

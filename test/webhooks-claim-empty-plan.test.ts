@@ -16,6 +16,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimDeliveries } from "@holdfast/webhooks/deliveries";
 import { createTestDatabase, type TestDatabase } from "./support/db.js";
+import { deliveryRowsRead, insertTenantEndpoint } from "./support/webhooks.js";
 
 const FINISHED = 20_000;
 const PENDING = 3;
@@ -34,12 +35,7 @@ beforeAll(async () => {
   const tenant = "00000000-0000-4000-8000-0000000000a2";
   const endpoint = "00000000-0000-4000-8000-0000000000e2";
   await db.pool.query("vacuum analyze webhook_deliveries");
-  await db.pool.query("insert into tenants (id, name) values ($1, 'empty-plan')", [tenant]);
-  await db.pool.query(
-    `insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at)
-     values ($1, $2, 'https://example.com/hooks', 'whsec_empty_plan', now(), now())`,
-    [tenant, endpoint],
-  );
+  await insertTenantEndpoint(db.pool, tenant, endpoint, "empty-plan");
   for (let i = 0; i < PLANNING_CLAIMS; i++) {
     expect((await claimDeliveries(pool, LIMITS)).deliveries).toEqual([]);
   }
@@ -72,16 +68,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** Rows of webhook_deliveries read so far, as PostgreSQL's counters have them. */
-async function deliveryRowsRead(): Promise<number> {
-  // Flushes this backend's counters when the statement ends, before its answer arrives.
-  await pool.query("select pg_stat_force_next_flush()");
-  const { rows } = await db.pool.query<{ n: string }>(
-    `select pg_stat_clear_snapshot(), (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
-       from pg_stat_user_tables where relname = 'webhook_deliveries'`,
-  );
-  return Number(rows[0]!.n);
-}
 
 describe("webhook claims planned on an empty deliveries table", () => {
   it(`claim the pending deliveries without reading the ${FINISHED} finished ones`, async () => {
@@ -91,9 +77,9 @@ describe("webhook claims planned on an empty deliveries table", () => {
     // The premise: the planner still believes the table is empty.
     expect(stats[0]!.reltuples).toBe(0);
 
-    const before = await deliveryRowsRead();
+    const before = await deliveryRowsRead(pool, db.pool);
     const { deliveries } = await claimDeliveries(pool, LIMITS);
-    const read = (await deliveryRowsRead()) - before;
+    const read = (await deliveryRowsRead(pool, db.pool)) - before;
 
     expect(deliveries).toHaveLength(PENDING);
     expect(read).toBeGreaterThan(0);

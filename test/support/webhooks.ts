@@ -179,3 +179,28 @@ export function startTestWorker(pool: pg.Pool, natsUrl: string, env: Record<stri
   worker.start();
   return worker;
 }
+
+/**
+ * Rows of webhook_deliveries read so far (by sequential scans plus through indexes), as
+ * PostgreSQL's table counters have them. `measured` is the pool whose statements are counted (of
+ * one connection): its counters are flushed first. `observer` reads them.
+ */
+export async function deliveryRowsRead(measured: pg.Pool, observer: pg.Pool): Promise<number> {
+  // Flushes that backend's counters when the statement ends, before its answer arrives.
+  await measured.query("select pg_stat_force_next_flush()");
+  const { rows } = await observer.query<{ n: string }>(
+    `select pg_stat_clear_snapshot(), (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
+       from pg_stat_user_tables where relname = 'webhook_deliveries'`,
+  );
+  return Number(rows[0]!.n);
+}
+
+/** A tenant named `name` and one enabled endpoint of it, written straight into the tables. */
+export async function insertTenantEndpoint(db: pg.Pool, tenantId: string, endpointId: string, name: string): Promise<void> {
+  await db.query("insert into tenants (id, name) values ($1, $2)", [tenantId, name]);
+  await db.query(
+    `insert into webhook_endpoints (tenant_id, endpoint_id, url, secret, created_at, updated_at)
+     values ($1, $2, 'https://example.com/hooks', $3, now(), now())`,
+    [tenantId, endpointId, `whsec_${name.replace(/-/g, "_")}`],
+  );
+}
